@@ -1,0 +1,59 @@
+"""Local Sphinx extension: make the built book work offline, with no kernel.
+
+Loaded by ``_config.yml`` (``sphinx: local_extensions``). It does three things:
+
+1. Tells the notebooks executed during the build to render experiments in their
+   *static* form (``companion.explore``): the environment variable set here is
+   inherited by every kernel the build starts, so a plain ``jupyter-book build .``
+   produces the precomputed, kernel-free experiments and nobody sets a flag by hand.
+2. Removes sphinx-thebe's scripts from every page. We do not use thebe, and its
+   inline ``const THEBE_JS_URL`` is declared twice on Jupyter Book 1's stock pages,
+   which throws a console error.
+3. Refuses, at the end of the build, any page that still references a script or
+   stylesheet on another host (a regression guard; the browser test checks the
+   same thing from the outside).
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+EXPLORE_MODE_VARIABLE = "COMPANION_EXPLORE_MODE"
+
+
+def _drop_thebe(app, pagename, templatename, context, doctree):
+    scripts = context.get("script_files")
+    if scripts:
+        context["script_files"] = [
+            s for s in scripts
+            if "thebe" not in str(s) and "THEBE_JS_URL" not in str(getattr(s, "attributes", {}).get("body", ""))
+        ]
+    css = context.get("css_files")
+    if css:
+        context["css_files"] = [c for c in css if "thebe" not in str(c)]
+
+
+_REMOTE = re.compile(r"""<(?:script|link)\b[^>]*(?:src|href)=["'](?:https?:)?//[^"']+["']""", re.I)
+
+
+def _check_no_remote_assets(app, exception):
+    if exception is not None or app.builder.format != "html":
+        return
+    offenders = []
+    for page in Path(app.outdir).rglob("*.html"):
+        text = page.read_text(encoding="utf-8", errors="replace")
+        for match in _REMOTE.finditer(text):
+            tag = match.group(0)
+            if "<link" in tag.lower() and 'rel="stylesheet"' not in tag and "preload" not in tag:
+                continue  # plain hyperlinks in <link rel=canonical> etc. load nothing
+            offenders.append(f"{page.relative_to(app.outdir)}: {tag[:120]}")
+    if offenders:
+        raise RuntimeError("pages load assets from other hosts:\n" + "\n".join(offenders[:20]))
+
+
+def setup(app):
+    os.environ[EXPLORE_MODE_VARIABLE] = "static"
+    app.connect("html-page-context", _drop_thebe, priority=900)
+    app.connect("build-finished", _check_no_remote_assets)
+    return {"parallel_read_safe": True, "parallel_write_safe": True, "version": "1.0"}
