@@ -41,6 +41,7 @@ import json
 import os
 import threading
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -53,6 +54,7 @@ __all__ = ["Slider", "Choice", "Experiment", "explore", "MAX_FRAMES", "MODE_VARI
 #: The largest control grid an experiment may have. The static book ships one image
 #: per grid point (about 10-30 kB each), and a page must stay under ~5 MB.
 MAX_FRAMES = 200
+_CREATED: "weakref.WeakSet[Experiment]" = weakref.WeakSet()
 #: Environment variable that selects the mode: "static" or "live".
 MODE_VARIABLE = "COMPANION_EXPLORE_MODE"
 
@@ -167,6 +169,7 @@ class Experiment:
         self.default = tuple(self.controls[n].default_index(n) for n in self.names)
         self._accepts_progress = "progress" in inspect.signature(draw).parameters
         self._cache: dict[tuple[int, ...], bytes] = {}
+        _CREATED.add(self)  # lets tests/benchmarks/bench_book.py time every experiment of a chapter
 
     # -- drawing -------------------------------------------------------------------
     def params(self, index: Sequence[int]) -> dict[str, Any]:

@@ -1,0 +1,194 @@
+"""companion.explore: one experiment, live (ipywidgets) and static (precomputed HTML).
+
+References: each frame is checked against a drawing whose colour encodes its
+parameters (so the right frame for a setting is known independently of explore's
+own bookkeeping), and the inline script is run in Chromium over every setting.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import itertools
+import json
+import re
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from companion.explore import MAX_FRAMES, Choice, Slider, explore, resolve_mode
+
+DEPTHS = [1, 2, 3, 4]
+KINDS = ["red", "green", "blue"]
+
+
+def colour_of(depth, kind):
+    """The colour a setting is drawn in: a known, distinct colour per grid point."""
+    base = {"red": np.array([1.0, 0, 0]), "green": np.array([0, 1.0, 0]), "blue": np.array([0, 0, 1.0])}[kind]
+    return base * (0.4 + 0.15 * depth)
+
+
+def draw_colour(fig, depth, kind):
+    ax = fig.add_axes([0, 0, 1, 1])
+    ax.set_axis_off()
+    ax.add_patch(__import__("matplotlib").patches.Rectangle((0, 0), 1, 1, color=colour_of(depth, kind)))
+
+
+def centre_pixel(b64png: str) -> np.ndarray:
+    image = Image.open(io.BytesIO(base64.b64decode(b64png))).convert("RGB")
+    w, h = image.size
+    return np.asarray(image)[h // 2, w // 2] / 255.0
+
+
+def make():
+    return explore(draw_colour, {"depth": Slider(DEPTHS, value=3), "kind": Choice(KINDS)},
+                   name="colours", figsize=(2, 1), dpi=40)
+
+
+def static_data(html: str) -> dict:
+    match = re.search(r'<script type="application/json" class="cx-data">(.*?)</script>', html, re.S)
+    assert match, "static HTML carries no frame data"
+    return json.loads(match.group(1))
+
+
+def test_static_html_holds_one_frame_per_grid_point_in_the_right_order():
+    data = static_data(make().static_html())
+    assert len(data["frames"]) == len(DEPTHS) * len(KINDS)
+    assert data["strides"] == [len(KINDS), 1]
+    for (i, depth), (j, kind) in itertools.product(enumerate(DEPTHS), enumerate(KINDS)):
+        k = i * data["strides"][0] + j * data["strides"][1]
+        got = centre_pixel(data["images"][data["frames"][k]])
+        np.testing.assert_allclose(got, colour_of(depth, kind), atol=3 / 255 + 0.02,
+                                   err_msg=f"frame for depth={depth}, kind={kind}")
+    assert data["labels"] == [[str(d) for d in DEPTHS], KINDS]
+
+
+def test_identical_frames_are_stored_once():
+    def draw(fig, a, b):  # b does not matter: 2 distinct images for 6 settings
+        draw_colour(fig, a, "red")
+
+    data = static_data(explore(draw, {"a": Slider([1, 2]), "b": Choice(["x", "y", "z"])},
+                               figsize=(1, 1), dpi=20).static_html())
+    assert len(data["frames"]) == 6 and len(data["images"]) == 2
+
+
+def test_static_html_starts_at_the_default_and_sets_controls_to_it():
+    html = make().static_html()
+    data = static_data(html)
+    first = re.search(r'<img class="cx-frame"[^>]*src="data:image/png;base64,([^"]+)"', html).group(1)
+    np.testing.assert_allclose(centre_pixel(first), colour_of(3, "red"), atol=0.03)
+    assert 'value="2" data-cx-control="0"' in html  # index of depth=3
+    assert len(data["images"]) == len(DEPTHS) * len(KINDS)
+
+
+def test_inline_script_maps_every_setting_to_its_frame(tmp_path):
+    """Run the page's own script in Chromium for every combination of control values."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.fail("/usr/bin/chromium is missing: apt-get install chromium")
+    page_file = tmp_path / "x.html"
+    page_file.write_text(f"<!doctype html><html><body>{make().static_html()}</body></html>")
+    data = static_data(page_file.read_text())
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        tab = browser.new_page()
+        errors = []
+        tab.on("pageerror", lambda e: errors.append(str(e)))
+        tab.goto(page_file.as_uri())
+        slider, select = tab.locator('[data-cx-control="0"]'), tab.locator('[data-cx-control="1"]')
+        for i, j in itertools.product(range(len(DEPTHS)), range(len(KINDS))):
+            select.select_option(str(j))
+            slider.evaluate("(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", str(i))
+            src = tab.locator("img.cx-frame").get_attribute("src")
+            np.testing.assert_allclose(centre_pixel(src.split(",", 1)[1]), colour_of(DEPTHS[i], KINDS[j]),
+                                       atol=0.03)
+            assert tab.locator('[data-cx-output="0"]').text_content() == str(DEPTHS[i])
+        browser.close()
+    assert errors == []
+    assert len(data["frames"]) == 12
+
+
+def test_live_control_change_redraws_the_image():
+    exp = make()
+    box = exp.live()
+    assert box is not None
+    before = exp._image.value
+    np.testing.assert_allclose(centre_pixel(base64.b64encode(before).decode()), colour_of(3, "red"), atol=0.03)
+    exp._inputs[1].value = 2  # kind -> blue
+    after = exp._image.value
+    assert after != before
+    np.testing.assert_allclose(centre_pixel(base64.b64encode(after).decode()), colour_of(3, "blue"), atol=0.03)
+
+
+def test_live_expensive_runs_in_background_with_progress():
+    seen = []
+
+    def slow(fig, n, progress):
+        for k in range(5):
+            time.sleep(0.01)
+            progress((k + 1) / 5)
+            seen.append(k)
+        draw_colour(fig, n, "green")
+
+    exp = explore(slow, {"n": Slider([1, 2])}, expensive=True, figsize=(1, 1), dpi=20)
+    exp.live()  # the first setting starts computing at once, without blocking
+    deadline = time.time() + 10
+    while exp._button.disabled and time.time() < deadline:
+        time.sleep(0.02)
+    assert exp._progress.value == 1.0 and exp._image.value
+    exp._inputs[0].value = 0  # not computed yet: asks for Run rather than freezing
+    assert "Run" in exp._status.value
+    exp._button.click()
+    while exp._button.disabled and time.time() < deadline:
+        time.sleep(0.02)
+    np.testing.assert_allclose(centre_pixel(base64.b64encode(exp._image.value).decode()), colour_of(1, "green"),
+                               atol=0.03)
+
+
+def test_live_error_is_shown_not_raised():
+    def broken(fig, a):
+        if a == 2:
+            raise ValueError("lr must be positive, got -1")
+        draw_colour(fig, a, "red")
+
+    exp = explore(broken, {"a": Slider([1, 2], value=1)}, figsize=(1, 1), dpi=20)
+    exp.live()
+    exp._inputs[0].value = 1
+    assert "lr must be positive" in exp._status.value
+
+
+def test_empty_figure_is_refused():
+    exp = explore(lambda fig, a: None, {"a": Slider([1, 2])}, name="blank")
+    with pytest.raises(RuntimeError, match="blank"):
+        exp.static_html()
+
+
+def test_grid_too_large_names_experiment_and_size():
+    with pytest.raises(ValueError, match=r"'huge'.*201 points"):
+        explore(draw_colour, {"depth": Slider(list(range(67))), "kind": Choice(KINDS)}, name="huge")
+    assert MAX_FRAMES == 200
+
+
+@pytest.mark.parametrize("controls, message", [
+    ({"kind": Choice([])}, r"control 'kind' \(Choice\) has no options"),
+    ({"depth": Slider([])}, r"control 'depth' \(Slider\) has no options"),
+    ({"depth": Slider([1, 2], value=5)}, r"control 'depth': value must be one of \[1, 2\], got 5"),
+    ({"depth": Slider([1, float("nan")])}, r"control 'depth' \(Slider\) values must be finite"),
+    ({}, r"controls must be a non-empty mapping"),
+])
+def test_bad_controls_are_refused_with_their_name(controls, message):
+    with pytest.raises(ValueError, match=message):
+        explore(draw_colour, controls)
+
+
+def test_mode_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("COMPANION_EXPLORE_MODE", "static")
+    assert resolve_mode() == "static"
+    monkeypatch.setenv("COMPANION_EXPLORE_MODE", "live")
+    assert resolve_mode() == "live"
+    monkeypatch.delenv("COMPANION_EXPLORE_MODE")
+    assert resolve_mode() == "static"  # not inside a kernel
+    with pytest.raises(ValueError, match="mode must be 'static' or 'live', got 'html'"):
+        resolve_mode("html")
