@@ -1,0 +1,413 @@
+"""Look inside a network while it trains: backward signal, activations, dead units, updates.
+
+* :func:`record` -- a context manager around a forward and backward pass of any
+  ``nn.Module`` that records, layer by layer and input side first,
+
+  - ``output_grad_norms``: :math:`\\lVert \\partial L / \\partial z^{(\\ell)} \\rVert_2`,
+    the *backward signal* arriving at each layer's output :math:`z^{(\\ell)}`;
+  - ``weight_grad_norms``: :math:`\\lVert \\partial L / \\partial W^{(\\ell)} \\rVert_2`;
+  - ``activation_stats``: mean, std, saturated and zero fractions of each
+    activation function's *output*, labelled e.g. ``"act3 (after Tanh)"`` so a plot
+    says where the statistic was taken.
+
+* :func:`dead_units` -- the fraction of ReLU-family units that never fire on a batch.
+* :func:`snapshot_weights` / :func:`update_ratios` -- the update-to-weight ratio
+  :math:`\\lVert W_{t+1} - W_t \\rVert / \\lVert W_t \\rVert` per layer.
+
+Example::
+
+    from companion.nets import mlp
+    from companion.diagnostics import record
+
+    net = mlp(10, 1, width=32, depth=5, activation="tanh", seed=0)
+    with record(net) as rec:
+        net(torch.randn(64, 10)).pow(2).mean().backward()
+    rec.output_grad_norms      # {'fc1': ..., 'fc2': ..., ..., 'out': ...}
+    rec.activation_stats["act3 (after Tanh)"].saturated_fraction
+
+A layer is a *leaf* module (no children, as listed by ``named_modules()``) that owns
+parameters; an activation is a leaf module that is one of torch's activation classes
+(PReLU included, although it has a parameter), or a parameter-free leaf whose name
+starts with ``act`` (``nn.Identity`` in ``mlp(activation="linear")``) or whose class
+comes from :mod:`companion.activations`.
+
+References: fastai's ``Hooks``/``ActivationStats`` (course22p2); Glorot & Bengio (2010)
+(saturation); Karpathy, *A Recipe for Training Neural Networks* (2019) (update ratio).
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from typing import Any, Iterator, NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = ["ActivationStats", "Recorder", "record", "dead_units", "snapshot_weights",
+           "update_ratios", "ACTIVATION_TYPES", "RELU_FAMILY"]
+
+#: Module classes treated as activation functions.
+ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
+    nn.Sigmoid, nn.Tanh, nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU, nn.ELU,
+    nn.SELU, nn.CELU, nn.GELU, nn.SiLU, nn.Mish, nn.Softplus, nn.Softsign, nn.Hardtanh,
+    nn.Hardsigmoid, nn.Hardswish, nn.LogSigmoid, nn.Tanhshrink,
+)
+#: Activations that :func:`dead_units` reports on.
+RELU_FAMILY: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.RReLU)
+_LEAKY = (nn.LeakyReLU, nn.PReLU, nn.RReLU)
+
+
+class ActivationStats(NamedTuple):
+    """Statistics of one activation's outputs :math:`y` over every element of the pass.
+
+    ``std`` is the population std (``ddof=0``, like ``np.std``). ``saturated_fraction``
+    is the fraction with :math:`y < 0.02` or :math:`y > 0.98` after a Sigmoid,
+    :math:`|y| > 0.98` after a Tanh, and NaN after any other activation (no flat tail
+    defined). ``zero_fraction`` is the fraction exactly 0.
+    """
+
+    mean: float
+    std: float
+    saturated_fraction: float
+    zero_fraction: float
+
+
+# ------------------------------------------------------------------------- discovery
+def _check_model(model: object) -> nn.Module:
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+def _is_activation(name: str, module: nn.Module) -> bool:
+    if isinstance(module, ACTIVATION_TYPES):
+        return True
+    if any(True for _ in module.parameters(recurse=False)):
+        return False
+    short = name.rsplit(".", 1)[-1]
+    return short.startswith("act") or type(module).__module__ == "companion.activations"
+
+
+def _leaves(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
+    """Leaf modules in registration order; the root, if a leaf, is called ``model``."""
+    for name, module in model.named_modules():
+        if next(module.children(), None) is None:
+            yield (name or "model"), module
+
+
+def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Leaf modules with parameters that are not activations (Linear, Conv, norms...)."""
+    return [(n, m) for n, m in _leaves(model)
+            if not _is_activation(n, m) and next(m.parameters(recurse=False), None) is not None]
+
+
+def _label(name: str, module: nn.Module) -> str:
+    return f"{name} (after {type(module).__name__})"
+
+
+def _saturated(module: nn.Module, y: Tensor) -> Tensor | None:
+    """Boolean mask of saturated outputs, or None when saturation is not defined."""
+    if isinstance(module, nn.Sigmoid):
+        return (y < 0.02) | (y > 0.98)
+    if isinstance(module, nn.Tanh):
+        return y.abs() > 0.98
+    return None
+
+
+def _tensors(out: Any) -> list[Tensor]:
+    """The tensors among a module's outputs (an LSTM returns a nested tuple)."""
+    if isinstance(out, Tensor):
+        return [out]
+    if isinstance(out, (tuple, list)):
+        return [t for o in out for t in _tensors(o)]
+    return []
+
+
+# -------------------------------------------------------------------------- recorder
+class _Moments:
+    """Running count, mean, M2 (Chan et al.'s parallel update) and two counters."""
+
+    def __init__(self) -> None:
+        self.n, self.mean, self.m2, self.n_sat, self.n_zero = 0, 0.0, 0.0, 0, 0
+        self.saturation_defined = True
+
+    def add(self, y: Tensor, saturated: Tensor | None) -> None:
+        y = y.detach().to(torch.float64).flatten()
+        n_b = y.numel()
+        if n_b == 0:
+            return
+        mean_b = y.mean().item()
+        m2_b = (y - mean_b).pow(2).sum().item()
+        n = self.n + n_b
+        delta = mean_b - self.mean
+        self.mean += delta * n_b / n
+        self.m2 += m2_b + delta * delta * self.n * n_b / n
+        self.n = n
+        self.n_zero += int((y == 0).sum().item())
+        if saturated is None:
+            self.saturation_defined = False
+        else:
+            self.n_sat += int(saturated.sum().item())
+
+    def stats(self) -> ActivationStats:
+        if self.n == 0:
+            return ActivationStats(math.nan, math.nan, math.nan, math.nan)
+        sat = self.n_sat / self.n if self.saturation_defined else math.nan
+        return ActivationStats(self.mean, math.sqrt(self.m2 / self.n), sat, self.n_zero / self.n)
+
+
+class Recorder:
+    """What :func:`record` yields. Read its attributes after the backward pass.
+
+    Attributes (all dicts are ordered input side first, i.e. in the order the modules
+    ran in the last forward pass):
+        layer_names: names (as in ``named_modules()``) of the layers that ran.
+        activation_names: names of the activation modules that ran.
+        activation_labels: ``f"{name} (after {ClassName})"`` for each of them.
+        output_grad_norms: layer name -> :math:`\\lVert \\partial L/\\partial z \\rVert_2`
+            (only layers the backward pass reached).
+        weight_grad_norms: layer name -> ``module.weight.grad.norm()`` (NaN if no grad;
+            layers without a ``weight`` are left out); read live inside the block and
+            frozen when the block exits, so a later ``zero_grad()`` does not erase it.
+        activation_stats: label -> :class:`ActivationStats` (empty if
+            ``activation_stats=False``).
+        activations: label -> flattened float32 ``np.ndarray`` of the outputs (only
+            with ``keep_activations=True``).
+
+    Every call ``model(...)`` inside the block starts a new record, so after several
+    forward passes the attributes describe the last one (and the backward of the last
+    one). A module called several times within one forward contributes all its calls:
+    the gradient norm is over all its outputs together, the statistics over all their
+    elements.
+    """
+
+    def __init__(self, model: nn.Module, *, activation_stats: bool, keep_activations: bool):
+        self.model = _check_model(model)
+        self._want_stats = bool(activation_stats)
+        self._keep = bool(keep_activations)
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._frozen_weight_norms: dict[str, float] | None = None
+        self._pass = 0
+        self._new_pass()
+
+    # -- state of the current pass ------------------------------------------------
+    def _new_pass(self, *_: Any) -> None:
+        self._pass += 1
+        self._layer_modules: OrderedDict[str, nn.Module] = OrderedDict()
+        self._act_labels: OrderedDict[str, str] = OrderedDict()
+        self._grad_sq: dict[str, float] = {}
+        self._moments: dict[str, _Moments] = {}
+        self._kept: dict[str, list[np.ndarray]] = {}
+
+    def _layer_hook(self, name: str):
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            self._layer_modules.setdefault(name, module)
+            current = self._pass
+
+            def on_grad(grad: Tensor) -> None:
+                if current == self._pass:  # ignore backward of an older forward pass
+                    g = grad.detach().to(torch.float64)
+                    self._grad_sq[name] = self._grad_sq.get(name, 0.0) + g.pow(2).sum().item()
+
+            for t in _tensors(output):
+                if t.requires_grad:
+                    t.register_hook(on_grad)
+        return hook
+
+    def _activation_hook(self, name: str):
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            if not isinstance(output, Tensor):
+                return
+            label = self._act_labels.setdefault(name, _label(name, module))
+            y = output.detach()
+            if self._want_stats:
+                self._moments.setdefault(label, _Moments()).add(y, _saturated(module, y))
+            if self._keep:
+                flat = y.flatten().to(torch.float32).cpu().numpy().copy()
+                self._kept.setdefault(label, []).append(flat)
+        return hook
+
+    # -- context manager ---------------------------------------------------------
+    def __enter__(self) -> "Recorder":
+        try:
+            self._handles.append(self.model.register_forward_pre_hook(self._new_pass))
+            for name, module in _leaves(self.model):
+                if _is_activation(name, module):
+                    self._handles.append(module.register_forward_hook(self._activation_hook(name)))
+                elif next(module.parameters(recurse=False), None) is not None:
+                    self._handles.append(module.register_forward_hook(self._layer_hook(name)))
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self._frozen_weight_norms = self._read_weight_norms()
+        finally:
+            self.remove()
+
+    def remove(self) -> None:
+        """Remove every hook (called on exit, also after an exception)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    # -- results -----------------------------------------------------------------
+    def _read_weight_norms(self) -> dict[str, float]:
+        norms = {}
+        for name, module in self._layer_modules.items():
+            weight = getattr(module, "weight", None)
+            if isinstance(weight, Tensor):
+                g = weight.grad
+                norms[name] = math.nan if g is None else g.detach().double().norm().item()
+        return norms
+
+    @property
+    def layer_names(self) -> list[str]:
+        return list(self._layer_modules)
+
+    @property
+    def activation_names(self) -> list[str]:
+        return list(self._act_labels)
+
+    @property
+    def activation_labels(self) -> list[str]:
+        return list(self._act_labels.values())
+
+    @property
+    def output_grad_norms(self) -> dict[str, float]:
+        return {n: math.sqrt(self._grad_sq[n]) for n in self._layer_modules if n in self._grad_sq}
+
+    @property
+    def weight_grad_norms(self) -> dict[str, float]:
+        if self._frozen_weight_norms is not None:
+            return dict(self._frozen_weight_norms)
+        return self._read_weight_norms()
+
+    @property
+    def activation_stats(self) -> dict[str, ActivationStats]:
+        return {label: self._moments[label].stats()
+                for label in self._act_labels.values() if label in self._moments}
+
+    @property
+    def activations(self) -> dict[str, np.ndarray]:
+        if not self._keep:
+            raise AttributeError("activations are kept only with record(..., keep_activations=True)")
+        return {label: np.concatenate(self._kept[label])
+                for label in self._act_labels.values() if label in self._kept}
+
+
+def record(model: nn.Module, *, activation_stats: bool = True,
+           keep_activations: bool = False) -> Recorder:
+    """Record the backward signal and activation statistics of ``model``, per layer.
+
+    Use as ``with record(model) as rec:`` around a forward and a backward pass; see
+    :class:`Recorder` for what ``rec`` holds. Hooks: a forward hook on every layer
+    registers a tensor hook on its output (so the gradient with respect to the output
+    itself is read, unlike ``register_full_backward_hook``), a forward hook on every
+    activation reads its output, and a forward pre-hook on ``model`` starts a new
+    record per call. All are removed when the block exits, also on an exception.
+
+    Args:
+        model: any ``nn.Module`` (``mlp()``, ``nn.Sequential``, nested modules).
+        activation_stats: compute :class:`ActivationStats` per activation.
+        keep_activations: also keep a flattened float32 copy of every activation
+            output (for histograms; memory grows with batch x width).
+    """
+    return Recorder(model, activation_stats=activation_stats, keep_activations=keep_activations)
+
+
+# ------------------------------------------------------------------------ dead units
+@torch.no_grad()
+def dead_units(model: nn.Module, x: Any) -> dict[str, float]:
+    """Fraction of dead units of each ReLU-family activation on the batch ``x``.
+
+    Runs ``model(x)`` once under ``no_grad`` (in whatever train/eval mode the model is).
+    Units are the *last* dimension of the activation's input; every other dimension
+    counts as an example. A unit is dead when, for every example of the batch,
+
+    * ReLU / ReLU6: it outputs exactly 0 (its input is :math:`\\le 0`);
+    * LeakyReLU / PReLU / RReLU: its input is :math:`< 0` (it sits on the small-slope
+      side, passing only a fraction of the signal and of the gradient).
+
+    Returns:
+        label (``"act2 (after ReLU)"``) -> dead fraction in [0, 1], in forward order.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+        ValueError: ``model`` has no ReLU-family activation.
+    """
+    model = _check_model(model)
+    found = [(n, m) for n, m in _leaves(model) if isinstance(m, RELU_FAMILY)]
+    if not found:
+        names = ", ".join(t.__name__ for t in RELU_FAMILY)
+        raise ValueError(f"model has no ReLU-family activation ({names}); nothing to report")
+    dead: OrderedDict[str, Tensor] = OrderedDict()
+
+    def make_hook(name: str):
+        def hook(module: nn.Module, inputs: Any, output: Tensor) -> None:
+            z = inputs[0]
+            units = z.shape[-1] if z.dim() > 0 else 1
+            off = (z < 0) if isinstance(module, _LEAKY) else (output == 0)
+            call_dead = off.reshape(-1, units).all(dim=0)            # (units,)
+            label = _label(name, module)
+            if label in dead and dead[label].shape != call_dead.shape:
+                raise ValueError(f"{label} was called with {units} and "
+                                 f"{dead[label].numel()} units in one forward pass")
+            dead[label] = dead[label] & call_dead if label in dead else call_dead
+        return hook
+
+    handles = [m.register_forward_hook(make_hook(n)) for n, m in found]
+    try:
+        model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return {label: d.double().mean().item() for label, d in dead.items()}
+
+
+# ------------------------------------------------------------------- update ratios
+def snapshot_weights(model: nn.Module) -> dict[str, Tensor]:
+    """Detached copies of every layer's ``weight`` (registration order), for :func:`update_ratios`."""
+    model = _check_model(model)
+    return {name: m.weight.detach().clone() for name, m in _layers(model)
+            if isinstance(getattr(m, "weight", None), Tensor)}
+
+
+def update_ratios(before: dict[str, Tensor], model: nn.Module) -> dict[str, float]:
+    r"""Update-to-weight ratio per layer: :math:`\lVert W_{\text{after}} - W_{\text{before}}\rVert_2 / \lVert W_{\text{before}}\rVert_2`.
+
+    ``before`` is what :func:`snapshot_weights` returned before the step(s). A ratio
+    near ``1e-3`` per step is the usual rule of thumb; much larger means the step is
+    wrecking the weights, much smaller that the layer barely learns. A zero
+    ``W_before`` gives ``inf`` (or NaN if it also did not move). Computed in float64.
+
+    Example::
+
+        before = snapshot_weights(net); opt.step(); update_ratios(before, net)
+
+    Raises:
+        TypeError: ``before`` is not a dict of tensors, ``model`` not a module.
+        ValueError: a name in ``before`` that is not a layer with a weight of ``model``,
+            or whose shape changed.
+    """
+    model = _check_model(model)
+    if not isinstance(before, dict):
+        raise TypeError(f"before must be a dict from snapshot_weights, got {type(before).__name__}")
+    current = snapshot_weights(model)
+    ratios = {}
+    for name, w0 in before.items():
+        if not isinstance(w0, Tensor):
+            raise TypeError(f"before[{name!r}] must be a Tensor, got {type(w0).__name__}")
+        if name not in current:
+            raise ValueError(f"before has layer {name!r}, which model does not have; "
+                             f"model's layers: {list(current)}")
+        w1 = current[name]
+        if w1.shape != w0.shape:
+            raise ValueError(f"before[{name!r}] has shape {tuple(w0.shape)}, "
+                             f"but the layer's weight now has shape {tuple(w1.shape)}")
+        w0d, w1d = w0.detach().double(), w1.double().to(w0.device)
+        ratios[name] = ((w1d - w0d).norm() / w0d.norm()).item()
+    return ratios

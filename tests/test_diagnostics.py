@@ -1,0 +1,298 @@
+"""Tests of companion.diagnostics.
+
+References: torch.autograd.grad with respect to intermediate outputs of a forward pass
+written out by hand (float64), p.grad.norm(), numpy statistics of the manually
+computed activations, numpy pre-activations for dead units, and numpy norms for the
+update ratios.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from companion.diagnostics import (ActivationStats, dead_units, record, snapshot_weights,
+                                   update_ratios)
+from companion.nets import mlp
+
+SETTINGS = settings(max_examples=25, deadline=None)
+ACTIVATIONS = ["sigmoid", "tanh", "relu", "leaky_relu", "elu", "selu", "gelu", "silu",
+               "softplus", "linear", "prelu"]
+
+
+def _all_hooks_removed(model: nn.Module) -> bool:
+    return all(not m._forward_hooks and not m._forward_pre_hooks and not m._backward_hooks
+               for m in model.modules())
+
+
+def _manual_mlp(net: nn.Sequential, x: torch.Tensor):
+    """Reference forward of an mlp, module by module, outside any hooks: returns the
+    list of Linear outputs z and the dict name -> activation output."""
+    zs, acts, h = [], {}, x
+    for name, module in net.named_children():
+        h = module(h)
+        if isinstance(module, nn.Linear):
+            zs.append(h)
+        else:
+            acts[name] = h
+    return zs, acts
+
+
+def _loss(y: torch.Tensor) -> torch.Tensor:
+    return 0.5 * (y - 1.0).pow(2).sum()
+
+
+# --------------------------------------------------------------------------- record
+@SETTINGS
+@given(activation=st.sampled_from(ACTIVATIONS), depth=st.integers(1, 5),
+       width=st.integers(1, 12), scale=st.floats(0.3, 3.0), seed=st.integers(0, 1000))
+def test_record_matches_autograd_on_intermediate_outputs(activation, depth, width, scale, seed):
+    """output_grad_norms == ||autograd.grad(L, z_l)|| for the hand-run forward;
+    weight_grad_norms == p.grad.norm(); names and order input side first."""
+    net = mlp(3, 2, width, depth, activation=activation, weight_scale=scale,
+              bias_std=0.1, seed=seed).double()
+    x = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+
+    zs, _ = _manual_mlp(net, x)
+    ref = torch.autograd.grad(_loss(zs[-1]), zs)
+
+    with record(net) as rec:
+        _loss(net(x)).backward()
+    names = [n for n, m in net.named_modules() if isinstance(m, nn.Linear)]
+    assert rec.layer_names == names == [f"fc{i}" for i in range(1, depth + 1)] + ["out"]
+    assert list(rec.output_grad_norms) == names
+    np.testing.assert_allclose(list(rec.output_grad_norms.values()),
+                               [g.norm().item() for g in ref], rtol=1e-10, atol=1e-300)
+    assert list(rec.weight_grad_norms) == names
+    np.testing.assert_allclose(list(rec.weight_grad_norms.values()),
+                               [net.get_submodule(n).weight.grad.norm().item() for n in names],
+                               rtol=1e-12)
+    assert rec.activation_names == [f"act{i}" for i in range(1, depth + 1)]
+    assert _all_hooks_removed(net)
+
+
+@SETTINGS
+@given(activation=st.sampled_from(ACTIVATIONS), depth=st.integers(1, 4),
+       scale=st.floats(0.3, 4.0), seed=st.integers(0, 1000))
+def test_activation_stats_and_kept_activations_match_numpy(activation, depth, scale, seed):
+    """Stats are taken on each activation's output: numpy mean, std (ddof=0), saturated
+    fraction (Sigmoid: y<0.02 or y>0.98; Tanh: |y|>0.98; else NaN), zero fraction."""
+    net = mlp(4, 1, 16, depth, activation=activation, weight_scale=scale, seed=seed).double()
+    x = torch.randn(32, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    _, acts = _manual_mlp(net, x)
+    with record(net, keep_activations=True) as rec:
+        net(x).sum().backward()
+    cls = type(net.act1).__name__
+    labels = [f"act{i} (after {cls})" for i in range(1, depth + 1)]
+    assert list(rec.activation_stats) == labels == rec.activation_labels
+    assert list(rec.activations) == labels
+    for i, label in enumerate(labels, start=1):
+        y = acts[f"act{i}"].detach().numpy()
+        s = rec.activation_stats[label]
+        assert isinstance(s, ActivationStats)
+        assert s.mean == pytest.approx(y.mean(), rel=1e-9, abs=1e-12)
+        assert s.std == pytest.approx(y.std(), rel=1e-9, abs=1e-12)
+        assert s.zero_fraction == pytest.approx(np.mean(y == 0), abs=1e-12)
+        if isinstance(net.act1, nn.Sigmoid):
+            assert s.saturated_fraction == pytest.approx(np.mean((y < 0.02) | (y > 0.98)))
+        elif isinstance(net.act1, nn.Tanh):
+            assert s.saturated_fraction == pytest.approx(np.mean(np.abs(y) > 0.98))
+        else:
+            assert math.isnan(s.saturated_fraction)
+        kept = rec.activations[label]
+        assert kept.dtype == np.float32
+        np.testing.assert_allclose(kept, y.ravel().astype(np.float32), rtol=0, atol=0)
+
+
+def test_activation_stats_off_and_activations_not_kept():
+    net = mlp(2, 1, 4, 2, seed=0)
+    with record(net, activation_stats=False) as rec:
+        net(torch.randn(3, 2)).sum().backward()
+    assert rec.activation_stats == {} and len(rec.output_grad_norms) == 3
+    with pytest.raises(AttributeError, match="keep_activations=True"):
+        rec.activations
+
+
+class _Block(nn.Module):
+    """Registers `b` before `a` but runs `a` first: forward order != registration order."""
+
+    def __init__(self):
+        super().__init__()
+        self.b = nn.Linear(4, 4)
+        self.a = nn.Linear(3, 4)
+        self.act = nn.Identity()
+
+    def forward(self, x):
+        return torch.tanh(self.b(self.act(self.a(x))))
+
+
+def test_nested_conv_model_forward_order_and_autograd_reference():
+    """Nested modules: names are named_modules() names, in the order they ran; the
+    backward signal equals autograd.grad on the intermediate outputs."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU(), nn.Flatten()),
+        nn.Linear(2 * 3 * 3, 3), nn.SiLU(), _Block(), nn.Linear(4, 1),
+    ).double()
+    x = torch.randn(5, 1, 5, 5, dtype=torch.float64)
+    with record(net) as rec:
+        _loss(net(x)).backward()
+    assert rec.layer_names == ["0.0", "1", "3.a", "3.b", "4"]
+    assert rec.activation_labels == ["0.1 (after ReLU)", "2 (after SiLU)", "3.act (after Identity)"]
+
+    c = net[0][0](x)
+    h = net[1](net[0][2](torch.relu(c)))
+    za = net[3].a(torch.nn.functional.silu(h))
+    zb = net[3].b(za)
+    y = net[4](torch.tanh(zb))
+    ref = torch.autograd.grad(_loss(y), [c, h, za, zb, y])
+    np.testing.assert_allclose(list(rec.output_grad_norms.values()),
+                               [g.norm().item() for g in ref], rtol=1e-10)
+
+
+def test_last_forward_is_kept_and_shared_module_sums_its_calls():
+    """Two forwards inside the block: the record describes the last. A module called
+    twice in one forward: norm over both outputs, sqrt(||g1||^2 + ||g2||^2)."""
+    net = mlp(3, 3, 5, 1, activation="tanh", seed=0).double()
+    x1 = torch.randn(4, 3, dtype=torch.float64)
+    x2 = torch.randn(7, 3, dtype=torch.float64)
+    with record(net) as rec:
+        y1 = net(x1)
+        y2 = net(x2)
+        _loss(y2).backward()
+        _loss(y1).backward()  # backward of the older forward must be ignored
+    zs, acts = _manual_mlp(net, x2)
+    ref = torch.autograd.grad(_loss(zs[-1]), zs)
+    np.testing.assert_allclose(list(rec.output_grad_norms.values()),
+                               [g.norm().item() for g in ref], rtol=1e-10)
+    assert rec.activation_stats["act1 (after Tanh)"].mean == pytest.approx(
+        acts["act1"].mean().item(), rel=1e-12)
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3, 3)
+
+        def forward(self, x):
+            return self.fc(torch.tanh(self.fc(x)))
+
+    model = Twice().double()
+    with record(model) as rec:
+        _loss(model(x1)).backward()
+    z1 = model.fc(x1)
+    z2 = model.fc(torch.tanh(z1))
+    g1, g2 = torch.autograd.grad(_loss(z2), [z1, z2])
+    assert rec.output_grad_norms["fc"] == pytest.approx(
+        math.hypot(g1.norm().item(), g2.norm().item()), rel=1e-10)
+
+
+def test_weight_grad_norms_frozen_at_exit():
+    """Read at exit, so a zero_grad() after the block does not change them."""
+    net = mlp(3, 1, 4, 2, seed=0)
+    with record(net) as rec:
+        net(torch.randn(5, 3)).sum().backward()
+        live = rec.weight_grad_norms
+    net.zero_grad(set_to_none=True)
+    assert rec.weight_grad_norms == live and all(v > 0 for v in live.values())
+
+
+def test_hooks_removed_after_exception():
+    net = mlp(3, 1, 4, 3, seed=0)
+    with pytest.raises(RuntimeError, match="boom"):
+        with record(net, keep_activations=True):
+            net(torch.randn(2, 3))
+            assert not _all_hooks_removed(net)
+            raise RuntimeError("boom")
+    assert _all_hooks_removed(net)
+
+
+def test_record_rejects_non_module():
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got list"):
+        record([nn.Linear(2, 2)])
+
+
+# ----------------------------------------------------------------------- dead units
+@pytest.mark.parametrize("activation", ["relu", "leaky_relu", "prelu"])
+def test_dead_units_bias_shift(activation):
+    """Inputs in [-1, 1] and |W x| < 10: bias -10 -> every unit dead, +10 -> none;
+    half the units shifted each way -> 0.5 in the first layer."""
+    net = mlp(3, 1, 16, 2, activation=activation, weight_scale=1.0, seed=0)
+    x = torch.rand(64, 3, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    assert net.fc1.weight.abs().sum(1).max() < 10  # precondition: |W x| < 10
+    cls = type(net.act1).__name__
+    labels = [f"act1 (after {cls})", f"act2 (after {cls})"]
+    for shift, expected in [(-10.0, 1.0), (10.0, 0.0)]:
+        with torch.no_grad():
+            net.fc1.bias.fill_(shift)
+            net.fc2.bias.fill_(shift)
+            net.fc2.weight.mul_(0.01)  # keeps |W h| < 10 in layer 2 as well
+        assert dead_units(net, x) == {labels[0]: expected, labels[1]: expected}
+        with torch.no_grad():
+            net.fc2.weight.mul_(100.0)
+    with torch.no_grad():
+        net.fc1.bias[:8] = -10.0
+        net.fc1.bias[8:] = 10.0
+    assert dead_units(net, x)[labels[0]] == 0.5
+    assert _all_hooks_removed(net)
+
+
+@SETTINGS
+@given(activation=st.sampled_from(["relu", "leaky_relu"]), seed=st.integers(0, 1000),
+       shift=st.floats(-2.0, 1.0))
+def test_dead_units_match_numpy_preactivations(activation, seed, shift):
+    """Reference: a unit is dead when its pre-activation is <= 0 (ReLU) / < 0 (leaky)
+    for every row of the batch, computed in numpy."""
+    net = mlp(3, 1, 20, 1, activation=activation, bias_std=1.0, seed=seed).double()
+    with torch.no_grad():
+        net.fc1.bias.add_(shift)
+    x = torch.randn(10, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(seed))
+    z = x.numpy() @ net.fc1.weight.detach().numpy().T + net.fc1.bias.detach().numpy()
+    off = (z <= 0) if activation == "relu" else (z < 0)
+    got = dead_units(net, x)
+    assert list(got.values()) == [pytest.approx(off.all(axis=0).mean(), abs=1e-12)]
+
+
+def test_dead_units_errors():
+    with pytest.raises(ValueError, match="model has no ReLU-family activation"):
+        dead_units(mlp(2, 1, 3, 1, activation="tanh"), torch.randn(2, 2))
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        dead_units("net", torch.randn(2, 2))
+
+
+# -------------------------------------------------------------------- update ratios
+def test_update_ratios_match_numpy():
+    """||W_after - W_before|| / ||W_before|| per Linear weight, computed with numpy."""
+    net = mlp(4, 2, 6, 2, seed=0)
+    before = snapshot_weights(net)
+    assert list(before) == ["fc1", "fc2", "out"]
+    ref_before = {n: w.numpy().copy() for n, w in before.items()}
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for m in net:
+            if isinstance(m, nn.Linear):
+                m.weight.add_(1e-3 * torch.randn(m.weight.shape, generator=gen))
+    ratios = update_ratios(before, net)
+    for name, w0 in ref_before.items():
+        w1 = net.get_submodule(name).weight.detach().numpy()
+        assert ratios[name] == pytest.approx(np.linalg.norm(w1 - w0) / np.linalg.norm(w0),
+                                             rel=1e-5)
+    assert np.array_equal(before["fc1"].numpy(), ref_before["fc1"])  # snapshot is a copy
+
+
+def test_update_ratios_errors():
+    net = mlp(4, 2, 6, 2, seed=0)
+    with pytest.raises(TypeError, match="before must be a dict"):
+        update_ratios([1], net)
+    with pytest.raises(TypeError, match=r"before\['fc1'\] must be a Tensor"):
+        update_ratios({"fc1": 1.0}, net)
+    with pytest.raises(ValueError, match="before has layer 'fc9', which model does not have"):
+        update_ratios({"fc9": torch.zeros(2)}, net)
+    with pytest.raises(ValueError, match=r"before\['fc1'\] has shape \(2,\)"):
+        update_ratios({"fc1": torch.zeros(2)}, net)
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
+        update_ratios({}, None)
