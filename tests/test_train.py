@@ -1,0 +1,232 @@
+"""Tests of companion.train.
+
+References: a hand-written torch loop with the same optimizer (losses must match
+exactly / to float64 rounding), ||W_after - W_before|| / ||W_before|| computed from
+weight snapshots around manual optimizer steps, properties (loss goes down on a
+learnable problem, divergence is detected by the documented rule, same seed -> same
+history).
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from companion import data
+from companion.nets import mlp
+from companion.train import DIVERGENCE_FACTOR, History, train
+
+SETTINGS = settings(max_examples=15, deadline=None)
+
+
+def _problem(seed=0, dtype=torch.float64):
+    x, y = data.teacher_regression(128, 6, seed=seed)
+    net = mlp(6, 1, width=16, depth=2, seed=seed).to(dtype)
+    return net, x.to(dtype), y.to(dtype)
+
+
+@pytest.mark.parametrize("optimizer, lr", [("sgd", 0.1), ("momentum", 0.02), ("adam", 0.01)])
+def test_loss_decreases_on_learnable_problem(optimizer, lr):
+    """A 2-layer net on teacher_regression halves its loss (a property, not a value)."""
+    net, x, y = _problem(dtype=torch.float32)
+    h = train(net, x, y, steps=200, lr=lr, optimizer=optimizer)
+    assert isinstance(h, History) and h.losses.dtype == np.float64 and h.losses.shape == (200,)
+    assert not h.diverged and h.steps_run == 200 and np.isfinite(h.losses).all()
+    assert h.final_loss < 0.5 * h.losses[0]
+
+
+def test_cross_entropy_on_spirals():
+    """Cross-entropy on spirals goes down; losses[0] equals F.cross_entropy of the fresh net."""
+    x, labels = data.spirals(300, 3)
+    net = mlp(2, 3, width=32, depth=2, activation="relu", seed=0)
+    first = F.cross_entropy(net(x), labels).item()
+    h = train(net, x, labels, steps=300, lr=0.01, optimizer="adam", loss="cross_entropy")
+    assert h.losses[0] == pytest.approx(first, rel=1e-6)
+    assert h.final_loss < 0.5 * h.losses[0]
+
+
+@pytest.mark.parametrize("optimizer, ref", [
+    ("sgd", lambda p: torch.optim.SGD(p, lr=0.05)),
+    ("momentum", lambda p: torch.optim.SGD(p, lr=0.05, momentum=0.9)),
+    ("adam", lambda p: torch.optim.Adam(p, lr=0.05)),
+    (torch.optim.RMSprop, lambda p: torch.optim.RMSprop(p, lr=0.05)),
+])
+def test_matches_hand_written_loop(optimizer, ref):
+    """Losses equal those of a plain torch loop with the same optimizer (float64)."""
+    net, x, y = _problem()
+    ref_net = copy.deepcopy(net)
+    h = train(net, x, y, steps=20, lr=0.05, optimizer=optimizer)
+    opt = ref(ref_net.parameters())
+    expected = []
+    for _ in range(20):
+        loss = F.mse_loss(ref_net(x), y)
+        expected.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    np.testing.assert_allclose(h.losses, expected, rtol=1e-12)
+    for p, q in zip(net.parameters(), ref_net.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-14)
+
+
+def test_optimizer_kwargs_and_callable_loss():
+    """optimizer_kwargs reach the optimizer and a callable loss is used as given: with
+    momentum=0 'momentum' is plain SGD; loss=2*mse doubles every recorded loss."""
+    net, x, y = _problem()
+    a = train(copy.deepcopy(net), x, y, steps=5, lr=0.05, optimizer="momentum",
+              optimizer_kwargs={"momentum": 0.0})
+    b = train(copy.deepcopy(net), x, y, steps=5, lr=0.05, optimizer="sgd")
+    np.testing.assert_array_equal(a.losses, b.losses)
+    c = train(copy.deepcopy(net), x, y, steps=1, lr=0.05, loss=lambda p, t: 2 * F.mse_loss(p, t))
+    assert c.losses[0] == pytest.approx(2 * b.losses[0], rel=1e-12)
+
+
+def test_huge_lr_diverges_without_raising():
+    """lr=1e3 blows up: diverged_at reported, losses before it finite, from it on NaN."""
+    net, x, y = _problem(dtype=torch.float32)
+    h = train(net, x, y, steps=100, lr=1e3)
+    d = h.diverged_at
+    assert h.diverged and d is not None and 0 < d < 100
+    assert np.isfinite(h.losses[:d]).all() and np.isnan(h.losses[d:]).all()
+    assert h.steps_run == d and h.final_loss == h.losses[d - 1]
+
+
+def _scripted_loss(values):
+    """A loss callable returning values[t] at call t (attached to the graph via pred*0)."""
+    it = iter(values)
+    return lambda pred, target: (pred * 0).sum() + next(it)
+
+
+@pytest.mark.parametrize("values, expected", [
+    ([1.0, 2.0, 0.9 * DIVERGENCE_FACTOR, 3.0], None),           # below 1e6 x initial: fine
+    ([1.0, 2.0, 1.1 * DIVERGENCE_FACTOR, 3.0], 2),              # above: diverged at 2
+    ([1.0, math.inf, 1.0, 1.0], 1),
+    ([1.0, 1.0, 1.0, math.nan], 3),
+    ([math.nan, 1.0, 1.0, 1.0], 0),
+    ([0.0, 5.0, 1e9, 1.0], None),                               # l_0 = 0: finiteness only
+])
+def test_divergence_rule(values, expected):
+    """diverged_at = first t with l_t non-finite or > DIVERGENCE_FACTOR * l_0 (l_0 > 0)."""
+    net, x, y = _problem()
+    h = train(net, x, y, steps=4, lr=0.1, loss=_scripted_loss(values))
+    assert h.diverged_at == expected
+    if expected is not None:
+        np.testing.assert_array_equal(h.losses[:expected], values[:expected])
+        assert np.isnan(h.losses[expected:]).all()
+    recorded = values if expected is None else values[:expected]
+    if recorded:
+        assert h.final_loss == recorded[-1]
+    else:
+        assert math.isnan(h.final_loss)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_update_ratios_match_snapshots(optimizer):
+    """update_ratios[name][t] == ||W_{t+1} - W_t|| / ||W_t|| from snapshots around manual
+    optimizer steps on a copy of the same net."""
+    net, x, y = _problem()
+    ref = copy.deepcopy(net)
+    steps = 4
+    h = train(net, x, y, steps=steps, lr=0.05, optimizer=optimizer, track_update_ratios=True)
+    assert set(h.update_ratios) == {"fc1", "fc2", "out"}
+    opt = (torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam)(ref.parameters(), lr=0.05)
+    layers = {"fc1": ref.fc1, "fc2": ref.fc2, "out": ref.out}
+    for t in range(steps):
+        before = {k: m.weight.detach().clone() for k, m in layers.items()}
+        opt.zero_grad()
+        F.mse_loss(ref(x), y).backward()
+        opt.step()
+        for k, m in layers.items():
+            expected = ((m.weight.detach() - before[k]).norm() / before[k].norm()).item()
+            assert h.update_ratios[k][t] == pytest.approx(expected, rel=1e-10)
+    assert train(ref, x, y, steps=2, lr=0.1).update_ratios is None
+
+
+def test_update_ratios_nan_after_divergence():
+    net, x, y = _problem(dtype=torch.float32)
+    h = train(net, x, y, steps=50, lr=1e3, track_update_ratios=True)
+    for r in h.update_ratios.values():
+        assert r.shape == (50,)
+        assert np.isfinite(r[: h.diverged_at - 1]).all() and np.isnan(r[h.diverged_at:]).all()
+
+
+@SETTINGS
+@given(seed=st.integers(0, 1000), batch_size=st.sampled_from([None, 16, 50]))
+def test_same_seed_same_history(seed, batch_size):
+    """Two identical nets, same data and seed -> identical losses and ratios."""
+    runs = []
+    for _ in range(2):
+        net, x, y = _problem(dtype=torch.float32)
+        runs.append(train(net, x, y, steps=15, lr=0.05, batch_size=batch_size, seed=seed,
+                          track_update_ratios=True))
+    np.testing.assert_array_equal(runs[0].losses, runs[1].losses)
+    for k in runs[0].update_ratios:
+        np.testing.assert_array_equal(runs[0].update_ratios[k], runs[1].update_ratios[k])
+
+
+def test_minibatches():
+    """Different seeds give different minibatch losses; batch_size = n equals full batch
+    (the mean over a permutation of all rows) to float64 rounding."""
+    net, x, y = _problem()
+    a = train(copy.deepcopy(net), x, y, steps=10, lr=0.05, batch_size=16, seed=0)
+    b = train(copy.deepcopy(net), x, y, steps=10, lr=0.05, batch_size=16, seed=1)
+    assert not np.array_equal(a.losses, b.losses)
+    full = train(copy.deepcopy(net), x, y, steps=10, lr=0.05)
+    whole = train(copy.deepcopy(net), x, y, steps=10, lr=0.05, batch_size=len(x), seed=3)
+    np.testing.assert_allclose(whole.losses, full.losses, rtol=1e-10)
+
+
+def test_callback_and_early_stop():
+    """callback gets (step, loss) for every step; returning False stops after that step."""
+    net, x, y = _problem()
+    seen = []
+    h = train(copy.deepcopy(net), x, y, steps=6, lr=0.05, callback=lambda t, l: seen.append((t, l)))
+    assert [t for t, _ in seen] == list(range(6))
+    np.testing.assert_array_equal([l for _, l in seen], h.losses)
+    stop = train(copy.deepcopy(net), x, y, steps=6, lr=0.05, callback=lambda t, l: t < 2)
+    assert stop.steps_run == 3 and stop.diverged_at is None and not stop.diverged
+    np.testing.assert_array_equal(stop.losses[:3], h.losses[:3])
+    assert np.isnan(stop.losses[3:]).all() and stop.final_loss == h.losses[2]
+
+
+# ------------------------------------------------------------------------- errors
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(steps=0), "steps"),
+    (dict(steps=2.5), "steps"),
+    (dict(lr=0.0), "lr"),
+    (dict(lr=-0.1), "lr"),
+    (dict(lr=math.inf), "lr"),
+    (dict(optimizer="lbfgs"), r"optimizer must be one of \['sgd', 'momentum', 'adam'\].*'lbfgs'"),
+    (dict(loss="hinge"), r"loss must be one of \['mse', 'cross_entropy'\].*'hinge'"),
+    (dict(batch_size=0), "batch_size"),
+    (dict(batch_size=10_000), "batch_size"),
+    (dict(seed=-1), "seed"),
+])
+def test_value_errors(kwargs, match):
+    net, x, y = _problem()
+    with pytest.raises(ValueError, match=match):
+        train(net, x, y, **{"steps": 3, "lr": 0.1, **kwargs})
+
+
+def test_shape_errors():
+    net, x, y = _problem()
+    with pytest.raises(ValueError, match="same nonzero first dimension"):
+        train(net, x, y[:-1], steps=2, lr=0.1)
+    with pytest.raises(ValueError, match="y must have the model output's shape"):
+        train(net, x, y[:, 0], steps=2, lr=0.1)
+
+
+def test_type_errors():
+    net, x, y = _problem()
+    with pytest.raises(TypeError, match="model"):
+        train(lambda v: v, x, y, steps=2, lr=0.1)
+    with pytest.raises(TypeError, match="callback"):
+        train(net, x, y, steps=2, lr=0.1, callback=3)
+    with pytest.raises(TypeError, match="optimizer_kwargs"):
+        train(net, x, y, steps=2, lr=0.1, optimizer_kwargs=[("momentum", 0.9)])
