@@ -60,14 +60,44 @@ def test_listed_in_the_table_of_contents(path):
     assert f"book/{path.stem}" in _toc_files()
 
 
+# Appended to each chapter by the test below: every live experiment drew its default
+# setting without an error, and moving one control of each cheap one redraws it.
+_LIVE_CHECK = """
+import time
+from companion import explore as _explore
+_live = [e for e in _explore._CREATED if hasattr(e, "_status")]
+_deadline = time.time() + 240
+while any(e.expensive and e._lock.locked() for e in _live) and time.time() < _deadline:
+    time.sleep(0.1)
+_failed = {e.name: e._status.value for e in _live if "#b00" in e._status.value or not e._image.value}
+assert _live and not _failed, _failed
+_unchanged = []
+for e in _live:
+    if e.expensive:
+        continue
+    before, w = e._image.value, e._inputs[0]
+    w.value = (w.value + 1) % len(e.options[0])      # the next option of the first control
+    if e._image.value == before or "#b00" in e._status.value:
+        _unchanged.append((e.name, e._status.value))
+assert not _unchanged, _unchanged
+print(len(_live), "live experiments checked")
+"""
+
+
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_executes_in_a_fresh_kernel(path, monkeypatch):
+def test_executes_in_a_fresh_kernel_with_live_experiments(path, monkeypatch):
+    """Top to bottom in a fresh kernel, experiments in their live (ipywidgets) form.
+
+    The book's build executes the same notebooks with static experiments (every frame of
+    every grid) and fails on any error, so the two modes are both covered.
+    """
     import nbclient
     import nbformat
 
-    monkeypatch.setenv("COMPANION_EXPLORE_MODE", "static")  # as in the book's build
+    monkeypatch.setenv("COMPANION_EXPLORE_MODE", "live")
     notebook = nbformat.read(path, as_version=4)
+    notebook.cells.append(nbformat.v4.new_code_cell(_LIVE_CHECK))
     started = time.perf_counter()
     nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}}).execute()
@@ -75,5 +105,7 @@ def test_executes_in_a_fresh_kernel(path, monkeypatch):
     errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert errors == []
+    printed = "".join(o.get("text", "") for o in notebook.cells[-1].outputs)
+    assert "live experiments checked" in printed
     # the budget itself (about a minute on 2 cores) is measured by tests/benchmarks/bench_book.py
     assert elapsed < 300
