@@ -65,8 +65,8 @@ def sync_setup_cells(book_dir: str | Path = "book", config_path: str | Path = "_
         if code and "".join(code[0]["source"]).startswith(SETUP_MARKER):
             cell = code[0]
         else:
-            cell = {"cell_type": "code", "execution_count": None, "metadata": {"tags": ["remove-cell"]},
-                    "outputs": [], "source": []}
+            cell = {"cell_type": "code", "execution_count": None, "id": "colab-setup",
+                    "metadata": {"tags": ["remove-cell"]}, "outputs": [], "source": []}
             first_code = notebook["cells"].index(code[0]) if code else len(notebook["cells"])
             notebook["cells"].insert(first_code, cell)
         lines = source.splitlines(keepends=True)
