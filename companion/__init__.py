@@ -1,2 +1,17 @@
-"""Companion package of *Training deep networks that actually train*."""
+"""Companion package of *Training deep networks that actually train*.
+
+Import the part you need; each module is small and documented:
+
+- :mod:`companion.activations` -- activation functions and their derivatives (numpy and torch)
+- :mod:`companion.init` -- ``torch.nn.init``-style initializers (also fill numpy arrays)
+- :mod:`companion.nets` -- the book's networks: :func:`~companion.nets.mlp`, a simple RNN
+- :mod:`companion.diagnostics` -- per-layer gradient and activation recording, dead units
+- :mod:`companion.scratch` -- a NumPy MLP with hand-written backpropagation
+- :mod:`companion.optim` -- optimizers as pure update functions and ``torch.optim`` classes
+- :mod:`companion.surfaces` -- 2-D test functions and a trajectory runner
+- :mod:`companion.data`, :mod:`companion.train`, :mod:`companion.plots` -- synthetic data,
+  a training loop that reports divergence, the book's plots
+- :mod:`companion.explore` -- experiments that are live widgets in a notebook and
+  precomputed frames in the built book
+"""
 __version__ = "0.1.0"

@@ -26,14 +26,6 @@ from ._functional import (AdagradState, AdamState, LionState, NAdamState, RMSpro
                           sgd_update, signsgd_init, signsgd_update)
 from ._helpers import bias_corrected, decoupled_weight_decay, ema
 
-__all__ = [
-    "SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "SignSGD", "NAdam", "Lion",
-    "SGDState", "sgd_init", "sgd_update",
-    "AdagradState", "adagrad_init", "adagrad_update",
-    "RMSpropState", "rmsprop_init", "rmsprop_update",
-    "AdamState", "adam_init", "adam_update", "adamw_init", "adamw_update",
-    "SignSGDState", "signsgd_init", "signsgd_update",
-    "NAdamState", "nadam_init", "nadam_update",
-    "LionState", "lion_init", "lion_update",
-    "ema", "bias_corrected", "decoupled_weight_decay",
-]
+from . import _classes, _functional
+
+__all__ = [*_classes.__all__, *_functional.__all__, "ema", "bias_corrected", "decoupled_weight_decay"]
