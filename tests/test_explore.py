@@ -122,6 +122,27 @@ def test_live_control_change_redraws_the_image():
     np.testing.assert_allclose(centre_pixel(base64.b64encode(after).decode()), colour_of(3, "blue"), atol=0.03)
 
 
+def test_live_prefetches_the_neighbours_so_one_step_only_swaps_an_image():
+    # Reference: a counter of draw() calls. After the first frame, the settings one
+    # control step away are drawn in the background; stepping to one draws nothing new,
+    # and the image shown is that setting's colour.
+    calls = []
+
+    def draw(fig, depth, kind):
+        calls.append((depth, kind))
+        draw_colour(fig, depth, kind)
+
+    exp = explore(draw, {"depth": Slider(DEPTHS, value=3), "kind": Choice(KINDS)}, name="pf")
+    exp.live()                                   # default (depth 3, red) = index (2, 0)
+    assert exp.prefetch_idle(30)
+    assert set(exp.neighbours((2, 0))) == {(3, 0), (1, 0), (2, 1)}
+    assert {(4, "red"), (2, "red"), (3, "green")} <= set(calls)
+    exp._inputs[0].value = 3                      # depth 3 -> 4: prefetched, not drawn again
+    assert calls.count((4, "red")) == 1
+    np.testing.assert_allclose(centre_pixel(base64.b64encode(exp._image.value).decode()),
+                               colour_of(4, "red"), atol=0.03)
+
+
 def test_live_expensive_runs_in_background_with_progress():
     seen = []
 
