@@ -171,7 +171,8 @@ class Experiment:
         self._accepts_progress = "progress" in inspect.signature(draw).parameters
         self._cache: dict[tuple[int, ...], bytes] = {}
         self._pending: list[tuple[int, ...]] = []
-        self._prefetcher: threading.Thread | None = None
+        self._prefetch_scheduled = False
+        self._prefetch_errors: dict[tuple[int, ...], Exception] = {}
         _CREATED.add(self)  # lets tests/benchmarks/bench_book.py time every experiment of a chapter
 
     # -- drawing -------------------------------------------------------------------
@@ -201,7 +202,10 @@ class Experiment:
         index = self.default if index is None else tuple(index)
         if index in self._cache and not compact:
             return self._cache[index]
-        canvas = FigureCanvasAgg(self.figure(index, progress))
+        return self._rasterize(index, self.figure(index, progress), compact=compact)
+
+    def _rasterize(self, index: tuple[int, ...], fig: Figure, *, compact: bool = False) -> bytes:
+        canvas = FigureCanvasAgg(fig)
         canvas.draw()
         png = _encode(np.asarray(canvas.buffer_rgba()), compact=compact)
         if not compact:
@@ -337,30 +341,40 @@ class Experiment:
         return out
 
     def _prefetch_neighbours(self, index: tuple[int, ...]) -> None:
-        """Draw the settings one control step away in a background thread, so that the
-        next slider step only swaps a cached image (a fresh matplotlib frame costs
-        0.1-0.3 s; a cached one a millisecond). Errors are left for _show to report."""
+        """Queue the settings one control step away, so that the next slider step only
+        swaps a cached image (a fresh matplotlib frame costs 0.1-0.3 s; a cached one a
+        millisecond). They are drawn on the kernel's event loop, one frame per turn, when
+        the kernel is idle: in the main thread, because matplotlib (its mathtext parser,
+        its fonts) is not thread-safe, and a background thread drawing while the reader's
+        next cell draws can break that cell."""
         self._pending = [i for i in self.neighbours(index) if i not in self._cache]
-        if self._pending and (self._prefetcher is None or not self._prefetcher.is_alive()):
-            def work() -> None:
-                while True:
-                    try:
-                        i = self._pending.pop(0)
-                    except IndexError:
-                        return
-                    if i not in self._cache:
-                        try:
-                            self.render(i)
-                        except Exception:
-                            pass
-            self._prefetcher = threading.Thread(target=work, daemon=True)
-            self._prefetcher.start()
+        loop = _kernel_loop()
+        if self._pending and loop is not None and not self._prefetch_scheduled:
+            self._prefetch_scheduled = True
+            loop.call_later(0.05, self._prefetch_step, loop)
 
-    def prefetch_idle(self, timeout: float = 30.0) -> bool:
-        """Wait until background drawing has finished (for tests and benchmarks)."""
-        if self._prefetcher is not None:
-            self._prefetcher.join(timeout)
-        return self._prefetcher is None or not self._prefetcher.is_alive()
+    def _prefetch_one(self) -> bool:
+        """Draw one pending setting; False when nothing was left to draw."""
+        while self._pending:
+            i = self._pending.pop(0)
+            if i not in self._cache:
+                try:
+                    self.render(i)
+                except Exception as error:  # _show reports it if the reader goes there
+                    self._prefetch_errors[i] = error
+                return True
+        return False
+
+    def _prefetch_step(self, loop) -> None:
+        self._prefetch_scheduled = False
+        if self._prefetch_one() and self._pending:
+            self._prefetch_scheduled = True
+            loop.call_later(0.01, self._prefetch_step, loop)
+
+    def prefetch_idle(self) -> None:
+        """Draw every queued setting now (tests and benchmarks; a cell blocks the loop)."""
+        while self._prefetch_one():
+            pass
 
     def _run_in_background(self) -> None:
         if not self._lock.acquire(blocking=False):
@@ -369,23 +383,39 @@ class Experiment:
         self._button.disabled = True
         self._progress.value = 0.0
         self._status.value = "running…"
+        loop = _kernel_loop()
+        started = time.perf_counter()
 
         def progress(fraction: float) -> None:
             self._progress.value = float(min(max(fraction, 0.0), 1.0))
 
-        def work() -> None:
-            started = time.perf_counter()
+        def fail(error: Exception) -> None:
+            self._status.value = f'<span style="color:#b00">{html.escape(type(error).__name__)}: {html.escape(str(error))}</span>'
+            self._button.disabled = False
+            self._lock.release()
+
+        def finish(fig: Figure) -> None:
+            # rasterizing (text layout, mathtext) happens here, on the kernel's main
+            # thread when there is one: matplotlib is not thread-safe
             try:
-                png = self.render(index, progress=progress)
+                png = self._rasterize(index, fig)
                 if self._current() == index:
                     self._image.value = png
                 self._status.value = f"done in {time.perf_counter() - started:.1f} s"
                 self._progress.value = 1.0
             except Exception as error:
-                self._status.value = f'<span style="color:#b00">{html.escape(type(error).__name__)}: {html.escape(str(error))}</span>'
-            finally:
-                self._button.disabled = False
-                self._lock.release()
+                fail(error)
+                return
+            self._button.disabled = False
+            self._lock.release()
+
+        def work() -> None:
+            try:  # the slow part: training, inside draw(); artists are only created here
+                fig = self.figure(index, progress)
+            except Exception as error:
+                (loop.call_soon_threadsafe(fail, error) if loop is not None else fail(error))
+                return
+            (loop.call_soon_threadsafe(finish, fig) if loop is not None else finish(fig))
 
         threading.Thread(target=work, daemon=True).start()
 
@@ -401,6 +431,16 @@ class Experiment:
 
     def __repr__(self) -> str:
         return f"Experiment({self.name!r}, controls={self.names}, grid={self.grid_size})"
+
+
+def _kernel_loop():
+    """The running asyncio loop of the IPython kernel (its main thread), or None."""
+    import asyncio
+
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def resolve_mode(mode: str | None = None) -> str:

@@ -134,7 +134,7 @@ def test_live_prefetches_the_neighbours_so_one_step_only_swaps_an_image():
 
     exp = explore(draw, {"depth": Slider(DEPTHS, value=3), "kind": Choice(KINDS)}, name="pf")
     exp.live()                                   # default (depth 3, red) = index (2, 0)
-    assert exp.prefetch_idle(30)
+    exp.prefetch_idle()
     assert set(exp.neighbours((2, 0))) == {(3, 0), (1, 0), (2, 1)}
     assert {(4, "red"), (2, "red"), (3, "green")} <= set(calls)
     exp._inputs[0].value = 3                      # depth 3 -> 4: prefetched, not drawn again

@@ -63,12 +63,12 @@ def test_listed_in_the_table_of_contents(path):
 # Appended to each chapter by the test below: every live experiment drew its default
 # setting without an error, and moving one control of each cheap one redraws it.
 _LIVE_CHECK = """
-import time
+import asyncio, time
 from companion import explore as _explore
 _live = [e for e in _explore._CREATED if hasattr(e, "_status")]
 _deadline = time.time() + 240
 while any(e.expensive and e._lock.locked() for e in _live) and time.time() < _deadline:
-    time.sleep(0.1)
+    await asyncio.sleep(0.1)   # yields to the kernel's loop, which finishes background runs
 _failed = {e.name: e._status.value for e in _live if "#b00" in e._status.value or not e._image.value}
 assert _live and not _failed, _failed
 _unchanged = []

@@ -43,7 +43,7 @@ for _e in list(_x._CREATED):
     _e.live()
     _steps, _rng = [], random.Random(0)
     for _k in range(8):
-        _e.prefetch_idle(60)
+        _e.prefetch_idle()
         _i = _rng.randrange(len(_e.shape))
         _w, _n = _e._inputs[_i], _e.shape[_i]
         if _n < 2:
