@@ -172,7 +172,6 @@ class Experiment:
         self._cache: dict[tuple[int, ...], bytes] = {}
         self._pending: list[tuple[int, ...]] = []
         self._prefetch_scheduled = False
-        self._prefetch_errors: dict[tuple[int, ...], Exception] = {}
         _CREATED.add(self)  # lets tests/benchmarks/bench_book.py time every experiment of a chapter
 
     # -- drawing -------------------------------------------------------------------
@@ -326,7 +325,7 @@ class Experiment:
                 self._image.value = self.render(index)
                 self._status.value = f'<span style="color:#888">drawn in {1e3 * (time.perf_counter() - started):.0f} ms</span>'
             except Exception as error:  # shown to the reader, never a crash of the notebook
-                self._status.value = f'<span style="color:#b00">{html.escape(type(error).__name__)}: {html.escape(str(error))}</span>'
+                self._status.value = _error_html(error)
         if not self.expensive:
             self._prefetch_neighbours(index)
 
@@ -360,8 +359,8 @@ class Experiment:
             if i not in self._cache:
                 try:
                     self.render(i)
-                except Exception as error:  # _show reports it if the reader goes there
-                    self._prefetch_errors[i] = error
+                except Exception:  # _show reports it if the reader goes there
+                    pass
                 return True
         return False
 
@@ -389,8 +388,8 @@ class Experiment:
         def progress(fraction: float) -> None:
             self._progress.value = float(min(max(fraction, 0.0), 1.0))
 
-        def fail(error: Exception) -> None:
-            self._status.value = f'<span style="color:#b00">{html.escape(type(error).__name__)}: {html.escape(str(error))}</span>'
+        def done(status: str) -> None:
+            self._status.value = status
             self._button.disabled = False
             self._lock.release()
 
@@ -399,21 +398,20 @@ class Experiment:
             # thread when there is one: matplotlib is not thread-safe
             try:
                 png = self._rasterize(index, fig)
-                if self._current() == index:
-                    self._image.value = png
-                self._status.value = f"done in {time.perf_counter() - started:.1f} s"
-                self._progress.value = 1.0
             except Exception as error:
-                fail(error)
+                done(_error_html(error))
                 return
-            self._button.disabled = False
-            self._lock.release()
+            if self._current() == index:
+                self._image.value = png
+            self._progress.value = 1.0
+            done(f"done in {time.perf_counter() - started:.1f} s")
 
         def work() -> None:
             try:  # the slow part: training, inside draw(); artists are only created here
                 fig = self.figure(index, progress)
             except Exception as error:
-                (loop.call_soon_threadsafe(fail, error) if loop is not None else fail(error))
+                status = _error_html(error)
+                (loop.call_soon_threadsafe(done, status) if loop is not None else done(status))
                 return
             (loop.call_soon_threadsafe(finish, fig) if loop is not None else finish(fig))
 
@@ -431,6 +429,11 @@ class Experiment:
 
     def __repr__(self) -> str:
         return f"Experiment({self.name!r}, controls={self.names}, grid={self.grid_size})"
+
+
+def _error_html(error: Exception) -> str:
+    """An exception as the red status line a reader sees instead of a traceback."""
+    return f'<span style="color:#b00">{html.escape(type(error).__name__)}: {html.escape(str(error))}</span>'
 
 
 def _kernel_loop():
@@ -517,8 +520,7 @@ def _plain_log_ticks(fig: Figure) -> None:
                 axis.set_minor_formatter(NullFormatter())
                 lo, hi = sorted(abs(v) for v in axis.get_view_interval())
                 if lo > 0 and hi / lo > 1e6:
-                    # over many decades, 8 unlabelled minor ticks per decade are clutter, and
-                    # each is a matplotlib artist: dropping them halves a frame's drawing time
+                    # over many decades, 8 unlabelled minor ticks per decade are only clutter
                     axis.set_minor_locator(NullLocator())
 
 
