@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["mlp", "SimpleRNN", "rnn_gradient_norms"]
+__all__ = ["mlp", "SimpleRNN", "rnn_gradient_norms", "NORMS"]
 
 #: Activation names that :func:`torch.nn.init.calculate_gain` knows; any other
 #: activation gets ``nonlinearity="relu"`` when a kaiming initializer is asked for.
@@ -109,6 +109,7 @@ def mlp(
     init: str | Callable[[Tensor], object] | None = None,
     bias: bool = True,
     bias_std: float = 0.0,
+    norm: str | Callable[[int], nn.Module] | None = None,
     seed: int | None = None,
 ) -> nn.Sequential:
     r"""A fully connected network with ``depth`` hidden layers of ``width`` units.
@@ -125,7 +126,9 @@ def mlp(
 
     Modules are named ``fc1, act1, fc2, act2, ..., fc{depth}, act{depth}, out``
     (``fc1``: in -> width, ``fc2..``: width -> width, ``out``: width -> out, no
-    activation after ``out``), so ``net.fc3`` and diagnostics labels are stable.
+    activation after ``out``), so ``net.fc3`` and diagnostics labels are stable. With
+    ``norm``, a normalization layer ``norm{l}`` sits between each hidden ``fc{l}`` and
+    ``act{l}`` (Ioffe & Szegedy's placement): ``fc1, norm1, act1, ...``.
 
     Args:
         in_features, out_features, width, depth: positive ints.
@@ -141,6 +144,11 @@ def mlp(
         bias: ``False`` builds every Linear without a bias.
         bias_std: biases are :math:`\mathcal N(0, \text{bias\_std}^2)` when positive,
             else zero. Must be 0 when ``bias=False``.
+        norm: ``None`` (no normalization), ``"batch"``
+            (:class:`companion.norm.BatchNorm1d`), ``"layer"`` (``LayerNorm``), ``"rms"``
+            (``RMSNorm``), ``"group"`` (``GroupNorm`` with ``gcd(width, 8)`` groups), or a
+            callable ``f(width)`` returning a module (e.g. ``torch.nn.BatchNorm1d``).
+            Norm layers start at :math:`\gamma = 1, \beta = 0` and draw nothing.
         seed: when given, every draw (weights and biases) comes from a private
             ``torch.Generator().manual_seed(seed)``: the same seed gives the same net,
             and torch's global RNG is left exactly as it was. (A callable ``init`` draws
@@ -154,7 +162,7 @@ def mlp(
         TypeError: a size that is not an int (bools and floats included), a
             non-numeric scale, an ``init`` that is neither a name nor callable.
         ValueError: a size < 1, ``weight_scale <= 0``, ``bias_std < 0``, an unknown
-            activation or initializer name.
+            activation, initializer or norm name.
 
     References:
         LeCun et al., *Efficient BackProp* (1998); Glorot & Bengio (2010);
@@ -178,6 +186,7 @@ def mlp(
         raise ValueError(f"bias_std must be 0 when bias=False, got {bias_std}")
     if init is not None and not isinstance(init, str) and not callable(init):
         raise TypeError(f"init must be None, an initializer name or a callable, got {init!r}")
+    make_norm = _norm_factory(norm)
     generator = _check_seed(seed)
     act = _activation(activation)
     nonlinearity = act.name if act.name in _GAIN_NAMES else "relu"
@@ -196,8 +205,34 @@ def mlp(
                                    weight_scale=weight_scale, init=init,
                                    nonlinearity=nonlinearity, generator=generator)
             if i < depth:
+                if make_norm is not None:
+                    layers[f"norm{i + 1}"] = make_norm(width)
                 layers[f"act{i + 1}"] = act.module()
     return nn.Sequential(layers)
+
+
+#: The names ``mlp(norm=...)`` accepts.
+NORMS = ("batch", "layer", "rms", "group")
+
+
+def _norm_factory(norm: object) -> Callable[[int], nn.Module] | None:
+    """``norm`` of :func:`mlp` -> ``f(width)`` building one norm layer (or None)."""
+    if norm is None:
+        return None
+    if callable(norm):
+        def make(width: int) -> nn.Module:
+            module = norm(width)
+            if not isinstance(module, nn.Module):
+                raise TypeError(f"norm({width}) must return an nn.Module, got {type(module).__name__}")
+            return module
+        return make
+    from companion import norm as norms  # imported lazily: sibling module
+
+    table = {"batch": norms.BatchNorm1d, "layer": norms.LayerNorm, "rms": norms.RMSNorm,
+             "group": lambda width: norms.GroupNorm(math.gcd(width, 8), width)}
+    if not isinstance(norm, str) or norm not in table:
+        raise ValueError(f"norm must be None, one of {NORMS} or a callable f(width), got {norm!r}")
+    return table[norm]
 
 
 def _linear(n_in: int, n_out: int, *, bias: bool, bias_std: float, weight_scale: float,

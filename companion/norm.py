@@ -1,0 +1,607 @@
+r"""Normalization layers from scratch: batch, layer, RMS and group norm.
+
+Each norm is a *pure function* whose body is the chapter's equations, for NumPy arrays
+and torch tensors alike, plus a thin ``nn.Module`` with torch's name, arguments,
+defaults and ``state_dict`` keys (so ``load_state_dict`` works both ways with
+``torch.nn.BatchNorm1d`` and friends). Batch norm in training mode, per channel
+:math:`c` over the :math:`n` values of the batch (and of the spatial positions):
+
+.. math::
+
+    \mu_c = \tfrac1n\textstyle\sum_i x_{ic},\qquad
+    \sigma_c^2 = \tfrac1n\textstyle\sum_i (x_{ic}-\mu_c)^2 \ \text{(biased)},\qquad
+    \hat x_{ic} = \frac{x_{ic}-\mu_c}{\sqrt{\sigma_c^2+\epsilon}},\qquad
+    y_{ic} = \gamma_c\,\hat x_{ic} + \beta_c ,
+
+and the running estimates used in inference mode are updated as torch does,
+
+.. math::
+
+    \bar\mu \leftarrow (1-m)\,\bar\mu + m\,\mu,\qquad
+    \bar\sigma^2 \leftarrow (1-m)\,\bar\sigma^2 + m\,\tfrac{n}{n-1}\,\sigma^2
+    \ \text{(unbiased)},
+
+with momentum :math:`m = 0.1` (Keras' ``momentum=0.99`` weights the *old* value: the
+same rule with :math:`m = 0.01`); ``momentum=None`` is the cumulative average,
+:math:`m = 1/t` at the :math:`t`-th batch. Layer, RMS and group norm normalize each
+example over its features instead, so they have no running statistics and behave the
+same in training and inference.
+
+* :func:`batch_norm_train`, :func:`batch_norm_eval`, :func:`layer_norm`,
+  :func:`rms_norm`, :func:`group_norm` -- the forward passes; the running statistics
+  come back as a new :class:`RunningStats`, never mutated in place.
+* :func:`batch_norm_backward`, :func:`layer_norm_backward` -- the hand-written
+  backward pass, :math:`\partial L/\partial x = \frac{\gamma}{\sqrt{\sigma^2+\epsilon}}
+  \big(g - \overline{g} - \hat x\,\overline{g\hat x}\big)` with :math:`g = \partial
+  L/\partial y` and bars the means over the normalized values.
+* :class:`BatchNorm1d`, :class:`BatchNorm2d`, :class:`LayerNorm`, :class:`RMSNorm`,
+  :class:`GroupNorm` -- drop-in modules.
+
+Example::
+
+    >>> import torch
+    >>> from companion.norm import BatchNorm1d
+    >>> ours, theirs = BatchNorm1d(3), torch.nn.BatchNorm1d(3)
+    >>> x = torch.randn(8, 3)
+    >>> bool(torch.allclose(ours(x), theirs(x), atol=1e-6))
+    True
+    >>> _ = theirs.load_state_dict(ours.state_dict())        # and back
+
+References: Ioffe & Szegedy (2015); Ba, Kiros & Hinton (2016); Zhang & Sennrich
+(2019); Wu & He (2018); PyTorch's ``torch/nn/modules/batchnorm.py``.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from typing import Any, NamedTuple, Sequence
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = ["RunningStats", "batch_norm_train", "batch_norm_eval", "layer_norm", "rms_norm",
+           "group_norm", "batch_norm_backward", "layer_norm_backward", "BatchNorm1d",
+           "BatchNorm2d", "LayerNorm", "RMSNorm", "GroupNorm"]
+
+Array = Any  # a numpy.ndarray or a torch.Tensor: every body below works for both
+
+
+class RunningStats(NamedTuple):
+    """Batch norm's running estimates: per-channel ``mean`` and ``var``, and ``count``,
+    the number of batches seen (torch's ``num_batches_tracked``)."""
+
+    mean: Array
+    var: Array
+    count: int = 0
+
+
+# ----------------------------------------------------------------------------- checks
+def _check_array(name: str, x: object, min_dim: int = 1) -> Array:
+    if not isinstance(x, (np.ndarray, Tensor)):
+        raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
+    if isinstance(x, np.ndarray) and not np.issubdtype(x.dtype, np.floating):
+        raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
+    if isinstance(x, Tensor) and not x.is_floating_point():
+        raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
+    if x.ndim < min_dim:
+        raise ValueError(f"{name} must have at least {min_dim} dimensions, got shape {tuple(x.shape)}")
+    return x
+
+
+def _check_eps(eps: object, *, allow_none: bool = False) -> float | None:
+    if eps is None and allow_none:
+        return None
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"eps must be a real number, got {eps!r}")
+    if not (0 <= float(eps) < math.inf):
+        raise ValueError(f"eps must be finite and >= 0, got {eps}")
+    return float(eps)
+
+
+def _check_momentum(momentum: object) -> float | None:
+    if momentum is None:
+        return None
+    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
+        raise TypeError(f"momentum must be a number in [0, 1] or None, got {momentum!r}")
+    if not 0 <= float(momentum) <= 1:
+        raise ValueError(f"momentum must be in [0, 1] or None, got {momentum}")
+    return float(momentum)
+
+
+def _check_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return int(value)
+
+
+def _check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
+
+
+def _shape_tuple(normalized_shape: object) -> tuple[int, ...]:
+    if isinstance(normalized_shape, numbers.Integral) and not isinstance(normalized_shape, bool):
+        normalized_shape = (normalized_shape,)
+    if not isinstance(normalized_shape, (tuple, list, torch.Size)) or not normalized_shape:
+        raise TypeError(f"normalized_shape must be an int or a non-empty sequence of ints, "
+                        f"got {normalized_shape!r}")
+    return tuple(_check_int("normalized_shape", n) for n in normalized_shape)
+
+
+def _check_param(name: str, p: Array | None, shape: tuple[int, ...]) -> None:
+    if p is not None and tuple(p.shape) != shape:
+        raise ValueError(f"{name} must have shape {shape}, got {tuple(p.shape)}")
+
+
+def _channel_axes(x: Array, name: str = "x") -> tuple[int, ...]:
+    """Every axis but the channel axis 1: (0,) for (N, C), (0, 2, 3) for (N, C, H, W)."""
+    if x.ndim < 2:
+        raise ValueError(f"{name} must have shape (N, C, ...) with at least 2 dimensions, "
+                         f"got {tuple(x.shape)}")
+    return (0,) + tuple(range(2, x.ndim))
+
+
+def _per_channel(v: Array, ndim: int) -> Array:
+    """(C,) -> (1, C, 1, ...) so it broadcasts against an (N, C, ...) input."""
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _values_per_channel(x: Array) -> int:
+    return int(np.prod([x.shape[a] for a in _channel_axes(x)]))
+
+
+def _finfo_eps(x: Array) -> float:
+    return float(torch.finfo(x.dtype).eps if isinstance(x, Tensor) else np.finfo(x.dtype).eps)
+
+
+# ------------------------------------------------------------------ pure functions
+def batch_norm_train(x: Array, gamma: Array | None = None, beta: Array | None = None,
+                     running: RunningStats | None = None, *, momentum: float | None = 0.1,
+                     eps: float = 1e-5) -> tuple[Array, RunningStats | None]:
+    r"""Batch norm in training mode: normalize with the batch's own statistics.
+
+    Args:
+        x: ``(N, C)``, ``(N, C, L)`` or ``(N, C, H, W)``; statistics per channel over all
+            other axes (:math:`n` values).
+        gamma, beta: ``(C,)`` scale and shift, or ``None`` (1 and 0).
+        running: the current running estimates, or ``None`` to skip the update.
+        momentum: :math:`m` in [0, 1], or ``None`` for the cumulative average (:math:`m = 1/t`).
+        eps: :math:`\epsilon \ge 0`, added to the variance.
+
+    Returns:
+        ``(y, new_running)``: ``y`` like ``x``; ``new_running`` a new
+        :class:`RunningStats` (``count + 1``; the variance estimate unbiased), or
+        ``None`` when ``running`` is ``None``.
+
+    Raises:
+        TypeError: ``x`` not a floating array/tensor. ValueError: fewer than 2
+        dimensions, a single value per channel (the variance is undefined), ``gamma``,
+        ``beta`` or the running statistics not of shape ``(C,)``, a bad ``eps`` or
+        ``momentum``.
+    """
+    x = _check_array("x", x, min_dim=2)
+    axes = _channel_axes(x)
+    eps, momentum = _check_eps(eps), _check_momentum(momentum)
+    n = _values_per_channel(x)
+    if n < 2:
+        raise ValueError(f"Expected more than 1 value per channel when training, got input "
+                         f"of shape {tuple(x.shape)}")
+    C = x.shape[1]
+    for name, p in (("gamma", gamma), ("beta", beta)):
+        _check_param(name, p, (C,))
+    mu = x.mean(axis=axes, keepdims=True)                    # (1) batch mean, (1, C, 1..)
+    var = ((x - mu) ** 2).mean(axis=axes, keepdims=True)     # (2) biased batch variance
+    x_hat = (x - mu) / (var + eps) ** 0.5                    # (3) normalize
+    y = x_hat                                                # (4) scale and shift
+    if gamma is not None:
+        y = _per_channel(gamma, x.ndim) * y
+    if beta is not None:
+        y = y + _per_channel(beta, x.ndim)
+    if running is None:
+        return y, None
+    if not isinstance(running, RunningStats):
+        raise TypeError(f"running must be a RunningStats or None, got {type(running).__name__}")
+    _check_param("running.mean", running.mean, (C,))
+    _check_param("running.var", running.var, (C,))
+    count = int(running.count) + 1
+    m = 1.0 / count if momentum is None else momentum
+    mu, var = mu.reshape(-1), var.reshape(-1)
+    return y, RunningStats(mean=(1 - m) * running.mean + m * mu,
+                           var=(1 - m) * running.var + m * var * (n / (n - 1)),   # unbiased
+                           count=count)
+
+
+def batch_norm_eval(x: Array, running_mean: Array, running_var: Array,
+                    gamma: Array | None = None, beta: Array | None = None, *,
+                    eps: float = 1e-5) -> Array:
+    r"""Batch norm in inference mode: :math:`y = \gamma\,(x-\bar\mu)/\sqrt{\bar\sigma^2+\epsilon}
+    + \beta` with the running estimates, the same for every example (a batch of one is fine).
+
+    Raises:
+        TypeError/ValueError: as :func:`batch_norm_train`.
+    """
+    x = _check_array("x", x, min_dim=2)
+    _channel_axes(x)
+    eps = _check_eps(eps)
+    C = x.shape[1]
+    for name, p in (("running_mean", running_mean), ("running_var", running_var),
+                    ("gamma", gamma), ("beta", beta)):
+        _check_param(name, p, (C,))
+    if running_mean is None or running_var is None:
+        raise ValueError("running_mean and running_var are required in inference mode")
+    mu, var = _per_channel(running_mean, x.ndim), _per_channel(running_var, x.ndim)
+    y = (x - mu) / (var + eps) ** 0.5
+    if gamma is not None:
+        y = _per_channel(gamma, x.ndim) * y
+    if beta is not None:
+        y = y + _per_channel(beta, x.ndim)
+    return y
+
+
+def _trailing(x: Array, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The axes of ``x`` that ``shape`` names: the last ``len(shape)``."""
+    k = len(shape)
+    if x.ndim < k or tuple(x.shape[-k:]) != shape:
+        raise ValueError(f"x must end with the normalized shape {shape}, got {tuple(x.shape)}")
+    return tuple(range(x.ndim - k, x.ndim))
+
+
+def layer_norm(x: Array, normalized_shape: int | Sequence[int], gamma: Array | None = None,
+               beta: Array | None = None, *, eps: float = 1e-5) -> Array:
+    r"""Layer norm: each example normalized over its last ``len(normalized_shape)`` axes,
+
+    .. math:: y = \gamma\,\frac{x-\mu}{\sqrt{\sigma^2+\epsilon}} + \beta,\qquad
+              \mu, \sigma^2 \text{ (biased) over those axes.}
+
+    Raises:
+        TypeError: bad ``x``/``normalized_shape``. ValueError: ``x`` not ending with
+        ``normalized_shape``; ``gamma``/``beta`` not of that shape; bad ``eps``.
+    """
+    x = _check_array("x", x)
+    shape = _shape_tuple(normalized_shape)
+    axes = _trailing(x, shape)
+    eps = _check_eps(eps)
+    _check_param("gamma", gamma, shape)
+    _check_param("beta", beta, shape)
+    mu = x.mean(axis=axes, keepdims=True)
+    var = ((x - mu) ** 2).mean(axis=axes, keepdims=True)
+    y = (x - mu) / (var + eps) ** 0.5
+    if gamma is not None:
+        y = gamma * y
+    if beta is not None:
+        y = y + beta
+    return y
+
+
+def rms_norm(x: Array, normalized_shape: int | Sequence[int], gamma: Array | None = None, *,
+             eps: float | None = None) -> Array:
+    r"""RMS norm (Zhang & Sennrich, 2019): no centring, no shift,
+
+    .. math:: y = \gamma\,\frac{x}{\sqrt{\operatorname{mean}(x^2)+\epsilon}} ,
+
+    the mean over the last ``len(normalized_shape)`` axes. ``eps=None`` is the dtype's
+    machine epsilon, as in ``torch.nn.RMSNorm``.
+
+    Raises:
+        as :func:`layer_norm`.
+    """
+    x = _check_array("x", x)
+    shape = _shape_tuple(normalized_shape)
+    axes = _trailing(x, shape)
+    eps = _check_eps(eps, allow_none=True)
+    _check_param("gamma", gamma, shape)
+    if eps is None:
+        eps = _finfo_eps(x)
+    y = x / ((x ** 2).mean(axis=axes, keepdims=True) + eps) ** 0.5
+    return y if gamma is None else gamma * y
+
+
+def group_norm(x: Array, num_groups: int, gamma: Array | None = None, beta: Array | None = None,
+               *, eps: float = 1e-5) -> Array:
+    r"""Group norm (Wu & He, 2018): the ``C`` channels of each example split into
+    ``num_groups`` groups of ``C / num_groups``; each group normalized over its channels
+    and positions (biased variance); then a per-*channel* :math:`\gamma, \beta`.
+
+    ``num_groups = 1`` is layer norm over (C, positions); ``num_groups = C`` is
+    instance norm.
+
+    Raises:
+        TypeError: bad ``x``/``num_groups``. ValueError: ``x`` with fewer than 2
+        dimensions, ``C`` not divisible by ``num_groups``, bad ``gamma``/``beta``/``eps``.
+    """
+    x = _check_array("x", x, min_dim=2)
+    _channel_axes(x)
+    G = _check_int("num_groups", num_groups)
+    eps = _check_eps(eps)
+    N, C = x.shape[0], x.shape[1]
+    if C % G:
+        raise ValueError(f"num_channels ({C}) must be divisible by num_groups ({G})")
+    _check_param("gamma", gamma, (C,))
+    _check_param("beta", beta, (C,))
+    xg = x.reshape((N, G, -1))                       # (N, G, C/G * positions)
+    mu = xg.mean(axis=(2,), keepdims=True)
+    var = ((xg - mu) ** 2).mean(axis=(2,), keepdims=True)
+    y = ((xg - mu) / (var + eps) ** 0.5).reshape(tuple(x.shape))
+    if gamma is not None:
+        y = _per_channel(gamma, x.ndim) * y
+    if beta is not None:
+        y = y + _per_channel(beta, x.ndim)
+    return y
+
+
+# ------------------------------------------------------------------ backward passes
+def _normalize_backward(g_hat: Array, x_hat: Array, sigma: Array, axes: tuple[int, ...]) -> Array:
+    r""":math:`\partial L/\partial x = \frac1\sigma\big(\hat g - \overline{\hat g} -
+    \hat x\,\overline{\hat g\hat x}\big)`: the gradient through :math:`\hat x = (x-\mu)/\sigma`,
+    with :math:`\hat g = \partial L/\partial \hat x` and bars the means over ``axes``.
+    The two subtracted terms project out the directions of the mean and of :math:`\hat x`."""
+    return (g_hat - g_hat.mean(axis=axes, keepdims=True)
+            - x_hat * (g_hat * x_hat).mean(axis=axes, keepdims=True)) / sigma
+
+
+def batch_norm_backward(grad_y: Array, x: Array, gamma: Array | None = None, *,
+                        eps: float = 1e-5) -> tuple[Array, Array, Array]:
+    r"""The backward pass of :func:`batch_norm_train` (batch statistics), by hand.
+
+    Returns:
+        ``(grad_x, grad_gamma, grad_beta)`` with
+        :math:`\partial L/\partial\beta_c = \sum_i g_{ic}`,
+        :math:`\partial L/\partial\gamma_c = \sum_i g_{ic}\hat x_{ic}`, and
+        ``grad_x`` from :math:`\hat g = \gamma g` by the three-term formula.
+
+    Raises:
+        ValueError: ``grad_y`` not shaped like ``x``, and as :func:`batch_norm_train`.
+    """
+    x = _check_array("x", x, min_dim=2)
+    grad_y = _check_array("grad_y", grad_y, min_dim=2)
+    if tuple(grad_y.shape) != tuple(x.shape):
+        raise ValueError(f"grad_y must have the shape of x {tuple(x.shape)}, got {tuple(grad_y.shape)}")
+    axes = _channel_axes(x)
+    eps = _check_eps(eps)
+    _check_param("gamma", gamma, (x.shape[1],))
+    mu = x.mean(axis=axes, keepdims=True)
+    sigma = (((x - mu) ** 2).mean(axis=axes, keepdims=True) + eps) ** 0.5
+    x_hat = (x - mu) / sigma
+    grad_beta = grad_y.sum(axis=axes)
+    grad_gamma = (grad_y * x_hat).sum(axis=axes)
+    g_hat = grad_y if gamma is None else grad_y * _per_channel(gamma, x.ndim)
+    return _normalize_backward(g_hat, x_hat, sigma, axes), grad_gamma, grad_beta
+
+
+def layer_norm_backward(grad_y: Array, x: Array, normalized_shape: int | Sequence[int],
+                        gamma: Array | None = None, *, eps: float = 1e-5
+                        ) -> tuple[Array, Array, Array]:
+    r"""The backward pass of :func:`layer_norm`: the same three-term formula, the means
+    over each example's normalized axes; ``grad_gamma``/``grad_beta`` summed over the
+    leading (batch) axes.
+
+    Returns:
+        ``(grad_x, grad_gamma, grad_beta)``.
+    """
+    x = _check_array("x", x)
+    grad_y = _check_array("grad_y", grad_y)
+    if tuple(grad_y.shape) != tuple(x.shape):
+        raise ValueError(f"grad_y must have the shape of x {tuple(x.shape)}, got {tuple(grad_y.shape)}")
+    shape = _shape_tuple(normalized_shape)
+    axes = _trailing(x, shape)
+    eps = _check_eps(eps)
+    _check_param("gamma", gamma, shape)
+    mu = x.mean(axis=axes, keepdims=True)
+    sigma = (((x - mu) ** 2).mean(axis=axes, keepdims=True) + eps) ** 0.5
+    x_hat = (x - mu) / sigma
+    lead = tuple(range(x.ndim - len(shape)))
+    grad_beta = grad_y.sum(axis=lead) if lead else grad_y
+    grad_gamma = (grad_y * x_hat).sum(axis=lead) if lead else grad_y * x_hat
+    g_hat = grad_y if gamma is None else grad_y * gamma
+    return _normalize_backward(g_hat, x_hat, sigma, axes), grad_gamma, grad_beta
+
+
+# --------------------------------------------------------------------------- modules
+class _BatchNorm(nn.Module):
+    """Owns the parameters and running buffers (torch's names, so ``state_dict`` keys
+    match); subclasses only check the input's dimensions."""
+
+    _version = 2          # as torch's _NormBase: state dicts without num_batches_tracked load
+    _dims: tuple[int, ...] = ()
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
+                 affine: bool = True, track_running_stats: bool = True, device=None,
+                 dtype=None) -> None:
+        super().__init__()
+        self.num_features = _check_int("num_features", num_features)
+        self.eps = _check_eps(eps)
+        self.momentum = _check_momentum(momentum)
+        self.affine = _check_bool("affine", affine)
+        self.track_running_stats = _check_bool("track_running_stats", track_running_stats)
+        kw = {"device": device, "dtype": dtype}
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_features, **kw))
+            self.bias = nn.Parameter(torch.zeros(num_features, **kw))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        if track_running_stats:
+            self.register_buffer("running_mean", torch.zeros(num_features, **kw))
+            self.register_buffer("running_var", torch.ones(num_features, **kw))
+            self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long, device=device))
+        else:
+            self.register_buffer("running_mean", None)
+            self.register_buffer("running_var", None)
+            self.register_buffer("num_batches_tracked", None)
+
+    def reset_running_stats(self) -> None:
+        if self.track_running_stats:
+            self.running_mean.zero_()
+            self.running_var.fill_(1)
+            self.num_batches_tracked.zero_()
+
+    def reset_parameters(self) -> None:
+        self.reset_running_stats()
+        if self.affine:
+            nn.init.ones_(self.weight)
+            nn.init.zeros_(self.bias)
+
+    def _check_input(self, x: Tensor) -> None:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"input must be a torch tensor, got {type(x).__name__}")
+        if x.dim() not in self._dims:
+            raise ValueError(f"{type(self).__name__} expects a {' or '.join(f'{d}D' for d in self._dims)} "
+                             f"input, got shape {tuple(x.shape)}")
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"{type(self).__name__}({self.num_features}) expects {self.num_features} "
+                             f"channels at dim 1, got input of shape {tuple(x.shape)}")
+
+    def forward(self, x: Tensor) -> Tensor:
+        self._check_input(x)
+        # Batch statistics in training mode, and in eval mode when nothing is tracked.
+        use_batch = self.training or self.running_mean is None
+        if not use_batch:
+            return batch_norm_eval(x, self.running_mean, self.running_var, self.weight,
+                                   self.bias, eps=self.eps)
+        update = self.training and self.track_running_stats
+        running = None
+        if update:
+            running = RunningStats(self.running_mean, self.running_var,
+                                   int(self.num_batches_tracked))
+        y, new = batch_norm_train(x, self.weight, self.bias, running, momentum=self.momentum,
+                                  eps=self.eps)
+        if new is not None:
+            with torch.no_grad():                 # buffers are state, not part of the graph
+                self.running_mean.copy_(new.mean)
+                self.running_var.copy_(new.var)
+                self.num_batches_tracked.add_(1)
+        return y
+
+    def extra_repr(self) -> str:
+        return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
+                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs) -> None:
+        version = local_metadata.get("version", None)
+        key = prefix + "num_batches_tracked"
+        if (version is None or version < 2) and self.track_running_stats and key not in state_dict:
+            state_dict[key] = torch.tensor(0, dtype=torch.long)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+
+class BatchNorm1d(_BatchNorm):
+    r"""Batch norm over a 2D ``(N, C)`` or 3D ``(N, C, L)`` input; a drop-in for
+    ``torch.nn.BatchNorm1d`` (same arguments, defaults, buffers and ``state_dict`` keys:
+    ``weight, bias, running_mean, running_var, num_batches_tracked``).
+
+    Training mode normalizes with the batch statistics (biased variance) and updates the
+    running estimates (unbiased variance, momentum ``m``: see the module docstring);
+    ``model.eval()`` switches to the running estimates. The mode is ``self.training``,
+    never whether gradients are enabled.
+
+    Raises:
+        TypeError/ValueError: a bad argument (``eps < 0``, ``momentum`` outside [0, 1]);
+        in ``forward``, an input of the wrong dimension or channel count, or, in training
+        mode, one value per channel.
+    """
+
+    _dims = (2, 3)
+
+
+class BatchNorm2d(_BatchNorm):
+    r"""Batch norm over a 4D ``(N, C, H, W)`` input, statistics over ``N·H·W`` values per
+    channel; a drop-in for ``torch.nn.BatchNorm2d`` (see :class:`BatchNorm1d`)."""
+
+    _dims = (4,)
+
+
+class LayerNorm(nn.Module):
+    r"""Layer norm over the last ``len(normalized_shape)`` dimensions; a drop-in for
+    ``torch.nn.LayerNorm(normalized_shape, eps=1e-5, elementwise_affine=True, bias=True)``
+    (``state_dict`` keys ``weight``, ``bias``). See :func:`layer_norm`."""
+
+    def __init__(self, normalized_shape: int | Sequence[int], eps: float = 1e-5,
+                 elementwise_affine: bool = True, bias: bool = True, device=None, dtype=None) -> None:
+        super().__init__()
+        self.normalized_shape = _shape_tuple(normalized_shape)
+        self.eps = _check_eps(eps)
+        self.elementwise_affine = _check_bool("elementwise_affine", elementwise_affine)
+        _check_bool("bias", bias)
+        kw = {"device": device, "dtype": dtype}
+        self.weight = nn.Parameter(torch.ones(self.normalized_shape, **kw)) if elementwise_affine else None
+        self.bias = (nn.Parameter(torch.zeros(self.normalized_shape, **kw))
+                     if elementwise_affine and bias else None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"input must be a torch tensor, got {type(x).__name__}")
+        return layer_norm(x, self.normalized_shape, self.weight, self.bias, eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class RMSNorm(nn.Module):
+    r"""RMS norm over the last ``len(normalized_shape)`` dimensions; a drop-in for
+    ``torch.nn.RMSNorm(normalized_shape, eps=None, elementwise_affine=True)`` (torch >=
+    2.4; ``state_dict`` key ``weight``). ``eps=None``: the input dtype's machine epsilon.
+    See :func:`rms_norm`."""
+
+    def __init__(self, normalized_shape: int | Sequence[int], eps: float | None = None,
+                 elementwise_affine: bool = True, device=None, dtype=None) -> None:
+        super().__init__()
+        self.normalized_shape = _shape_tuple(normalized_shape)
+        self.eps = _check_eps(eps, allow_none=True)
+        self.elementwise_affine = _check_bool("elementwise_affine", elementwise_affine)
+        kw = {"device": device, "dtype": dtype}
+        if elementwise_affine:
+            self.weight = nn.Parameter(torch.ones(self.normalized_shape, **kw))
+        else:
+            self.register_parameter("weight", None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"input must be a torch tensor, got {type(x).__name__}")
+        return rms_norm(x, self.normalized_shape, self.weight, eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
+
+
+class GroupNorm(nn.Module):
+    r"""Group norm; a drop-in for ``torch.nn.GroupNorm(num_groups, num_channels, eps=1e-5,
+    affine=True)`` on ``(N, C, *)`` inputs (``state_dict`` keys ``weight``, ``bias``).
+    See :func:`group_norm`.
+
+    Raises:
+        ValueError: ``num_channels`` not divisible by ``num_groups``, and as the others.
+    """
+
+    def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
+                 device=None, dtype=None) -> None:
+        super().__init__()
+        self.num_groups = _check_int("num_groups", num_groups)
+        self.num_channels = _check_int("num_channels", num_channels)
+        if num_channels % num_groups:
+            raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
+        self.eps = _check_eps(eps)
+        self.affine = _check_bool("affine", affine)
+        kw = {"device": device, "dtype": dtype}
+        if affine:
+            self.weight = nn.Parameter(torch.ones(num_channels, **kw))
+            self.bias = nn.Parameter(torch.zeros(num_channels, **kw))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not isinstance(x, Tensor):
+            raise TypeError(f"input must be a torch tensor, got {type(x).__name__}")
+        if x.dim() < 2 or x.shape[1] != self.num_channels:
+            raise ValueError(f"GroupNorm expects an input of shape (N, {self.num_channels}, *), "
+                             f"got {tuple(x.shape)}")
+        return group_norm(x, self.num_groups, self.weight, self.bias, eps=self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
