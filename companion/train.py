@@ -8,9 +8,14 @@ r"""A small training loop that records what the book plots and never crashes on 
     \theta_{t+1} = \theta_t + \Delta\theta_t \quad(\Delta\theta_t \text{ from the optimizer}),
 
 and returns a :class:`History`: the loss :math:`\ell_t` of every step (measured *before*
-step ``t``'s update), the step at which the run diverged, if it did, and optionally each
-layer's update-to-weight ratio :math:`\lVert\Delta W_t\rVert / \lVert W_t\rVert` (a ratio
-near ``1e-3`` per step is the usual rule of thumb; Karpathy, *CS231n* notes).
+step ``t``'s update), the global gradient norm :math:`\lVert\nabla\ell_t\rVert_2` of every
+step (before any clipping), the step at which the run diverged, if it did, and optionally
+each layer's update-to-weight ratio :math:`\lVert\Delta W_t\rVert / \lVert W_t\rVert` (a
+ratio near ``1e-3`` per step is the usual rule of thumb; Karpathy, *CS231n* notes).
+
+``clip=`` clips the gradients between ``backward()`` and ``opt.step()``: a number is the
+``max_norm`` of :func:`companion.clip.clip_grad_norm_`, a callable ``f(params)`` does
+anything else (``functools.partial(companion.clip.adaptive_clip_grad_, clip_factor=0.01)``).
 
 A run *diverges* at the first step ``t`` whose loss is not finite or exceeds
 ``DIVERGENCE_FACTOR`` (1e6) times the initial loss :math:`\ell_0` (the second test only when
@@ -36,6 +41,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from . import clip as _clip
 
 __all__ = ["History", "train", "OPTIMIZERS", "LOSSES", "DIVERGENCE_FACTOR"]
 
@@ -72,12 +79,22 @@ class History:
             :math:`\\lVert W_{t+1} - W_t\\rVert_F / \\lVert W_t\\rVert_F`, NaN for steps
             not run; else ``None``.
         steps_run: number of updates made (``steps`` unless diverged or stopped early).
+        grad_norms: float64 array (steps,): the global 2-norm of all gradients after
+            ``backward()`` and *before* clipping, :math:`\\lVert(\\lVert g_1\\rVert_2, \\dots,
+            \\lVert g_k\\rVert_2)\\rVert_2`; NaN for steps not run. Always recorded by
+            :func:`train` (``None`` only for a History built by hand).
+        clipped: bool array (steps,), True where the clip changed the gradient: for
+            ``clip=max_norm``, where the coefficient :math:`\\tau / (N + 10^{-6})` was < 1;
+            for a callable, where the global norm after the call differs from before.
+            False for steps not run; ``None`` when ``clip`` is None.
     """
 
     losses: np.ndarray
     diverged_at: Optional[int] = None
     update_ratios: Optional[dict[str, np.ndarray]] = None
     steps_run: int = 0
+    grad_norms: Optional[np.ndarray] = None
+    clipped: Optional[np.ndarray] = None
 
     @property
     def diverged(self) -> bool:
@@ -111,6 +128,18 @@ def _make_batches(n: int, batch_size: Optional[int], seed: int):
             yield perm[start:start + batch_size]
 
 
+def _check_clip(clip: Any) -> Union[None, float, Callable]:
+    """None, a positive finite max_norm (as float), or a callable f(params)."""
+    if clip is None or callable(clip):
+        return clip
+    if isinstance(clip, bool) or not isinstance(clip, numbers.Real):
+        raise TypeError(f"clip must be None, a positive max_norm or a callable f(params), "
+                        f"got {clip!r} ({type(clip).__name__})")
+    if not 0 < clip < math.inf:
+        raise ValueError(f"clip (the max_norm) must be positive and finite, got {clip!r}")
+    return float(clip)
+
+
 def _tracked_weights(model: nn.Module) -> dict[str, Tensor]:
     """Every parameter with >= 2 dims, keyed by layer name (``fc1.weight`` -> ``fc1``)."""
     out = {}
@@ -135,6 +164,7 @@ def train(
     track_update_ratios: bool = False,
     optimizer_kwargs: Optional[dict[str, Any]] = None,
     callback: Optional[Callable[[int, float], Optional[bool]]] = None,
+    clip: Union[None, float, Callable[[list[nn.Parameter]], Any]] = None,
 ) -> History:
     """Train ``model`` in place on ``(x, y)`` for ``steps`` steps; see the module docstring.
 
@@ -156,16 +186,20 @@ def train(
         optimizer_kwargs: extra keyword arguments for the optimizer (``momentum=0.5``...).
         callback: ``callback(step, loss)`` after each completed step; returning ``False``
             stops training (the remaining losses are NaN, ``diverged_at`` stays ``None``).
+        clip: ``None`` (no clipping); a number ``max_norm`` > 0: after ``backward()``,
+            :func:`companion.clip.clip_grad_norm_` (global 2-norm, as torch's); or a
+            callable called as ``clip(params)`` (the list of parameters that require grad)
+            after ``backward()`` and before ``opt.step()``, modifying ``p.grad`` in place.
 
     Returns:
         A :class:`History`.
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``; ``callback`` not callable;
-            ``optimizer_kwargs`` not a dict.
+            ``optimizer_kwargs`` not a dict; ``clip`` neither a number nor a callable.
         ValueError: ``steps < 1``, ``lr <= 0``, an unknown optimizer or loss name, a bad
-            ``batch_size``, ``x``/``y`` of different lengths, or (``"mse"``) ``y`` not
-            shaped like the model's output.
+            ``batch_size``, ``x``/``y`` of different lengths, (``"mse"``) ``y`` not
+            shaped like the model's output, or ``clip`` a number <= 0 or not finite.
     """
     # 1. check the arguments at the boundary
     if not isinstance(model, nn.Module):
@@ -182,6 +216,7 @@ def train(
         raise TypeError(f"callback must be callable or None, got {callback!r}")
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    clip = _check_clip(clip)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no parameters that require grad")
@@ -204,6 +239,9 @@ def train(
     tracked = _tracked_weights(model) if track_update_ratios else {}
     ratios = np.full((len(tracked), steps), np.nan)
     weights = list(tracked.values())
+    # norms and flags stay on the device until the end: no host sync per step
+    grad_norms = torch.full((steps,), math.nan, dtype=torch.float64, device=params[0].device)
+    clipped = torch.zeros(steps, dtype=torch.bool, device=params[0].device)
     diverged_at: Optional[int] = None
     threshold = math.inf
     t_done = 0
@@ -226,6 +264,7 @@ def train(
         losses[t] = lv
         opt.zero_grad(set_to_none=True)
         value.backward()
+        grad_norms[t], clipped[t] = _clip_step(params, clip)
         if weights:
             before = [w.detach().clone() for w in weights]
         opt.step()
@@ -240,4 +279,19 @@ def train(
 
     update_ratios = dict(zip(tracked, ratios)) if track_update_ratios else None
     return History(losses=losses, diverged_at=diverged_at, update_ratios=update_ratios,
-                   steps_run=t_done)
+                   steps_run=t_done, grad_norms=grad_norms.cpu().numpy(),
+                   clipped=None if clip is None else clipped.cpu().numpy())
+
+
+def _clip_step(params: list[Tensor], clip: Union[None, float, Callable]) -> tuple[Tensor, Tensor]:
+    """Clip the gradients as ``clip`` says; return (global 2-norm before, whether changed)."""
+    grads = [p.grad for p in params if p.grad is not None]
+    if isinstance(clip, float):
+        norm = _clip.clip_grad_norm_(params, clip)
+        return norm, clip / (norm + _clip.NORM_EPS) < 1.0       # torch's coefficient < 1
+    norm = _clip.get_total_norm(grads)
+    if clip is None:
+        return norm, torch.tensor(False)
+    clip(params)
+    after = _clip.get_total_norm([p.grad for p in params if p.grad is not None])
+    return norm, after.to(norm.device) != norm

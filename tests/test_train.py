@@ -230,3 +230,157 @@ def test_type_errors():
         train(net, x, y, steps=2, lr=0.1, callback=3)
     with pytest.raises(TypeError, match="optimizer_kwargs"):
         train(net, x, y, steps=2, lr=0.1, optimizer_kwargs=[("momentum", 0.9)])
+
+
+# --------------------------------------------------------------- grad norms and clipping
+def _reference_loop(net, x, y, steps, lr, clip_fn=None):
+    """A plain torch SGD loop; returns (losses, pre-clip norms from torch's get_total_norm,
+    per-step flags returned by clip_fn(params) -- None without clip_fn)."""
+    opt = torch.optim.SGD(net.parameters(), lr=lr)
+    params = list(net.parameters())
+    losses, norms, flags = [], [], []
+    for _ in range(steps):
+        loss = F.mse_loss(net(x), y)
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        norms.append(torch.nn.utils.get_total_norm([p.grad for p in params]).item())
+        if clip_fn is not None:
+            flags.append(clip_fn(params))
+        opt.step()
+    return np.array(losses), np.array(norms), (np.array(flags) if clip_fn else None)
+
+
+@pytest.mark.parametrize("batch_size", [None, 32])
+def test_grad_norms_match_hand_written_loop(batch_size):
+    """Reference: torch.nn.utils.get_total_norm of the gradients of a hand-written loop
+    (full batch), and for minibatches the 2-norm in Python floats of the grads that an
+    SGD optimizer receives in step() (wrapped to record them). clip=None: clipped is None."""
+    net, x, y = _problem()
+    ref_net = copy.deepcopy(net)
+    h = train(net, x, y, steps=8, lr=0.05, batch_size=batch_size)
+    assert h.grad_norms.dtype == np.float64 and h.grad_norms.shape == (8,) and h.clipped is None
+    if batch_size is None:
+        losses, norms, _ = _reference_loop(ref_net, x, y, 8, 0.05)
+        np.testing.assert_array_equal(h.losses, losses)
+        np.testing.assert_array_equal(h.grad_norms, norms)
+        return
+    seen = []
+
+    def sgd_recording(params, lr):
+        opt = torch.optim.SGD(params, lr=lr)
+        step = opt.step
+
+        def recorded_step(*args, **kwargs):
+            seen.append(math.sqrt(sum(float(v) ** 2 for p in params
+                                      for v in p.grad.flatten().tolist())))
+            return step(*args, **kwargs)
+        opt.step = recorded_step
+        return opt
+
+    h2 = train(ref_net, x, y, steps=8, lr=0.05, batch_size=batch_size, optimizer=sgd_recording)
+    np.testing.assert_array_equal(h2.losses, h.losses)
+    np.testing.assert_allclose(h.grad_norms, seen, rtol=1e-12)
+
+
+def test_grad_norms_nan_after_divergence():
+    """Steps not run (from diverged_at on) have NaN norms; every step run has one."""
+    net, x, y = _problem(dtype=torch.float32)
+    h = train(net, x, y, steps=50, lr=1e3)
+    d = h.diverged_at
+    assert d is not None and not np.isnan(h.grad_norms[:d]).any()
+    assert np.isnan(h.grad_norms[d:]).all()
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_clip_float_matches_torch_clip_grad_norm(optimizer):
+    """Reference: a hand-written loop calling torch.nn.utils.clip_grad_norm_(params, 0.8)
+    between backward and step: identical losses, weights, pre-clip norms (torch's return
+    value) and clipped flags (torch's coefficient 0.8 / (N + 1e-6) < 1). max_norm is chosen
+    so that both clipped and unclipped steps occur."""
+    max_norm, steps = 0.8, 30
+    net, x, y = _problem()
+    ref_net = copy.deepcopy(net)
+    h = train(net, x, y, steps=steps, lr=0.05, optimizer=optimizer, clip=max_norm)
+    opt = (torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam)(ref_net.parameters(), lr=0.05)
+    losses, norms, flags = [], [], []
+    for _ in range(steps):
+        loss = F.mse_loss(ref_net(x), y)
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        total = torch.nn.utils.clip_grad_norm_(ref_net.parameters(), max_norm)
+        norms.append(total.item())
+        flags.append(max_norm / (total.item() + 1e-6) < 1)
+        opt.step()
+    assert any(flags) and not all(flags)
+    np.testing.assert_array_equal(h.losses, losses)
+    np.testing.assert_array_equal(h.grad_norms, norms)
+    np.testing.assert_array_equal(h.clipped, flags)
+    assert h.clipped.dtype == np.bool_
+    for p, q in zip(net.parameters(), ref_net.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_callable_clip_is_applied():
+    """Reference: the hand-written loop with the same callable (clip_grad_value_ at 0.1)
+    between backward and step: identical losses and weights; the callable gets the list of
+    parameters; clipped is True exactly where some |g| exceeded 0.1 before the call."""
+    net, x, y = _problem()
+    ref_net = copy.deepcopy(net)
+    calls = []
+
+    def clip(params):
+        calls.append(params)
+        torch.nn.utils.clip_grad_value_(params, 0.1)
+
+    h = train(net, x, y, steps=40, lr=0.05, clip=clip)
+    assert len(calls) == 40 and calls[0] == list(net.parameters())
+
+    def ref_clip(params):
+        over = any(bool((p.grad.abs() > 0.1).any()) for p in params)
+        torch.nn.utils.clip_grad_value_(params, 0.1)
+        return over
+
+    losses, norms, flags = _reference_loop(ref_net, x, y, 40, 0.05, ref_clip)
+    assert flags.any() and not flags.all()
+    np.testing.assert_array_equal(h.losses, losses)
+    np.testing.assert_array_equal(h.grad_norms, norms)
+    np.testing.assert_array_equal(h.clipped, flags)
+    for p, q in zip(net.parameters(), ref_net.parameters()):
+        assert torch.equal(p, q)
+
+
+def test_agc_partial_as_clip():
+    """Reference: the same loop calling companion.clip.adaptive_clip_grad_ by hand."""
+    import functools
+
+    import companion.clip as cc
+    net, x, y = _problem()
+    ref_net = copy.deepcopy(net)
+    h = train(net, x, y, steps=10, lr=0.1,
+              clip=functools.partial(cc.adaptive_clip_grad_, clip_factor=0.01))
+    losses, _, _ = _reference_loop(ref_net, x, y, 10, 0.1,
+                                   lambda ps: cc.adaptive_clip_grad_(ps, clip_factor=0.01))
+    np.testing.assert_array_equal(h.losses, losses)
+    assert h.clipped.all()  # clip_factor 0.01 at lr 0.1 clips some unit every step
+
+
+def test_history_positional_construction_still_works():
+    """Backwards compatibility: History(losses, diverged_at, update_ratios, steps_run)."""
+    h = History(np.zeros(3), None, None, 3)
+    assert h.grad_norms is None and h.clipped is None and h.steps_run == 3
+
+
+@pytest.mark.parametrize("clip, exc, match", [
+    (0.0, ValueError, r"clip \(the max_norm\) must be positive and finite, got 0.0"),
+    (-1, ValueError, r"clip \(the max_norm\) must be positive and finite, got -1"),
+    (math.inf, ValueError, r"clip \(the max_norm\) must be positive and finite, got inf"),
+    (math.nan, ValueError, r"clip \(the max_norm\) must be positive and finite, got nan"),
+    ("norm", TypeError, r"clip must be None, a positive max_norm or a callable f\(params\), got 'norm'"),
+    (True, TypeError, r"clip must be None.*got True \(bool\)"),
+])
+def test_clip_errors(clip, exc, match):
+    net, x, y = _problem()
+    with pytest.raises(exc, match=match):
+        train(net, x, y, steps=2, lr=0.1, clip=clip)

@@ -1,0 +1,420 @@
+r"""Gradient clipping, twice: pure functions over a list of gradients and torch's in-place API.
+
+Clipping bounds the step an optimizer takes when a gradient is (locally) huge -- the cliffs
+of a recurrent net's loss surface (Pascanu, Mikolov & Bengio, 2013) -- without changing
+its direction (norm clipping) or coordinate by coordinate (value clipping). With the global
+norm :math:`N = \lVert (\lVert g_1\rVert_p, \dots, \lVert g_k\rVert_p) \rVert_p` of the
+gradients :math:`g_1..g_k` of all parameters,
+
+.. math::
+
+    \text{value:}\quad g \leftarrow \operatorname{clip}(g, -c, c),\qquad
+    \text{norm:}\quad g_i \leftarrow g_i \cdot \min\!\Big(1, \frac{\tau}{N + 10^{-6}}\Big).
+
+Zhang, He, Sra & Jadbabaie (2020) show that clipped gradient descent converges faster than
+any fixed step size when the smoothness grows with the gradient norm, as it does in
+language models. Adaptive clipping (AGC; Brock, De, Smith & Simonyan, 2021) bounds each
+output unit's gradient relative to that unit's weights instead (:func:`adaptive_clip`).
+
+* Pure functions (numpy arrays or torch tensors in, new arrays out; bodies are the
+  equations): :func:`clip_by_value`, :func:`global_norm`, :func:`clip_by_global_norm`,
+  :func:`unitwise_norm`, :func:`adaptive_clip`.
+* In place on ``p.grad``, with torch's names, signatures, return values and numbers
+  (tests/test_clip.py holds them to :mod:`torch.nn.utils`): :func:`clip_grad_value_`,
+  :func:`clip_grad_norm_` = :func:`get_total_norm` then :func:`clip_grads_with_norm_`;
+  and :func:`adaptive_clip_grad_` (as timm's ``timm/utils/agc.py``).
+
+**Differences from torch:** ``max_norm``, ``clip_value`` <= 0 or non-finite raise
+``ValueError`` here; torch accepts them (``max_norm=0`` silently zeroes every gradient, a
+negative one flips them). Arguments that are not numbers or tensors raise ``TypeError``.
+
+Example::
+
+    import torch, companion.clip as cc
+    model = torch.nn.Linear(3, 1)
+    model(torch.randn(8, 3)).pow(2).mean().backward()
+    total = cc.clip_grad_norm_(model.parameters(), max_norm=1.0)   # norm before clipping
+
+References: Pascanu, Mikolov & Bengio (2013), On the difficulty of training recurrent
+neural networks, ICML. Zhang, He, Sra & Jadbabaie (2020), Why gradient clipping
+accelerates training, ICLR. Brock, De, Smith & Simonyan (2021), High-performance
+large-scale image recognition without normalization, ICML.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import types
+import warnings
+from collections import defaultdict
+from typing import Any, Iterable, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["clip_by_value", "global_norm", "clip_by_global_norm", "unitwise_norm",
+           "adaptive_clip", "clip_grad_value_", "clip_grad_norm_", "get_total_norm",
+           "clip_grads_with_norm_", "adaptive_clip_grad_"]
+
+Array = Union[np.ndarray, Tensor]
+TensorOrTensors = Union[Tensor, Iterable[Tensor]]
+
+#: the ``1e-6`` of torch's coefficient ``max_norm / (total_norm + 1e-6)``
+NORM_EPS = 1e-6
+
+
+# ------------------------------------------------------------------------------ checks
+def _positive(name: str, value: Any, *, zero_ok: bool = False) -> float:
+    """``float(value)`` if it is a finite number > 0 (>= 0 with ``zero_ok``), else a
+    TypeError (not a number) or ValueError naming ``name`` and the value."""
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    what = "non-negative" if zero_ok else "positive"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a {what} number, got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if value < 0 or (value == 0 and not zero_ok):
+        raise ValueError(f"{name} must be {what}, got {value}")
+    return float(value)
+
+
+def _norm_type(norm_type: Any) -> float:
+    """A p > 0 or inf (also the string ``"inf"``, which torch's ``float(norm_type)`` takes)."""
+    try:
+        p = float(norm_type) if not isinstance(norm_type, bool) else math.nan
+    except (TypeError, ValueError):
+        p = math.nan
+    if not p > 0:  # also NaN
+        raise ValueError(f"norm_type must be a positive number or inf, got {norm_type!r}")
+    return p
+
+
+def _tensors(values: Any, name: str) -> list[Tensor]:
+    """A single tensor -> [it]; an iterable -> a list, every item checked to be a tensor."""
+    out = [values] if isinstance(values, Tensor) else list(values)
+    for i, t in enumerate(out):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name} must be tensors, got {type(t).__name__} at index {i}")
+    return out
+
+
+def _params(parameters: Any) -> list[Tensor]:
+    """torch's handling: a tensor or an iterable; warn if an empty generator was given."""
+    out = _tensors(parameters, "parameters")
+    if not out and isinstance(parameters, types.GeneratorType):
+        warnings.warn("`parameters` is an empty generator, no gradient clipping will occur.",
+                      stacklevel=3)
+    return out
+
+
+def _arrays(grads: Any) -> list:
+    return [grads] if isinstance(grads, (np.ndarray, Tensor)) else list(grads)
+
+
+# ---------------------------------------------------------------------- pure functions
+def _xp(x: Any):
+    return torch if isinstance(x, Tensor) else np
+
+
+def _pnorm(x: Array, p: float, dims: Optional[tuple[int, ...]] = None) -> Array:
+    r""":math:`(\sum_j |x_j|^p)^{1/p}` (``p = inf``: :math:`\max_j |x_j|`) over ``dims``
+    (kept, size 1) or over everything; an empty vector has norm 0."""
+    a = abs(x)
+    if dims is None and (a.numel() if isinstance(a, Tensor) else np.size(a)) == 0:
+        return a.sum()
+    kw = {} if dims is None else dict(axis=dims, keepdims=True)
+    if p == math.inf:
+        return _xp(a).amax(a, **kw)
+    return _xp(a).sum(a ** p, **kw) ** (1 / p)
+
+
+def clip_by_value(grads: Sequence[Array], clip_value: float) -> list[Array]:
+    r"""Each coordinate clipped into :math:`[-c, c]`: :math:`g \leftarrow \min(\max(g, -c), c)`.
+
+    Changes the direction of g (large coordinates are cut, small ones kept). Returns new
+    arrays; ``grads`` is not modified. Raises ValueError/TypeError for ``clip_value`` not
+    positive and finite.
+
+    >>> clip_by_value([np.array([-3.0, 0.5, 2.0])], 1.0)[0]
+    array([-1. ,  0.5,  1. ])
+    """
+    c = _positive("clip_value", clip_value)
+    return [_xp(g).clip(g, -c, c) for g in _arrays(grads)]
+
+
+def global_norm(grads: Sequence[Array], norm_type: float = 2.0) -> Array:
+    r"""The p-norm of the per-tensor p-norms: :math:`N = \lVert(\lVert g_1\rVert_p, \dots,
+    \lVert g_k\rVert_p)\rVert_p`, which equals the p-norm of all gradients concatenated.
+
+    ``norm_type = inf`` gives :math:`\max_i \max_j |g_{ij}|`. An empty list has norm 0.
+    Returns a numpy scalar or a 0-d tensor (of the first gradient's kind).
+
+    >>> float(global_norm([np.array([3.0]), np.array([4.0])]))
+    5.0
+    """
+    p = _norm_type(norm_type)
+    grads = _arrays(grads)
+    if not grads:
+        return np.float64(0.0)
+    per_tensor = [_pnorm(g, p) for g in grads]                        # ||g_i||_p
+    stacked = torch.stack(per_tensor) if isinstance(grads[0], Tensor) else np.stack(per_tensor)
+    return _pnorm(stacked, p)
+
+
+def clip_by_global_norm(grads: Sequence[Array], max_norm: float,
+                        norm_type: float = 2.0) -> tuple[list[Array], Array]:
+    r"""Rescale all gradients together so that their global norm is at most ``max_norm``:
+
+    .. math::
+
+        N = \texttt{global\_norm}(g),\qquad
+        g_i \leftarrow g_i \cdot \min\!\Big(1, \frac{\tau}{N + 10^{-6}}\Big).
+
+    The direction of the full gradient is kept. Like torch, the coefficient is applied
+    always (it is 1 when :math:`N \le \tau - 10^{-6}`); an infinite N gives coefficient 0
+    and NaN where a gradient was infinite.
+
+    Returns:
+        ``(clipped, N)``: new arrays, and the global norm *before* clipping.
+
+    >>> g, n = clip_by_global_norm([np.array([3.0, 4.0])], 1.0)
+    >>> float(n), g[0].round(4)
+    (5.0, array([0.6, 0.8]))
+    """
+    tau = _positive("max_norm", max_norm)
+    grads = _arrays(grads)
+    total = global_norm(grads, norm_type)
+    coef = (tau / (total + NORM_EPS)).clip(max=1.0)                    # min(1, tau/(N+1e-6))
+    return [g * coef for g in grads], total
+
+
+def unitwise_norm(x: Array, norm_type: float = 2.0) -> Array:
+    r"""Norm per output unit: over every dim but the first, dims kept (shape (out, 1, ...)).
+
+    For a Linear weight (out, in) the norm of each row; for a conv weight (out, in, kh, kw)
+    that of each filter; a tensor with <= 1 dim (a bias, a gain) is one unit: its whole norm.
+    """
+    p = _norm_type(norm_type)
+    return _pnorm(x, p) if x.ndim <= 1 else _pnorm(x, p, tuple(range(1, x.ndim)))
+
+
+def adaptive_clip(grads: Sequence[Array], params: Sequence[Array], clip_factor: float = 0.01,
+                  eps: float = 1e-3) -> list[Array]:
+    r"""Adaptive gradient clipping (AGC; Brock et al., 2021), unit by unit:
+
+    .. math::
+
+        m = \lambda \max(\lVert W\rVert_{\text{unit}}, \epsilon),\qquad
+        G \leftarrow \begin{cases} G \cdot m / \max(\lVert G\rVert_{\text{unit}}, 10^{-6})
+        & \lVert G\rVert_{\text{unit}} > m \\ G & \text{otherwise,}\end{cases}
+
+    with :math:`\lambda` = ``clip_factor`` and the norms of :func:`unitwise_norm` (2-norm).
+    A unit's step is thus bounded relative to its weights, :math:`\lVert\Delta W\rVert /
+    \lVert W\rVert \lesssim \eta\lambda`; ``eps`` keeps zero-initialized weights movable.
+    Brock et al. do not clip the final linear layer: pass only the others.
+
+    Returns new arrays. Raises ValueError/TypeError for ``clip_factor`` not positive and
+    finite, ``eps`` < 0 or not finite, ``grads`` and ``params`` of different lengths.
+
+    >>> w, g = np.array([[3.0, 4.0], [0.0, 0.0]]), np.array([[0.3, 0.4], [1.0, 0.0]])
+    >>> adaptive_clip([g], [w], clip_factor=0.01)[0]   # row limits 0.05 and 1e-5
+    array([[3.e-02, 4.e-02],
+           [1.e-05, 0.e+00]])
+    """
+    lam = _positive("clip_factor", clip_factor)
+    eps = _positive("eps", eps, zero_ok=True)
+    grads, params = _arrays(grads), _arrays(params)
+    if len(grads) != len(params):
+        raise ValueError(f"grads and params must have the same length, got {len(grads)} and "
+                         f"{len(params)}")
+    out = []
+    for g, w in zip(grads, params):
+        m = lam * unitwise_norm(w).clip(min=eps)                      # lambda max(||W||, eps)
+        g_norm = unitwise_norm(g)
+        out.append(_xp(g).where(g_norm > m, g * m / g_norm.clip(min=1e-6), g))
+    return out
+
+
+# ------------------------------------------------------------------- in place (torch API)
+try:  # torch's own grouping: the same groups in the same order, hence the same rounding
+    from torch.utils._foreach_utils import _group_tensors_by_device_and_dtype as _torch_group
+except ImportError:  # pragma: no cover
+    _torch_group = None
+
+_FOREACH_DEVICES = ("cpu", "cuda", "xpu", "mtia")
+
+
+def _by_device_and_dtype(tensors: list[Tensor]) -> dict[tuple, list[Tensor]]:
+    """``{(device, dtype): [tensors]}``, each foreach call needs one device and one dtype."""
+    if _torch_group is not None:
+        return {key: lists[0] for key, (lists, _) in _torch_group([tensors]).items()}
+    groups: dict[tuple, list[Tensor]] = defaultdict(list)
+    for t in tensors:
+        groups[(t.device, t.dtype)].append(t)
+    return dict(groups)
+
+
+def _use_foreach(tensors: list[Tensor], device: torch.device, foreach: Optional[bool]) -> bool:
+    """torch's rule: ``None`` -> foreach on CPU/CUDA for plain tensors (not subclasses);
+    ``True`` on a device without foreach kernels -> RuntimeError."""
+    if foreach not in (None, True, False):
+        raise TypeError(f"foreach must be None, True or False, got {foreach!r}")
+    supported = device.type in _FOREACH_DEVICES
+    if foreach is None:
+        return supported and all(type(t) is Tensor for t in tensors)
+    if foreach and not supported:
+        raise RuntimeError(f"foreach=True was passed, but can't use the foreach API on "
+                           f"{device.type} tensors")
+    return foreach
+
+
+@torch.no_grad()
+def get_total_norm(tensors: TensorOrTensors, norm_type: float = 2.0,
+                   error_if_nonfinite: bool = False, foreach: Optional[bool] = None) -> Tensor:
+    r"""The global norm :math:`\lVert(\lVert t_1\rVert_p, \dots, \lVert t_k\rVert_p)\rVert_p`
+    of ``tensors`` (e.g. the gradients), as :func:`torch.nn.utils.get_total_norm`.
+
+    Per-tensor norms come from one ``torch._foreach_norm`` per (device, dtype) group (or
+    ``torch.linalg.vector_norm`` each, with ``foreach=False``); the result is on the first
+    tensor's device. An empty list gives ``tensor(0.)``.
+
+    Raises:
+        RuntimeError: ``error_if_nonfinite=True`` and the norm is inf or NaN.
+        ValueError, TypeError: a bad ``norm_type``; an item that is not a tensor.
+    """
+    tensors = _tensors(tensors, "tensors")
+    p = _norm_type(norm_type)
+    if not tensors:
+        return torch.tensor(0.0)
+    norms: list[Tensor] = []
+    for (device, _), group in _by_device_and_dtype(tensors).items():
+        if _use_foreach(group, device, foreach):
+            norms.extend(torch._foreach_norm(group, p))
+        else:
+            norms.extend(torch.linalg.vector_norm(t, p) for t in group)
+    first = tensors[0].device
+    total = torch.linalg.vector_norm(torch.stack([n.to(first) for n in norms]), p)
+    if error_if_nonfinite and not bool(torch.isfinite(total)):
+        raise RuntimeError(f"the total norm of order {p} of the gradients is {total.item()}, "
+                           f"which cannot be clipped (error_if_nonfinite=True; pass False to "
+                           f"scale the gradients by the non-finite norm anyway)")
+    return total
+
+
+@torch.no_grad()
+def clip_grads_with_norm_(parameters: TensorOrTensors, max_norm: float,
+                          total_norm: Union[Tensor, float], foreach: Optional[bool] = None) -> None:
+    r"""In place, every ``p.grad`` times :math:`\min(1, \tau / (N + 10^{-6}))` with the given
+    N = ``total_norm``, as :func:`torch.nn.utils.clip_grads_with_norm_`.
+
+    Always multiplies (no ``if N > tau`` branch, which would need a GPU -> CPU sync). Use
+    it after reducing N across shards (sharded training: a per-shard N is too small).
+    """
+    tau = _positive("max_norm", max_norm)
+    grads = [p.grad for p in _params(parameters) if p.grad is not None]
+    if not isinstance(total_norm, Tensor):
+        if isinstance(total_norm, bool) or not isinstance(total_norm, numbers.Real):
+            raise TypeError(f"total_norm must be a tensor or a number, got {total_norm!r}")
+        total_norm = torch.tensor(float(total_norm))
+    if not grads:
+        return
+    coef = torch.clamp(tau / (total_norm + NORM_EPS), max=1.0)        # a tensor: no sync
+    for (device, _), group in _by_device_and_dtype(grads).items():
+        if _use_foreach(group, device, foreach):
+            torch._foreach_mul_(group, coef.to(device))
+        else:
+            c = coef.to(device)
+            for g in group:
+                g.mul_(c)
+
+
+def clip_grad_norm_(parameters: TensorOrTensors, max_norm: float, norm_type: float = 2.0,
+                    error_if_nonfinite: bool = False, foreach: Optional[bool] = None) -> Tensor:
+    r"""Clip the global gradient norm in place, as :func:`torch.nn.utils.clip_grad_norm_`:
+
+    .. math::
+
+        N = \lVert(\lVert g_1\rVert_p, \dots, \lVert g_k\rVert_p)\rVert_p,\qquad
+        g_i \leftarrow g_i \cdot \min\!\Big(1, \frac{\tau}{N + 10^{-6}}\Big).
+
+    :func:`get_total_norm` of the gradients, then :func:`clip_grads_with_norm_`.
+    Parameters whose ``.grad`` is None are skipped. An infinite gradient gives N = inf,
+    coefficient 0, and gradients NaN where they were inf and 0 elsewhere (torch's result).
+
+    Args:
+        parameters: a tensor or an iterable of tensors (``model.parameters()``).
+        max_norm: :math:`\tau > 0`, finite (torch also accepts <= 0; we refuse it).
+        norm_type: p > 0 or ``inf``.
+        error_if_nonfinite: raise instead of clipping when N is inf or NaN.
+        foreach: ``None`` (foreach on CPU and CUDA, as torch), ``True`` or ``False``.
+
+    Returns:
+        N, the total norm *before* clipping, a 0-d tensor on the first gradient's device.
+
+    Raises:
+        ValueError, TypeError: bad ``max_norm`` / ``norm_type``, a non-tensor parameter.
+        RuntimeError: ``error_if_nonfinite=True`` and N is not finite; ``foreach=True``
+            on a device without foreach kernels.
+
+    Example::
+
+        loss.backward()
+        total = clip_grad_norm_(model.parameters(), max_norm=1.0)
+        opt.step()
+    """
+    _positive("max_norm", max_norm)
+    params = _params(parameters)
+    total = get_total_norm([p.grad for p in params if p.grad is not None], norm_type,
+                           error_if_nonfinite, foreach)
+    clip_grads_with_norm_(params, max_norm, total, foreach)
+    return total
+
+
+@torch.no_grad()
+def clip_grad_value_(parameters: TensorOrTensors, clip_value: float,
+                     foreach: Optional[bool] = None) -> None:
+    r"""In place, every gradient coordinate clamped into :math:`[-c, c]`, as
+    :func:`torch.nn.utils.clip_grad_value_` (NaN stays NaN). Returns None.
+
+    >>> w = torch.zeros(3, requires_grad=True); w.grad = torch.tensor([-3.0, 0.5, 2.0])
+    >>> clip_grad_value_(w, 1.0); w.grad
+    tensor([-1.0000,  0.5000,  1.0000])
+    """
+    c = _positive("clip_value", clip_value)
+    grads = [p.grad for p in _params(parameters) if p.grad is not None]
+    for (device, _), group in _by_device_and_dtype(grads).items():
+        if _use_foreach(group, device, foreach):
+            torch._foreach_clamp_min_(group, -c)
+            torch._foreach_clamp_max_(group, c)
+        else:
+            for g in group:
+                g.clamp_(min=-c, max=c)
+
+
+@torch.no_grad()
+def adaptive_clip_grad_(parameters: TensorOrTensors, clip_factor: float = 0.01,
+                        eps: float = 1e-3, norm_type: float = 2.0) -> None:
+    r"""In place, AGC per output unit (:func:`adaptive_clip`), as timm's
+    ``timm.utils.adaptive_clip_grad``; parameters without ``.grad`` are skipped.
+
+    Example (NFNets: every layer but the classifier)::
+
+        loss.backward()
+        adaptive_clip_grad_([p for n, p in model.named_parameters()
+                             if not n.startswith("fc.")], clip_factor=0.01)
+    """
+    lam = _positive("clip_factor", clip_factor)
+    eps = _positive("eps", eps, zero_ok=True)
+    p_ = _norm_type(norm_type)
+    for w in _params(parameters):
+        if w.grad is None:
+            continue
+        dims = None if w.ndim <= 1 else tuple(range(1, w.ndim))
+        keep = dims is not None
+        m = torch.linalg.vector_norm(w, p_, dim=dims, keepdim=keep).clamp_(min=eps).mul_(lam)
+        g = w.grad
+        g_norm = torch.linalg.vector_norm(g, p_, dim=dims, keepdim=keep)
+        clipped = g * (m / g_norm.clamp(min=1e-6))
+        g.copy_(torch.where(g_norm < m, g, clipped))

@@ -1,0 +1,85 @@
+"""Time of one clip_grad_norm_ over a ResNet-50-sized gradient list (not a test: timings live here).
+
+    python tests/benchmarks/bench_clip.py                  # CPU
+    python tests/benchmarks/bench_clip.py --device cuda    # GPU
+
+Compares companion.clip.clip_grad_norm_ (default, foreach=True, and the single-tensor loop
+foreach=False) with torch.nn.utils.clip_grad_norm_ (its default, foreach=False,
+foreach=True) on the gradients of the 161 float32 tensors (~25.6M parameters) of a
+ResNet-50 (shapes from bench_optim.py), plus companion.clip.adaptive_clip_grad_ for scale.
+Each row: median of ``--repeats`` (>= 20) calls after ``--warmup`` calls, taken in turns,
+timed with time.perf_counter (after torch.cuda.synchronize on cuda). Prints a markdown table.
+Budget: companion default <= torch default (CPU and cuda).
+
+The gradients are N(0, 1e-6) (global norm ~5) and max_norm is 1: the first call scales
+them to norm 1, after which every call multiplies by ~1 (both libraries always multiply).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_optim import resnet50_shapes  # noqa: E402
+
+import companion.clip as cc  # noqa: E402
+
+
+def time_calls(fns: dict, params: list, device: str, warmup: int,
+               repeats: int) -> dict[str, float]:
+    """Median ms of one ``fn(params)`` per entry, round-robin after ``warmup`` calls."""
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for r in range(warmup + repeats):
+        for name, fn in fns.items():
+            sync()
+            t0 = time.perf_counter()
+            fn(params)
+            sync()
+            if r >= warmup:
+                times[name].append(time.perf_counter() - t0)
+    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=20)
+    args = ap.parse_args()
+    if args.repeats < 20:
+        ap.error(f"--repeats must be >= 20, got {args.repeats}")
+    shapes = resnet50_shapes()
+    n = sum(torch.Size(s).numel() for s in shapes)
+    gen = torch.Generator().manual_seed(0)
+    params = []
+    for s in shapes:
+        p = torch.randn(s, generator=gen).to(args.device).requires_grad_()
+        p.grad = torch.randn(s, generator=gen).to(args.device) * 1e-3
+        params.append(p)
+    tu = torch.nn.utils
+    fns = {}
+    for lib, mod in (("torch", tu), ("companion", cc)):
+        for label, kw in (("(default)", {}), ("(foreach=False)", dict(foreach=False)),
+                          ("(foreach=True)", dict(foreach=True))):
+            fns[f"{lib} clip_grad_norm_ {label}"] = (
+                lambda ps, mod=mod, kw=kw: mod.clip_grad_norm_(ps, 1.0, **kw))
+    fns["companion adaptive_clip_grad_ (per tensor)"] = cc.adaptive_clip_grad_
+    ms = time_calls(fns, params, args.device, args.warmup, args.repeats)
+    base = ms["torch clip_grad_norm_ (default)"]
+    print(f"One clip over {len(shapes)} gradients, {n:,} float32 parameters, "
+          f"device={args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"median of {args.repeats}\n")
+    print("| function | ms / call | vs torch default |")
+    print("|---|---:|---:|")
+    for name, t in ms.items():
+        print(f"| {name} | {t:.2f} | {t / base:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,152 @@
+"""Tests of companion.parallel: gradient clipping under DistributedDataParallel.
+
+References: companion.train.train on the full batch in this process (the clipped
+single-process run; itself checked against torch.nn.utils.clip_grad_norm_ in
+test_train.py), companion.parallel.run_single, and a hand-written "clip each half, then
+average" loop with torch.nn.utils.clip_grad_norm_ for clipping before the all-reduce.
+All DDP runs share ONE launch of 2 processes (a spawn costs seconds); run_ddp's own
+timeout keeps the file from ever hanging, and its processes are always joined.
+"""
+from __future__ import annotations
+
+import multiprocessing
+import time
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import companion.optim as co
+from companion.parallel import (DEFAULT_CONFIG, _problem, check_config, run_ddp, run_ddp_many,
+                                run_single)
+from companion.train import train
+
+TOL = 1e-6
+BASE = dict(steps=5, lr=0.1, max_norm=0.05, n=32, in_features=4, width=8, depth=2, seed=0)
+CONFIGS = {
+    "none": dict(BASE, clip_mode="none"),
+    "after": dict(BASE, clip_mode="after_reduce"),
+    "before": dict(BASE, clip_mode="before_reduce"),
+    "companion_adam": dict(BASE, clip_mode="after_reduce", optimizer="companion_adam"),
+    "torch_adam": dict(BASE, clip_mode="after_reduce", optimizer="torch_adam"),
+}
+
+
+@pytest.fixture(scope="module")
+def ddp():
+    """Every DDP run of this file, in one launch; keyed like CONFIGS."""
+    results = run_ddp_many(list(CONFIGS.values()), world_size=2, timeout=90.0)
+    return dict(zip(CONFIGS, results))
+
+
+def _close(a, b, tol=TOL):
+    return np.abs(np.asarray(a) - np.asarray(b)).max() <= tol
+
+
+def _params_close(ra, rb, tol=TOL):
+    return all(_close(p, q, tol) for p, q in zip(ra["params"], rb["params"]))
+
+
+def _train_reference(cfg, optimizer="sgd"):
+    """companion.train.train on the full batch, clip=max_norm (or None for "none")."""
+    net, x, y = _problem(check_config(cfg))
+    clip = None if cfg["clip_mode"] == "none" else cfg["max_norm"]
+    h = train(net, x, y, steps=cfg["steps"], lr=cfg["lr"], optimizer=optimizer, clip=clip)
+    return h, [p.detach().numpy() for p in net.parameters()]
+
+
+@pytest.mark.parametrize("key", ["none", "after"])
+def test_ddp_matches_single_process(ddp, key):
+    """Reference: companion.train.train on the full batch (clip=max_norm for "after") and
+    run_single: losses, pre-clip norms and final weights equal step for step to 1e-6. The
+    clip is active at every step (norm > max_norm), so the test is not vacuous."""
+    cfg, got = CONFIGS[key], ddp[key]
+    h, params = _train_reference(cfg)
+    assert _close(got["losses"], h.losses) and _close(got["grad_norms"], h.grad_norms)
+    assert all(_close(p, q) for p, q in zip(got["params"], params))
+    single = run_single(cfg)
+    assert _close(got["losses"], single["losses"]) and _params_close(got, single)
+    if key == "after":
+        assert (got["grad_norms"] > cfg["max_norm"]).all() and h.clipped.all()
+
+
+def test_clipping_before_reduce_is_a_different_algorithm(ddp):
+    """Reference: a hand-written loop that clips each half's gradient with
+    torch.nn.utils.clip_grad_norm_ and then averages them: DDP "before_reduce" equals it to
+    1e-6, and differs from the full-batch clipped run (after_reduce) by far more than 1e-6."""
+    cfg, got, after = CONFIGS["before"], ddp["before"], ddp["after"]
+    net, x, y = _problem(check_config(cfg))
+    opt = torch.optim.SGD(net.parameters(), lr=cfg["lr"])
+    losses, local_norms = [], []
+    for _ in range(cfg["steps"]):
+        summed = [torch.zeros_like(p) for p in net.parameters()]
+        step_loss = 0.0
+        for rank, half in enumerate((slice(0, 16), slice(16, 32))):
+            opt.zero_grad()
+            loss = F.mse_loss(net(x[half]), y[half])
+            loss.backward()
+            norm = torch.nn.utils.clip_grad_norm_(net.parameters(), cfg["max_norm"])
+            if rank == 0:
+                local_norms.append(norm.item())
+            step_loss += loss.item() / 2
+            for s, p in zip(summed, net.parameters()):
+                s += p.grad
+        for s, p in zip(summed, net.parameters()):
+            p.grad = s / 2
+        opt.step()
+        losses.append(step_loss)
+    assert _close(got["losses"], losses) and _close(got["grad_norms"], local_norms)
+    assert all(_close(p, q.detach().numpy()) for p, q in zip(got["params"], net.parameters()))
+    assert got["losses"][0] == pytest.approx(after["losses"][0], abs=1e-12)  # same start
+    assert np.abs(got["losses"] - after["losses"]).max() > 1e3 * TOL
+    assert max(np.abs(p - q).max() for p, q in zip(got["params"], after["params"])) > 1e2 * TOL
+
+
+def test_companion_adam_under_ddp(ddp):
+    """Reference: companion.optim.Adam single-process (companion.train.train and
+    run_single) and torch.optim.Adam under the same DDP launch: equal to 1e-6 / 1e-12."""
+    got = ddp["companion_adam"]
+    h, params = _train_reference(CONFIGS["companion_adam"],
+                                 optimizer=lambda ps, lr: co.Adam(ps, lr=lr))
+    assert _close(got["losses"], h.losses)
+    assert all(_close(p, q) for p, q in zip(got["params"], params))
+    assert _params_close(got, run_single(CONFIGS["companion_adam"]))
+    assert _close(got["losses"], ddp["torch_adam"]["losses"], 1e-12)
+    assert _params_close(got, ddp["torch_adam"], 1e-12)
+
+
+def test_timeout_raises_and_processes_are_gone():
+    """A run that cannot finish in 0.5 s raises TimeoutError within a few seconds, and no
+    child process is left alive (run_ddp terminates and joins them)."""
+    t0 = time.monotonic()
+    with pytest.raises(TimeoutError, match="did not finish within timeout=0.5 s"):
+        run_ddp(dict(BASE, steps=10_000), timeout=0.5)
+    assert time.monotonic() - t0 < 15
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.parametrize("config, kwargs, match", [
+    (dict(clip_mode="sometimes"), {},
+     r"clip_mode must be one of \['none', 'after_reduce', 'before_reduce'\], got 'sometimes'"),
+    (dict(optimizer="lion"), {},
+     r"optimizer must be one of \['sgd', 'companion_adam', 'torch_adam'\], got 'lion'"),
+    (dict(max_norm=0.0), {}, "max_norm must be positive and finite, got 0.0"),
+    (dict(lr=-1), {}, "lr must be positive and finite, got -1"),
+    (dict(steps=0), {}, "steps must be an int >= 1, got 0"),
+    (dict(batch=3), {}, r"unknown config keys \['batch'\]"),
+    (dict(n=33), {}, "n must be divisible by world_size=2"),
+    ({}, dict(world_size=0), "world_size must be an int >= 1, got 0"),
+    ({}, dict(timeout=0), "timeout must be a positive number of seconds, got 0"),
+])
+def test_config_errors_before_any_spawn(config, kwargs, match):
+    """Bad configs and arguments are refused in this process, before anything is spawned."""
+    with pytest.raises(ValueError, match=match):
+        run_ddp(config, **kwargs)
+    assert multiprocessing.active_children() == []
+
+
+def test_defaults_are_complete():
+    assert set(check_config({})) == set(DEFAULT_CONFIG)
+    with pytest.raises(TypeError, match="config must be a dict"):
+        check_config([("steps", 3)])
