@@ -7,6 +7,12 @@ Import the part you need; each module is small and documented:
 - :mod:`companion.nets` -- the book's networks: :func:`~companion.nets.mlp`, a simple RNN
 - :mod:`companion.diagnostics` -- per-layer gradient and activation recording, dead units
 - :mod:`companion.scratch` -- a NumPy MLP with hand-written backpropagation
+- :mod:`companion.norm` -- batch, layer, RMS and group norm: pure functions with hand-written
+  backward passes, and drop-in replacements for torch's layers
+- :mod:`companion.clip` -- gradient clipping by value, by norm and adaptive (AGC), with
+  ``torch.nn.utils``' in-place API
+- :mod:`companion.parallel` -- small ``DistributedDataParallel`` runs (gloo, CPU) for the
+  clipping experiments
 - :mod:`companion.optim` -- optimizers as pure update functions and ``torch.optim`` classes
 - :mod:`companion.surfaces` -- 2-D test functions and a trajectory runner
 - :mod:`companion.data`, :mod:`companion.train`, :mod:`companion.plots` -- synthetic data,

@@ -62,7 +62,7 @@ from torch import Tensor, nn
 
 __all__ = ["RunningStats", "batch_norm_train", "batch_norm_eval", "layer_norm", "rms_norm",
            "group_norm", "batch_norm_backward", "layer_norm_backward", "BatchNorm1d",
-           "BatchNorm2d", "LayerNorm", "RMSNorm", "GroupNorm"]
+           "BatchNorm2d", "LayerNorm", "RMSNorm", "GroupNorm", "TRANSFORMATIONS", "invariances"]
 
 Array = Any  # a numpy.ndarray or a torch.Tensor: every body below works for both
 
@@ -605,3 +605,42 @@ class GroupNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+
+
+# ------------------------------------------------------------------------ invariances
+#: The transformations of Ba, Kiros & Hinton (2016, Table 1) of a bias-free layer
+#: ``z = x W^T`` (x: (n, d), W: (k, d)) followed by a norm; each takes (W, x, rng).
+TRANSFORMATIONS = {
+    "weight matrix re-scaling": lambda W, x, r: (3.0 * W, x),
+    "weight matrix re-centring": lambda W, x, r: (W + r.normal(size=(1, W.shape[1])), x),
+    "weight vector re-scaling": lambda W, x, r: (W * r.uniform(0.5, 3.0, size=(W.shape[0], 1)), x),
+    "dataset re-scaling": lambda W, x, r: (W, 3.0 * x),
+    "dataset re-centring": lambda W, x, r: (W, x + r.normal(size=(1, x.shape[1]))),
+    "single example re-scaling": lambda W, x, r: (W, np.concatenate([3.0 * x[:1], x[1:]])),
+}
+
+
+def invariances(*, n: int = 16, d: int = 6, k: int = 8, seed: int = 0) -> dict[str, dict[str, bool]]:
+    """Which norm's output is unchanged by which transformation, computed, not asserted.
+
+    For each norm (``"batch"``, ``"layer"``, ``"rms"``, ``"group"`` with 2 groups) and
+    each of :data:`TRANSFORMATIONS`, compares ``norm(x W^T)`` before and after, with
+    ``eps = 0``, in float64 on random data (``n`` examples, ``d`` inputs, ``k`` units).
+
+    Returns:
+        ``{norm: {transformation: invariant}}``.
+    """
+    n, d, k = (_check_int(a, v) for a, v in (("n", n), ("d", d), ("k", k)))
+    if n < 3 or k < 4 or k % 2:
+        raise ValueError(f"need n >= 3 and an even k >= 4, got n={n}, k={k}")
+    norms = {"batch": lambda z: batch_norm_train(z, eps=0.0)[0], "layer": lambda z: layer_norm(z, k, eps=0.0),
+             "rms": lambda z: rms_norm(z, k, eps=0.0), "group": lambda z: group_norm(z, 2, eps=0.0)}
+    table: dict[str, dict[str, bool]] = {}
+    for name, f in norms.items():
+        table[name] = {}
+        for what, transform in TRANSFORMATIONS.items():
+            rng = np.random.default_rng(seed)
+            W, x = rng.normal(size=(k, d)), rng.normal(size=(n, d))
+            W2, x2 = transform(W, x, rng)
+            table[name][what] = bool(np.allclose(f(x @ W.T), f(x2 @ W2.T), atol=1e-10))
+    return table
