@@ -193,9 +193,9 @@ def _rms_reference(x, shape, gamma, eps):
 @given(lead=st.integers(1, 5), tail=st.lists(st.integers(1, 5), min_size=1, max_size=2),
        eps=st.sampled_from([None, 1e-6, 0.1]), affine=st.booleans(),
        dtype=st.sampled_from([torch.float32, torch.float64]), seed=st.integers(0, 10_000))
-def test_rms_norm_matches_reference_and_torch(lead, tail, eps, affine, dtype, seed):
-    """References: a float64 formula written in this test, always; torch.nn.RMSNorm where
-    this torch has it (>= 2.4; skipped otherwise, as the assertion below says)."""
+def test_rms_norm_matches_a_float64_reference(lead, tail, eps, affine, dtype, seed):
+    """Reference: a float64 formula written in this test (on every torch; the comparison
+    with torch.nn.RMSNorm is the next test, skipped on torch < 2.4)."""
     gen = torch.Generator().manual_seed(seed)
     ours = norm.RMSNorm(tail, eps=eps, elementwise_affine=affine).to(dtype)
     if affine:
@@ -206,17 +206,30 @@ def test_rms_norm_matches_reference_and_torch(lead, tail, eps, affine, dtype, se
     eps_value = torch.finfo(dtype).eps if eps is None else eps
     _assert_close(y.double(), _rms_reference(x, tuple(tail), ours.weight, eps_value),
                   dtype, "vs float64 reference")
-    if HAS_RMSNORM:     # torch < 2.4 has no nn.RMSNorm: the reference above is the check there
-        theirs = torch.nn.RMSNorm(tail, eps=eps, elementwise_affine=affine).to(dtype)
-        if affine:
-            with torch.no_grad():
-                theirs.weight.copy_(ours.weight)
-        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-        ya, yb = ours(xa), theirs(xb)
-        _assert_close(ya, yb, dtype, "vs torch.nn.RMSNorm")
-        g = torch.randn(ya.shape, generator=gen, dtype=dtype)
-        ya.backward(g), yb.backward(g)
-        _assert_close(xa.grad, xb.grad, dtype, "input gradient vs torch")
+
+
+@pytest.mark.skipif(not HAS_RMSNORM, reason="this torch (< 2.4) has no torch.nn.RMSNorm; "
+                    "test_rms_norm_matches_a_float64_reference checks ours against a float64 formula")
+@SETTINGS
+@given(lead=st.integers(1, 5), tail=st.lists(st.integers(3, 5), min_size=1, max_size=2),
+       eps=st.sampled_from([None, 1e-6, 0.1]), affine=st.booleans(),
+       dtype=st.sampled_from([torch.float32, torch.float64]), seed=st.integers(0, 10_000))
+def test_rms_norm_matches_torch(lead, tail, eps, affine, dtype, seed):
+    """Reference: torch.nn.RMSNorm (torch >= 2.4): outputs and input gradients."""
+    gen = torch.Generator().manual_seed(seed)
+    ours = norm.RMSNorm(tail, eps=eps, elementwise_affine=affine).to(dtype)
+    theirs = torch.nn.RMSNorm(tail, eps=eps, elementwise_affine=affine).to(dtype)
+    if affine:
+        with torch.no_grad():
+            ours.weight.copy_(torch.randn(ours.weight.shape, generator=gen, dtype=dtype))
+            theirs.weight.copy_(ours.weight)
+    x = torch.randn([lead] + tail, generator=gen, dtype=dtype) * 2
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = ours(xa), theirs(xb)
+    _assert_close(ya, yb, dtype, "vs torch.nn.RMSNorm")
+    g = torch.randn(ya.shape, generator=gen, dtype=dtype)
+    ya.backward(g), yb.backward(g)
+    _assert_close(xa.grad, xb.grad, dtype, "input gradient vs torch")
 
 
 @SETTINGS
@@ -396,6 +409,10 @@ def test_mlp_inserts_the_norm_between_linear_and_activation(name, cls):
     for l in (1, 2, 3):
         assert torch.equal(getattr(net, f"fc{l}").weight, getattr(plain, f"fc{l}").weight)
     assert net(torch.randn(4, 5)).shape == (4, 2)
+    from companion import diagnostics
+    with diagnostics.record(net) as rec:       # the norms are layers that record labels
+        net(torch.randn(4, 5)).sum().backward()
+    assert {"norm1", "norm2", "norm3"} <= set(rec.output_grad_norms)
 
 
 def test_mlp_norm_accepts_torch_layers_and_defaults_stay_unchanged():
