@@ -34,6 +34,27 @@ def _assert_close(a, b, dtype, what, scale=None):
     assert diff <= TOL[dtype] * scale, f"{what}: max |diff| {diff:.3g} (largest entry {scale:.3g})"
 
 
+def _same_random_params(ours, theirs, gen, dtype):
+    """Give both layers the same random (non-trivial) gamma and beta."""
+    with torch.no_grad():
+        for p, q in zip(ours.parameters(), theirs.parameters()):
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=dtype))
+            q.copy_(p)
+
+
+def _match_forward_backward(ours, theirs, x, gen, dtype, *, params=True):
+    """Outputs, input gradients (and parameter gradients) of the two layers agree."""
+    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+    ya, yb = ours(xa), theirs(xb)
+    _assert_close(ya, yb, dtype, "output")
+    g = torch.randn(ya.shape, generator=gen, dtype=dtype)
+    ya.backward(g), yb.backward(g)
+    _assert_close(xa.grad, xb.grad, dtype, "input gradient")
+    if params:
+        for p, q in zip(ours.parameters(), theirs.parameters()):
+            _assert_close(p.grad, q.grad, dtype, "parameter gradient", scale=g.abs().sum().item())
+
+
 # ------------------------------------------------------------------- batch norm vs torch
 @SETTINGS
 @given(kind=st.sampled_from(["1d", "1d3", "2d"]), channels=st.integers(1, 5),
@@ -51,11 +72,7 @@ def test_batch_norm_matches_torch_over_many_steps(kind, channels, batch, momentu
     ours, theirs = _pair(ours_cls(channels, eps=eps, momentum=momentum, affine=affine),
                          theirs_cls(channels, eps=eps, momentum=momentum, affine=affine), dtype)
     gen = torch.Generator().manual_seed(seed)
-    if affine:                                  # non-trivial gamma and beta, the same in both
-        with torch.no_grad():
-            for p, q in zip(ours.parameters(), theirs.parameters()):
-                p.copy_(torch.randn(p.shape, generator=gen, dtype=dtype))
-                q.copy_(p)
+    _same_random_params(ours, theirs, gen, dtype)
     for step in range(12):
         x = torch.randn(shape, generator=gen, dtype=dtype) * 2 + 0.5 * step
         xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
@@ -166,19 +183,9 @@ def test_layer_norm_matches_torch(lead, tail, eps, affine, bias, dtype, seed):
     ours, theirs = _pair(norm.LayerNorm(tail, eps=eps, elementwise_affine=affine, bias=bias),
                          torch.nn.LayerNorm(tail, eps=eps, elementwise_affine=affine, bias=bias), dtype)
     gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p, q in zip(ours.parameters(), theirs.parameters()):
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=dtype))
-            q.copy_(p)
+    _same_random_params(ours, theirs, gen, dtype)
     x = torch.randn(lead + tail, generator=gen, dtype=dtype) * 3 + 1
-    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-    ya, yb = ours(xa), theirs(xb)
-    _assert_close(ya, yb, dtype, "output")
-    g = torch.randn(ya.shape, generator=gen, dtype=dtype)
-    ya.backward(g), yb.backward(g)
-    _assert_close(xa.grad, xb.grad, dtype, "input gradient")
-    for p, q in zip(ours.parameters(), theirs.parameters()):
-        _assert_close(p.grad, q.grad, dtype, "parameter gradient")
+    _match_forward_backward(ours, theirs, x, gen, dtype)
 
 
 def _rms_reference(x, shape, gamma, eps):
@@ -224,12 +231,7 @@ def test_rms_norm_matches_torch(lead, tail, eps, affine, dtype, seed):
             ours.weight.copy_(torch.randn(ours.weight.shape, generator=gen, dtype=dtype))
             theirs.weight.copy_(ours.weight)
     x = torch.randn([lead] + tail, generator=gen, dtype=dtype) * 2
-    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-    ya, yb = ours(xa), theirs(xb)
-    _assert_close(ya, yb, dtype, "vs torch.nn.RMSNorm")
-    g = torch.randn(ya.shape, generator=gen, dtype=dtype)
-    ya.backward(g), yb.backward(g)
-    _assert_close(xa.grad, xb.grad, dtype, "input gradient vs torch")
+    _match_forward_backward(ours, theirs, x, gen, dtype)
 
 
 @SETTINGS
@@ -244,17 +246,9 @@ def test_group_norm_matches_torch(groups_and_channels, positions, batch, affine,
         positions = positions + [3]     # >= 3 values per group (see the layer-norm test)
     ours, theirs = _pair(norm.GroupNorm(G, C, affine=affine), torch.nn.GroupNorm(G, C, affine=affine), dtype)
     gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p, q in zip(ours.parameters(), theirs.parameters()):
-            p.copy_(torch.randn(p.shape, generator=gen, dtype=dtype))
-            q.copy_(p)
+    _same_random_params(ours, theirs, gen, dtype)
     x = torch.randn([batch, C] + positions, generator=gen, dtype=dtype) * 2 - 1
-    xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
-    ya, yb = ours(xa), theirs(xb)
-    _assert_close(ya, yb, dtype, "output")
-    g = torch.randn(ya.shape, generator=gen, dtype=dtype)
-    ya.backward(g), yb.backward(g)
-    _assert_close(xa.grad, xb.grad, dtype, "input gradient")
+    _match_forward_backward(ours, theirs, x, gen, dtype)
 
 
 # ---------------------------------------------------------------- pure functions, numpy
