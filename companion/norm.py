@@ -401,6 +401,16 @@ def layer_norm_backward(grad_y: Array, x: Array, normalized_shape: int | Sequenc
 
 
 # --------------------------------------------------------------------------- modules
+def _register_affine(module: nn.Module, channels: int, affine: bool, kw: dict) -> None:
+    """Per-channel ``weight`` (gamma = 1) and ``bias`` (beta = 0), or both registered as None."""
+    if affine:
+        module.weight = nn.Parameter(torch.ones(channels, **kw))
+        module.bias = nn.Parameter(torch.zeros(channels, **kw))
+    else:
+        module.register_parameter("weight", None)
+        module.register_parameter("bias", None)
+
+
 class _BatchNorm(nn.Module):
     """Owns the parameters and running buffers (torch's names, so ``state_dict`` keys
     match); subclasses only check the input's dimensions."""
@@ -418,12 +428,7 @@ class _BatchNorm(nn.Module):
         self.affine = _check_bool("affine", affine)
         self.track_running_stats = _check_bool("track_running_stats", track_running_stats)
         kw = {"device": device, "dtype": dtype}
-        if affine:
-            self.weight = nn.Parameter(torch.ones(num_features, **kw))
-            self.bias = nn.Parameter(torch.zeros(num_features, **kw))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _register_affine(self, num_features, affine, kw)
         if track_running_stats:
             self.register_buffer("running_mean", torch.zeros(num_features, **kw))
             self.register_buffer("running_var", torch.ones(num_features, **kw))
@@ -587,13 +592,7 @@ class GroupNorm(nn.Module):
             raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
         self.eps = _check_eps(eps)
         self.affine = _check_bool("affine", affine)
-        kw = {"device": device, "dtype": dtype}
-        if affine:
-            self.weight = nn.Parameter(torch.ones(num_channels, **kw))
-            self.bias = nn.Parameter(torch.zeros(num_channels, **kw))
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _register_affine(self, num_channels, affine, {"device": device, "dtype": dtype})
 
     def forward(self, x: Tensor) -> Tensor:
         if not isinstance(x, Tensor):

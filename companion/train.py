@@ -285,11 +285,10 @@ def train(
 
 def _clip_step(params: list[Tensor], clip: Union[None, float, Callable]) -> tuple[Tensor, Tensor]:
     """Clip the gradients as ``clip`` says; return (global 2-norm before, whether changed)."""
-    grads = [p.grad for p in params if p.grad is not None]
     if isinstance(clip, float):
         norm = _clip.clip_grad_norm_(params, clip)
         return norm, clip / (norm + _clip.NORM_EPS) < 1.0       # torch's coefficient < 1
-    norm = _clip.get_total_norm(grads)
+    norm = _clip.get_total_norm([p.grad for p in params if p.grad is not None])
     if clip is None:
         return norm, torch.tensor(False)
     clip(params)

@@ -18,32 +18,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_optim import resnet50_shapes  # noqa: E402
+from bench_optim import median_ms, resnet50_shapes  # noqa: E402
 
 import companion.clip as cc  # noqa: E402
-
-
-def time_calls(fns: dict, params: list, device: str, warmup: int,
-               repeats: int) -> dict[str, float]:
-    """Median ms of one ``fn(params)`` per entry, round-robin after ``warmup`` calls."""
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for r in range(warmup + repeats):
-        for name, fn in fns.items():
-            sync()
-            t0 = time.perf_counter()
-            fn(params)
-            sync()
-            if r >= warmup:
-                times[name].append(time.perf_counter() - t0)
-    return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
 def main() -> None:
@@ -70,7 +52,8 @@ def main() -> None:
             fns[f"{lib} clip_grad_norm_ {label}"] = (
                 lambda ps, mod=mod, kw=kw: mod.clip_grad_norm_(ps, 1.0, **kw))
     fns["companion adaptive_clip_grad_ (per tensor)"] = cc.adaptive_clip_grad_
-    ms = time_calls(fns, params, args.device, args.warmup, args.repeats)
+    ms = median_ms({name: (lambda fn=fn: fn(params)) for name, fn in fns.items()},
+                   args.device, args.warmup, args.repeats)
     base = ms["torch clip_grad_norm_ (default)"]
     print(f"One clip over {len(shapes)} gradients, {n:,} float32 parameters, "
           f"device={args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "

@@ -48,13 +48,19 @@ def time_steps(makers: dict, device: str, warmup: int, repeats: int) -> dict[str
     for p in params:
         p.grad = torch.randn(p.shape, generator=gen).to(device) * 1e-3
     opts = {name: make(params) for name, make in makers.items()}
+    return median_ms({name: opt.step for name, opt in opts.items()}, device, warmup, repeats)
+
+
+def median_ms(calls: dict, device: str, warmup: int, repeats: int) -> dict[str, float]:
+    """Median milliseconds of each zero-argument call, taken in turns (round-robin) after
+    ``warmup`` rounds, synchronizing cuda around each call."""
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    times: dict[str, list[float]] = {name: [] for name in opts}
+    times: dict[str, list[float]] = {name: [] for name in calls}
     for r in range(warmup + repeats):
-        for name, opt in opts.items():
+        for name, call in calls.items():
             sync()
             t0 = time.perf_counter()
-            opt.step()
+            call()
             sync()
             if r >= warmup:
                 times[name].append(time.perf_counter() - t0)
