@@ -18,7 +18,8 @@ output unit's gradient relative to that unit's weights instead (:func:`adaptive_
 
 * Pure functions (numpy arrays or torch tensors in, new arrays out; bodies are the
   equations): :func:`clip_by_value`, :func:`global_norm`, :func:`clip_by_global_norm`,
-  :func:`unitwise_norm`, :func:`adaptive_clip`.
+  :func:`unitwise_norm`, :func:`adaptive_clip`; and :func:`descent_steps`, (clipped)
+  gradient descent on a function of a few variables (Zhang et al.'s experiment).
 * In place on ``p.grad``, with torch's names, signatures, return values and numbers
   (tests/test_clip.py holds them to :mod:`torch.nn.utils`): :func:`clip_grad_value_`,
   :func:`clip_grad_norm_` = :func:`get_total_norm` then :func:`clip_grads_with_norm_`;
@@ -55,7 +56,7 @@ from torch import Tensor
 
 __all__ = ["clip_by_value", "global_norm", "clip_by_global_norm", "unitwise_norm",
            "adaptive_clip", "clip_grad_value_", "clip_grad_norm_", "get_total_norm",
-           "clip_grads_with_norm_", "adaptive_clip_grad_"]
+           "clip_grads_with_norm_", "adaptive_clip_grad_", "descent_steps"]
 
 Array = Union[np.ndarray, Tensor]
 TensorOrTensors = Union[Tensor, Iterable[Tensor]]
@@ -235,6 +236,62 @@ def adaptive_clip(grads: Sequence[Array], params: Sequence[Array], clip_factor: 
         g_norm = unitwise_norm(g)
         out.append(_xp(g).where(g_norm > m, g * m / g_norm.clip(min=1e-6), g))
     return out
+
+
+def descent_steps(grad: Any, x0: Any, lr: float, *, max_norm: Optional[float] = None,
+                  tol: float = 1e-6, max_steps: int = 10**6) -> Optional[int]:
+    r"""Steps of (clipped) gradient descent from ``x0`` until :math:`\lVert\nabla f\rVert
+    \le` ``tol``:
+
+    .. math::
+
+        x_{t+1} = x_t - \eta\,\min\!\Big(1, \frac{\tau}{\lVert\nabla f(x_t)\rVert}
+        \Big)\,\nabla f(x_t)\qquad(\tau = \text{max\_norm};\ \tau=\infty
+        \text{: plain gradient descent}).
+
+    Zhang, He, Sra & Jadbabaie (2020) compare the two on :math:`f(x) = x^2 + x^4` (their
+    Figure 2): with the step size that is safe at :math:`x_0`, :math:`\eta = 1/f''(x_0)`,
+    plain descent needs :math:`\Theta(x_0^2)` steps; clipped descent with a fixed
+    :math:`\eta` needs :math:`\Theta(x_0)` (tests/test_clip.py fits both slopes).
+
+    Args:
+        grad: ``grad(x)`` -> the gradient at ``x`` (a float for a float ``x``, else an
+            array of ``x``'s shape).
+        x0: the start, a number or a 1-D numpy array.
+        lr: :math:`\eta > 0`.
+        max_norm: :math:`\tau > 0`, or ``None`` for no clipping.
+        tol: stop at the first :math:`t` with :math:`\lVert\nabla f(x_t)\rVert \le`
+            ``tol`` (> 0).
+        max_steps: give up after this many steps (an int >= 1).
+
+    Returns:
+        That :math:`t` (0 if ``x0`` already qualifies), or ``None`` if it took more than
+        ``max_steps`` steps or the iterates stopped being finite (diverged).
+
+    >>> descent_steps(lambda x: 2 * x, 1.0, lr=0.25, tol=1e-3)   # x halves: 2 * 0.5**t
+    11
+    """
+    eta = _positive("lr", lr)
+    tau = math.inf if max_norm is None else _positive("max_norm", max_norm)
+    tol = _positive("tol", tol)
+    if isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral) \
+            or max_steps < 1:
+        raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
+    if not callable(grad):
+        raise TypeError(f"grad must be a callable grad(x), got {type(grad).__name__}")
+    scalar = isinstance(x0, numbers.Real) and not isinstance(x0, bool)
+    x = float(x0) if scalar else np.array(x0, dtype=float)
+    if not scalar and x.ndim != 1:
+        raise ValueError(f"x0 must be a number or a 1-D array, got shape {x.shape}")
+    for t in range(max_steps + 1):
+        g = grad(x)
+        n = abs(g) if scalar else float(np.linalg.norm(g))
+        if not math.isfinite(n):
+            return None
+        if n <= tol:
+            return t
+        x = x - eta * min(1.0, tau / n) * g
+    return None
 
 
 # ------------------------------------------------------------------- in place (torch API)

@@ -371,3 +371,75 @@ def test_errors_raised_before_any_gradient_changes():
         with pytest.raises(ValueError):
             call()
         assert torch.equal(p[0].grad, torch.ones(3))
+
+
+# -------------------------------------------------------------- (clipped) gradient descent
+def _quartic_grad(x):
+    return 2 * x + 4 * x ** 3                                   # f(x) = x^2 + x^4
+
+
+@pytest.mark.parametrize("a, lr", [(1.0, 0.1), (2.0, 0.3), (0.5, 1.5), (3.0, 0.6)])
+def test_descent_steps_on_a_quadratic_matches_the_closed_form(a, lr):
+    """Reference: on f = a x^2 / 2 gradient descent gives f'(x_t) = a x0 (1 - lr a)^t, so
+    the first t with |f'| <= tol is ceil(log(tol / (a |x0|)) / log|1 - lr a|)."""
+    x0, tol = 3.0, 1e-6
+    expected = math.ceil(math.log(tol / (a * x0)) / math.log(abs(1 - lr * a)))
+    got = cc.descent_steps(lambda x: a * x, x0, lr=lr, tol=tol)
+    assert abs(got - expected) <= 1                              # rounding at the boundary
+    # 1-D arrays: the same iteration, coordinate by coordinate
+    assert cc.descent_steps(lambda x: a * x, np.array([x0]), lr=lr, tol=tol) == got
+
+
+def test_clipped_descent_moves_lr_times_max_norm_per_step_while_clipped():
+    """Reference: while |f'| > tau every clipped step has length exactly lr * tau, so one
+    more unit of distance from the minimum costs 1 / (lr tau) more steps (f = x^2 + x^4)."""
+    lr, tau = 0.25, 1.0
+    far = [cc.descent_steps(_quartic_grad, x0, lr=lr, max_norm=tau) for x0 in (48.5, 96.5)]
+    assert (far[1] - far[0]) / 48 == pytest.approx(1 / (lr * tau), rel=0.01)
+    # a threshold that never binds is plain gradient descent
+    assert (cc.descent_steps(_quartic_grad, 0.3, lr=lr, max_norm=1e9)
+            == cc.descent_steps(_quartic_grad, 0.3, lr=lr))
+
+
+def test_zhang_et_al_steps_grow_like_x0_squared_unclipped_and_like_x0_clipped():
+    """Reference: Zhang, He, Sra & Jadbabaie (2020), the x^2 + x^4 example: gradient descent
+    with the step safe at the start, 1 / f''(x0), needs Theta(x0^2) steps; clipped descent
+    with a fixed step Theta(x0). The log-log slopes (the ones the clipping chapter glues)
+    must be 2 and, between the two largest starts, close to 1 (a constant number of steps
+    near the minimum keeps the fitted slope of the clipped runs below 1 at small x0)."""
+    x0s = [12, 24, 48, 96]
+    gd = [cc.descent_steps(_quartic_grad, x, lr=1 / (2 + 12 * x * x), max_steps=10 ** 7)
+          for x in x0s]
+    clipped = [cc.descent_steps(_quartic_grad, x, lr=0.25, max_norm=1.0) for x in x0s]
+    slope_gd = np.polyfit(np.log(x0s), np.log(gd), 1)[0]
+    local_clipped = math.log(clipped[-1] / clipped[-2]) / math.log(2)
+    assert slope_gd == pytest.approx(2.0, abs=0.02)
+    assert 0.9 <= local_clipped <= 1.0
+    assert gd[-1] > 1000 * clipped[-1]
+
+
+def test_descent_steps_reports_divergence_and_the_step_limit_as_none():
+    """lr a > 2 on a quadratic diverges (|1 - lr a| > 1): the iterates overflow to inf."""
+    assert cc.descent_steps(lambda x: x, 1.0, lr=2.5) is None
+    assert cc.descent_steps(lambda x: x, 1.0, lr=0.001, max_steps=10) is None
+    assert cc.descent_steps(lambda x: x, 1e-9, lr=0.1) == 0     # already below tol
+
+
+@pytest.mark.parametrize("call, exc, message", [
+    (lambda: cc.descent_steps(_quartic_grad, 1.0, lr=0.0), ValueError, "lr must be positive, got 0.0"),
+    (lambda: cc.descent_steps(_quartic_grad, 1.0, lr=0.1, max_norm=-1), ValueError,
+     "max_norm must be positive, got -1"),
+    (lambda: cc.descent_steps(_quartic_grad, 1.0, lr=0.1, tol=0), ValueError,
+     "tol must be positive, got 0"),
+    (lambda: cc.descent_steps(_quartic_grad, 1.0, lr=0.1, max_steps=0), ValueError,
+     "max_steps must be an int >= 1, got 0"),
+    (lambda: cc.descent_steps(_quartic_grad, 1.0, lr=0.1, max_steps=2.5), ValueError,
+     "max_steps must be an int >= 1, got 2.5"),
+    (lambda: cc.descent_steps("x^2", 1.0, lr=0.1), TypeError,
+     "grad must be a callable grad(x), got str"),
+    (lambda: cc.descent_steps(_quartic_grad, np.ones((2, 2)), lr=0.1), ValueError,
+     "x0 must be a number or a 1-D array, got shape (2, 2)"),
+])
+def test_descent_steps_error_messages(call, exc, message):
+    with pytest.raises(exc, match=re.escape(message)):
+        call()
