@@ -233,10 +233,10 @@ def test_type_errors():
 
 
 # --------------------------------------------------------------- grad norms and clipping
-def _reference_loop(net, x, y, steps, lr, clip_fn=None):
-    """A plain torch SGD loop; returns (losses, pre-clip norms from torch's get_total_norm,
-    per-step flags returned by clip_fn(params) -- None without clip_fn)."""
-    opt = torch.optim.SGD(net.parameters(), lr=lr)
+def _reference_loop(net, x, y, steps, lr, clip_fn=None, optimizer=torch.optim.SGD):
+    """A plain torch loop (SGD unless given); returns (losses, pre-clip norms from torch's
+    get_total_norm, per-step flags returned by clip_fn(params) -- None without clip_fn)."""
+    opt = optimizer(net.parameters(), lr=lr)
     params = list(net.parameters())
     losses, norms, flags = [], [], []
     for _ in range(steps):
@@ -295,24 +295,22 @@ def test_grad_norms_nan_after_divergence():
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
 def test_clip_float_matches_torch_clip_grad_norm(optimizer):
     """Reference: a hand-written loop calling torch.nn.utils.clip_grad_norm_(params, 0.8)
-    between backward and step: identical losses, weights, pre-clip norms (torch's return
-    value) and clipped flags (torch's coefficient 0.8 / (N + 1e-6) < 1). max_norm is chosen
-    so that both clipped and unclipped steps occur."""
+    between backward and step: identical losses, weights, pre-clip norms (torch's
+    get_total_norm, which clip_grad_norm_ returns) and clipped flags (torch's coefficient
+    0.8 / (N + 1e-6) < 1). max_norm is chosen so that both clipped and unclipped steps
+    occur."""
     max_norm, steps = 0.8, 30
     net, x, y = _problem()
     ref_net = copy.deepcopy(net)
     h = train(net, x, y, steps=steps, lr=0.05, optimizer=optimizer, clip=max_norm)
-    opt = (torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam)(ref_net.parameters(), lr=0.05)
-    losses, norms, flags = [], [], []
-    for _ in range(steps):
-        loss = F.mse_loss(ref_net(x), y)
-        losses.append(loss.item())
-        opt.zero_grad()
-        loss.backward()
-        total = torch.nn.utils.clip_grad_norm_(ref_net.parameters(), max_norm)
-        norms.append(total.item())
-        flags.append(max_norm / (total.item() + 1e-6) < 1)
-        opt.step()
+
+    def torch_clip(params):
+        total = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        return max_norm / (total.item() + 1e-6) < 1
+
+    losses, norms, flags = _reference_loop(
+        ref_net, x, y, steps, 0.05, torch_clip,
+        optimizer=torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam)
     assert any(flags) and not all(flags)
     np.testing.assert_array_equal(h.losses, losses)
     np.testing.assert_array_equal(h.grad_norms, norms)

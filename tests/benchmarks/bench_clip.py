@@ -16,26 +16,19 @@ them to norm 1, after which every call multiplies by ~1 (both libraries always m
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_optim import median_ms, resnet50_shapes  # noqa: E402
+from bench_optim import bench_args, median_ms, print_table, resnet50_shapes  # noqa: E402
 
 import companion.clip as cc  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    ap.add_argument("--warmup", type=int, default=3)
-    ap.add_argument("--repeats", type=int, default=20)
-    args = ap.parse_args()
-    if args.repeats < 20:
-        ap.error(f"--repeats must be >= 20, got {args.repeats}")
+    args = bench_args(__doc__.splitlines()[0])
     shapes = resnet50_shapes()
     n = sum(torch.Size(s).numel() for s in shapes)
     gen = torch.Generator().manual_seed(0)
@@ -54,14 +47,8 @@ def main() -> None:
     fns["companion adaptive_clip_grad_ (per tensor)"] = cc.adaptive_clip_grad_
     ms = median_ms({name: (lambda fn=fn: fn(params)) for name, fn in fns.items()},
                    args.device, args.warmup, args.repeats)
-    base = ms["torch clip_grad_norm_ (default)"]
-    print(f"One clip over {len(shapes)} gradients, {n:,} float32 parameters, "
-          f"device={args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"median of {args.repeats}\n")
-    print("| function | ms / call | vs torch default |")
-    print("|---|---:|---:|")
-    for name, t in ms.items():
-        print(f"| {name} | {t:.2f} | {t / base:.2f}x |")
+    print_table(f"One clip over {len(shapes)} gradients, {n:,} float32 parameters", args,
+                ms, "torch clip_grad_norm_ (default)", ("function", "ms / call"))
 
 
 if __name__ == "__main__":

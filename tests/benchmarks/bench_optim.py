@@ -67,14 +67,32 @@ def median_ms(calls: dict, device: str, warmup: int, repeats: int) -> dict[str, 
     return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def bench_args(description: str) -> argparse.Namespace:
+    """--device, --warmup and --repeats (>= 20), shared by the benchmark scripts."""
+    ap = argparse.ArgumentParser(description=description)
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=20)
     args = ap.parse_args()
     if args.repeats < 20:
         ap.error(f"--repeats must be >= 20, got {args.repeats}")
+    return args
+
+
+def print_table(title: str, args: argparse.Namespace, ms: dict[str, float], base: str,
+                columns: tuple[str, str]) -> None:
+    """The markdown table of the benchmark scripts: each row's median ms and its ratio to
+    the row ``base``, under a line with the machine's facts."""
+    print(f"{title}, device={args.device}, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads, median of {args.repeats}\n")
+    print(f"| {columns[0]} | {columns[1]} | vs torch default |")
+    print("|---|---:|---:|")
+    for name, t in ms.items():
+        print(f"| {name} | {t:.2f} | {t / ms[base]:.2f}x |")
+
+
+def main() -> None:
+    args = bench_args(__doc__.splitlines()[0])
     shapes = resnet50_shapes()
     n = sum(torch.Size(s).numel() for s in shapes)
     makers = dict([
@@ -86,14 +104,8 @@ def main() -> None:
         ("companion.optim.Adam(foreach=True)", lambda ps: co.Adam(ps, foreach=True)),
     ])
     ms = time_steps(makers, args.device, args.warmup, args.repeats)
-    base = ms["torch.optim.Adam (default)"]
-    print(f"One Adam step, {len(shapes)} tensors, {n:,} float32 parameters, "
-          f"device={args.device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"median of {args.repeats}\n")
-    print("| optimizer | ms / step | vs torch default |")
-    print("|---|---:|---:|")
-    for name, t in ms.items():
-        print(f"| {name} | {t:.2f} | {t / base:.2f}x |")
+    print_table(f"One Adam step, {len(shapes)} tensors, {n:,} float32 parameters", args,
+                ms, "torch.optim.Adam (default)", ("optimizer", "ms / step"))
 
 
 if __name__ == "__main__":
