@@ -25,11 +25,18 @@ Example::
     rec.output_grad_norms      # {'fc1': ..., 'fc2': ..., ..., 'out': ...}
     rec.activation_stats["act3 (after Tanh)"].saturated_fraction
 
-A layer is a *leaf* module (no children, as listed by ``named_modules()``) that owns
-parameters; an activation is a leaf module that is one of torch's activation classes
-(PReLU included, although it has a parameter), or a parameter-free leaf whose name
-starts with ``act`` (``nn.Identity`` in ``mlp(activation="linear")``) or whose class
-comes from :mod:`companion.activations`.
+A layer is a module that owns parameters itself (``parameters(recurse=False)``): every
+leaf with parameters (Linear, Conv, norms, ``nn.LSTM``) and also a module with children
+that holds parameters of its own, such as ``nn.MultiheadAttention`` inside
+``nn.TransformerEncoderLayer``. Its packed input projection ``in_proj_weight`` lives on
+the attention module itself, and its ``out_proj`` Linear is never *called* (the
+attention function reads its weight), so a rule that looked at leaves only saw nothing
+of the attention. For such a layer the output is the first tensor it returns (the
+attention output, not the attention weights), and its "weight" is ``weight``, else
+``in_proj_weight``. An activation is a leaf module that is one of torch's activation
+classes (PReLU included, although it has a parameter), or a parameter-free leaf whose
+name starts with ``act`` (``nn.Identity`` in ``mlp(activation="linear")``) or whose
+class comes from :mod:`companion.activations`.
 
 References: fastai's ``Hooks``/``ActivationStats`` (course22p2); Glorot & Bengio (2010)
 (saturation); Karpathy, *A Recipe for Training Neural Networks* (2019) (update ratio).
@@ -96,10 +103,25 @@ def _leaves(model: nn.Module) -> Iterator[tuple[str, nn.Module]]:
             yield (name or "model"), module
 
 
+def _owns_parameters(module: nn.Module) -> bool:
+    return next(module.parameters(recurse=False), None) is not None
+
+
 def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Leaf modules with parameters that are not activations (Linear, Conv, norms...)."""
-    return [(n, m) for n, m in _leaves(model)
-            if not _is_activation(n, m) and next(m.parameters(recurse=False), None) is not None]
+    """Modules that own parameters and are not activations (Linear, Conv, norms,
+    MultiheadAttention...), in registration order; the root is called ``model``."""
+    return [(name or "model", m) for name, m in model.named_modules()
+            if _owns_parameters(m) and not (next(m.children(), None) is None
+                                            and _is_activation(name or "model", m))]
+
+
+def _weight(module: nn.Module) -> Tensor | None:
+    """A layer's weight matrix: ``weight``, else (MultiheadAttention) ``in_proj_weight``."""
+    for attr in ("weight", "in_proj_weight"):
+        w = getattr(module, attr, None)
+        if isinstance(w, Tensor):
+            return w
+    return None
 
 
 def _label(name: str, module: nn.Module) -> str:
@@ -115,12 +137,15 @@ def _saturated(module: nn.Module, y: Tensor) -> Tensor | None:
     return None
 
 
-def _tensors(out: Any) -> list[Tensor]:
-    """The tensors among a module's outputs (an LSTM returns a nested tuple)."""
+def _tensors(module: nn.Module, out: Any) -> list[Tensor]:
+    """The tensors among a module's outputs (an LSTM returns a nested tuple); for
+    attention only the output, not the attention weights it may also return."""
+    if isinstance(module, nn.MultiheadAttention) and isinstance(out, tuple):
+        out = out[0]
     if isinstance(out, Tensor):
         return [out]
     if isinstance(out, (tuple, list)):
-        return [t for o in out for t in _tensors(o)]
+        return [t for o in out for t in _tensors(module, o)]
     return []
 
 
@@ -167,8 +192,8 @@ class Recorder:
         activation_labels: ``f"{name} (after {ClassName})"`` for each of them.
         output_grad_norms: layer name -> :math:`\\lVert \\partial L/\\partial z \\rVert_2`
             (only layers the backward pass reached).
-        weight_grad_norms: layer name -> ``module.weight.grad.norm()`` (NaN if no grad;
-            layers without a ``weight`` are left out); read live inside the block and
+        weight_grad_norms: layer name -> ``module.weight.grad.norm()`` (``in_proj_weight``
+            for attention; NaN if no grad; layers without a weight are left out); read live inside the block and
             frozen when the block exits, so a later ``zero_grad()`` does not erase it.
         activation_stats: label -> :class:`ActivationStats` (empty if
             ``activation_stats=False``).
@@ -210,7 +235,7 @@ class Recorder:
                     g = grad.detach().to(torch.float64)
                     self._grad_sq[name] = self._grad_sq.get(name, 0.0) + g.pow(2).sum().item()
 
-            for t in _tensors(output):
+            for t in _tensors(module, output):
                 if t.requires_grad:
                     t.register_hook(on_grad)
         return hook
@@ -235,8 +260,8 @@ class Recorder:
             for name, module in _leaves(self.model):
                 if _is_activation(name, module):
                     self._handles.append(module.register_forward_hook(self._activation_hook(name)))
-                elif next(module.parameters(recurse=False), None) is not None:
-                    self._handles.append(module.register_forward_hook(self._layer_hook(name)))
+            for name, module in _layers(self.model):
+                self._handles.append(module.register_forward_hook(self._layer_hook(name)))
         except BaseException:
             self.remove()
             raise
@@ -258,8 +283,8 @@ class Recorder:
     def _read_weight_norms(self) -> dict[str, float]:
         norms = {}
         for name, module in self._layer_modules.items():
-            weight = getattr(module, "weight", None)
-            if isinstance(weight, Tensor):
+            weight = _weight(module)
+            if weight is not None:
                 g = weight.grad
                 norms[name] = math.nan if g is None else g.detach().double().norm().item()
         return norms

@@ -155,6 +155,51 @@ def test_nested_conv_model_forward_order_and_autograd_reference():
                                [g.norm().item() for g in ref], rtol=1e-10)
 
 
+@pytest.mark.parametrize("norm_first", [False, True])
+def test_transformer_layer_attention_is_a_layer_with_autograd_reference(norm_first):
+    """Inside torch's TransformerEncoderLayer the attention module owns its packed
+    in_proj_weight (it is not a leaf) and its out_proj is never called: record sees it
+    as the layer "self_attn". Reference: the layer's forward written out by hand (post-LN
+    x = norm1(x + sa(x)), x = norm2(x + ff(x)); pre-LN x + sa(norm1(x)), ...) and
+    autograd.grad on the intermediate outputs; in_proj_weight.grad.norm()."""
+    torch.manual_seed(0)
+    layer = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True,
+                                       norm_first=norm_first).double()
+    x = torch.randn(3, 5, 8, dtype=torch.float64)
+    with record(layer) as rec:
+        _loss(layer(x)).backward()
+    assert rec.layer_names == (["norm1", "self_attn", "norm2", "linear1", "linear2"]
+                               if norm_first else
+                               ["self_attn", "norm1", "linear1", "linear2", "norm2"])
+    assert rec.activation_labels == []      # F.relu inside the layer is not a module
+
+    def sa(h):
+        return layer.self_attn(h, h, h, need_weights=False)[0]
+
+    if norm_first:
+        n1 = layer.norm1(x)
+        a = sa(n1)
+        h = x + a
+        n2 = layer.norm2(h)
+        z1 = layer.linear1(n2)
+        z2 = layer.linear2(torch.relu(z1))
+        y = h + z2
+        outs = {"norm1": n1, "self_attn": a, "linear1": z1, "linear2": z2, "norm2": n2}
+    else:
+        a = sa(x)
+        n1 = layer.norm1(x + a)
+        z1 = layer.linear1(n1)
+        z2 = layer.linear2(torch.relu(z1))
+        y = n2 = layer.norm2(n1 + z2)
+        outs = {"self_attn": a, "norm1": n1, "linear1": z1, "linear2": z2, "norm2": n2}
+    torch.testing.assert_close(y, layer(x), rtol=1e-12, atol=1e-12)
+    ref = dict(zip(outs, torch.autograd.grad(_loss(y), list(outs.values()))))
+    for name, g in ref.items():
+        assert rec.output_grad_norms[name] == pytest.approx(g.norm().item(), rel=1e-10)
+    assert rec.weight_grad_norms["self_attn"] == pytest.approx(
+        layer.self_attn.in_proj_weight.grad.norm().item(), rel=1e-12)
+
+
 def test_last_forward_is_kept_and_shared_module_sums_its_calls():
     """Two forwards inside the block: the record describes the last. A module called
     twice in one forward: norm over both outputs, sqrt(||g1||^2 + ||g2||^2)."""
