@@ -165,6 +165,7 @@ def train(
     optimizer_kwargs: Optional[dict[str, Any]] = None,
     callback: Optional[Callable[[int, float], Optional[bool]]] = None,
     clip: Union[None, float, Callable[[list[nn.Parameter]], Any]] = None,
+    schedule: Optional[Callable[[int], float]] = None,
 ) -> History:
     """Train ``model`` in place on ``(x, y)`` for ``steps`` steps; see the module docstring.
 
@@ -190,13 +191,18 @@ def train(
             :func:`companion.clip.clip_grad_norm_` (global 2-norm, as torch's); or a
             callable called as ``clip(params)`` (the list of parameters that require grad)
             after ``backward()`` and before ``opt.step()``, modifying ``p.grad`` in place.
+        schedule: ``None`` (a constant learning rate) or ``f(t)``, the factor by which
+            step ``t`` (0, 1, ...) multiplies ``lr``, applied with
+            ``torch.optim.lr_scheduler.LambdaLR``: a linear warm-up over ``k`` steps is
+            ``lambda t: min(1.0, (t + 1) / k)``.
 
     Returns:
         A :class:`History`.
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``; ``callback`` not callable;
-            ``optimizer_kwargs`` not a dict; ``clip`` neither a number nor a callable.
+            ``optimizer_kwargs`` not a dict; ``clip`` neither a number nor a callable;
+            ``schedule`` not callable.
         ValueError: ``steps < 1``, ``lr <= 0``, an unknown optimizer or loss name, a bad
             ``batch_size``, ``x``/``y`` of different lengths, (``"mse"``) ``y`` not
             shaped like the model's output, or ``clip`` a number <= 0 or not finite.
@@ -217,6 +223,8 @@ def train(
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be an int >= 0, got {seed!r}")
     clip = _check_clip(clip)
+    if schedule is not None and not callable(schedule):
+        raise TypeError(f"schedule must be a callable f(step) -> factor or None, got {schedule!r}")
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no parameters that require grad")
@@ -234,6 +242,7 @@ def train(
 
     # 2. set up: optimizer, batch order, preallocated records
     opt = make_opt(params, lr, **(optimizer_kwargs or {}))
+    scheduler = None if schedule is None else torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     batches = _make_batches(n, batch_size, int(seed))
     losses = np.full(steps, np.nan)
     tracked = _tracked_weights(model) if track_update_ratios else {}
@@ -268,6 +277,8 @@ def train(
         if weights:
             before = [w.detach().clone() for w in weights]
         opt.step()
+        if scheduler is not None:
+            scheduler.step()
         if weights:
             with torch.no_grad():
                 r = torch.stack([torch.linalg.vector_norm(w - w0) / torch.linalg.vector_norm(w0)

@@ -251,6 +251,29 @@ def _reference_loop(net, x, y, steps, lr, clip_fn=None, optimizer=torch.optim.SG
     return np.array(losses), np.array(norms), (np.array(flags) if clip_fn else None)
 
 
+def test_schedule_multiplies_the_learning_rate_of_each_step():
+    """Reference: a hand-written SGD loop that sets lr = 0.05 * f(t) in the optimizer's
+    param group before step t (what LambdaLR promises); the losses must agree exactly,
+    and they differ from the constant-lr run (the schedule does something)."""
+    net, x, y = _problem()
+    ref_net, const_net = copy.deepcopy(net), copy.deepcopy(net)
+    warmup = lambda t: min(1.0, (t + 1) / 4)          # noqa: E731
+    h = train(net, x, y, steps=8, lr=0.05, schedule=warmup)
+    opt = torch.optim.SGD(ref_net.parameters(), lr=0.05)
+    losses = []
+    for t in range(8):
+        opt.param_groups[0]["lr"] = 0.05 * warmup(t)
+        loss = F.mse_loss(ref_net(x), y)
+        losses.append(loss.item())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    np.testing.assert_array_equal(h.losses, losses)
+    assert not np.array_equal(h.losses, train(const_net, x, y, steps=8, lr=0.05).losses)
+    with pytest.raises(TypeError, match="schedule must be a callable"):
+        train(net, x, y, steps=2, lr=0.05, schedule=0.5)
+
+
 @pytest.mark.parametrize("batch_size", [None, 32])
 def test_grad_norms_match_hand_written_loop(batch_size):
     """Reference: torch.nn.utils.get_total_norm of the gradients of a hand-written loop
