@@ -11,6 +11,8 @@ Import the part you need; each module is small and documented:
   backward passes, and drop-in replacements for torch's layers
 - :mod:`companion.clip` -- gradient clipping by value, by norm and adaptive (AGC), with
   ``torch.nn.utils``' in-place API
+- :mod:`companion.residual` -- residual MLPs with their plain twins, ReZero/SkipInit, Fixup,
+  the gradient split by path length, a small transformer of torch's own layers
 - :mod:`companion.parallel` -- small ``DistributedDataParallel`` runs (gloo, CPU) for the
   clipping experiments
 - :mod:`companion.optim` -- optimizers as pure update functions and ``torch.optim`` classes

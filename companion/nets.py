@@ -339,6 +339,12 @@ class SimpleRNN(nn.Module):
             self.hidden_states.append(h)
         return h @ self.W_hy.T                                      # y: (B, n_out)
 
+    def __getstate__(self) -> dict:
+        # the hidden states are non-leaf tensors of the last pass, which deepcopy refuses
+        state = self.__dict__.copy()
+        state["hidden_states"] = []
+        return state
+
     def extra_repr(self) -> str:
         return (f"input_size={self.input_size}, hidden_size={self.hidden_size}, "
                 f"output_size={self.output_size}, spectral_radius={self.spectral_radius}, "

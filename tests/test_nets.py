@@ -273,3 +273,16 @@ def test_rnn_forward_and_gradient_norm_errors():
         rnn_gradient_norms(rnn, 3, batch=0)
     with pytest.raises(TypeError, match="rnn must be a SimpleRNN"):
         rnn_gradient_norms(nn.RNN(2, 3), 3)
+
+
+def test_rnn_deepcopy_after_a_forward_pass_with_grad():
+    """copy.deepcopy works after a forward pass that filled hidden_states with non-leaf
+    tensors (torch refuses to deepcopy those); the copy has equal parameters (torch.equal)
+    and no hidden states, the original keeps its own."""
+    import copy
+    rnn = SimpleRNN(2, 4, seed=0)
+    rnn(torch.randn(5, 3, 2)).sum().backward()
+    twin = copy.deepcopy(rnn)
+    assert twin.hidden_states == [] and len(rnn.hidden_states) == 5
+    for a, b in zip(rnn.parameters(), twin.parameters()):
+        assert torch.equal(a, b) and a is not b

@@ -1,0 +1,493 @@
+r"""Residual networks: the block :math:`x + \alpha F(x)`, its plain twin, and Fixup.
+
+* :class:`ResidualMLP` -- a stem, ``depth`` residual blocks and a head:
+
+  .. math::
+
+      x_0 = W_{\text{in}}\,u,\qquad
+      x_{\ell} = x_{\ell-1} + \alpha\,F_\ell(x_{\ell-1})\ \ (\ell = 1..L),\qquad
+      y = W_{\text{out}}\,\phi\big(N(x_L)\big),
+
+  with the *pre-activation* branch of He et al. (2016b),
+  :math:`F(x) = W_2\,\phi(N_2(W_1\,\phi(N_1(x))))`: the identity path carries
+  :math:`x` untouched, and every normalization and activation sits inside the branch.
+  ``skip=False`` builds the *same* network without the identity,
+  :math:`x_\ell = \alpha F_\ell(x_{\ell-1})` (the same modules, and for the same seed the
+  same parameters), so a comparison of the two differs by the skip alone.
+* :func:`fixup_init_` -- Fixup (Zhang, Dauphin & Ma, 2019): every branch's last layer
+  and the classifier set to zero, the other branch layers scaled by
+  :math:`L^{-1/(2m-2)}`, so that a network without normalization starts as the identity
+  map and each block's update stays :math:`O(1/L)`.
+
+Why the block helps, in one line: the Jacobian of a block is
+:math:`I + \alpha\,\partial F/\partial x`, so :math:`\partial x_L / \partial x_\ell` is
+the identity plus products of branch Jacobians and cannot vanish the way a product of
+:math:`L` layer Jacobians does. Why the branch scale matters: with He-initialised ReLU
+branches :math:`E[F(x)^2] = E[x^2]`, so without normalization the forward second
+moment doubles in every block (:math:`E[x_\ell^2] \approx 2^\ell E[x_0^2]`); with
+batch norm at the branch's entry :math:`E[F^2] \approx 1` and it grows like
+:math:`E[x_0^2] + \ell`; a branch scale :math:`\alpha` gives
+:math:`(1 + \alpha^2)^\ell`; :math:`\alpha = 0` (SkipInit, ReZero) keeps it at
+:math:`E[x_0^2]` (Hanin & Rolnick, 2018; De & Smith, 2020).
+
+Example::
+
+    from companion.residual import ResidualMLP
+    net = ResidualMLP(2, 3, width=32, depth=8, norm="batch", seed=0)
+    [n for n, _ in net.named_children()][:3]     # ['inp', 'block1', 'block2']
+    plain = ResidualMLP(2, 3, width=32, depth=8, norm="batch", seed=0, skip=False)
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Collection
+from typing import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .nets import (_GAIN_NAMES, _activation, _check_int, _check_seed, _linear,
+                   _norm_factory)
+
+__all__ = ["ResidualMLP", "ResidualBlock", "Gate", "fixup_init_", "path_gradients",
+           "TokenTransformer", "BRANCH_SCALES"]
+
+#: The names ``branch_scale`` accepts besides a number.
+BRANCH_SCALES = ("rezero", "skipinit")
+
+
+class Gate(nn.Module):
+    r"""A learnable scalar :math:`\alpha`, initialised at 0, that multiplies a branch.
+
+    ReZero (Bachlechner et al., 2020) and SkipInit (De & Smith, 2020) propose the same
+    parametrisation, :math:`x + \alpha F(x)` with a learnable :math:`\alpha = 0` at
+    initialisation, independently: ReZero for transformers, SkipInit for ResNets
+    without batch norm. At :math:`\alpha = 0` every block is the identity map, and the
+    first gradient step sets :math:`\alpha` from :math:`\langle F(x), \partial L/\partial x\rangle`.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.zeros(()))
+
+    def forward(self, f: Tensor) -> Tensor:
+        return self.alpha * f
+
+
+class ResidualBlock(nn.Module):
+    r"""One block :math:`x \mapsto x + \alpha F(x)` (or :math:`\alpha F(x)` without the skip).
+
+    Children, in the order they run: ``norm1`` (if any), ``act1``, ``fc1``, ``norm2``
+    (if any), ``act2``, ``fc2`` and, for a learnable scale, ``gate``. A numeric
+    :math:`\alpha` is the float attribute ``alpha``. Built by :class:`ResidualMLP`.
+    """
+
+    def __init__(self, width: int, *, make_act: Callable[[], nn.Module],
+                 make_norm: Callable[[int], nn.Module] | None,
+                 make_linear: Callable[[], nn.Linear], branch_scale: float | str,
+                 skip: bool) -> None:
+        super().__init__()
+        self.skip = skip
+        if make_norm is not None:
+            self.norm1 = make_norm(width)
+        self.act1 = make_act()
+        self.fc1 = make_linear()
+        if make_norm is not None:
+            self.norm2 = make_norm(width)
+        self.act2 = make_act()
+        self.fc2 = make_linear()
+        if isinstance(branch_scale, str):
+            self.gate = Gate()
+            self.alpha = None
+        else:
+            self.alpha = float(branch_scale)
+
+    def branch(self, x: Tensor) -> Tensor:
+        """:math:`F(x) = W_2\\,\\phi(N_2(W_1\\,\\phi(N_1(x))))`, without the scale."""
+        h = self.norm1(x) if hasattr(self, "norm1") else x
+        h = self.fc1(self.act1(h))
+        h = self.norm2(h) if hasattr(self, "norm2") else h
+        return self.fc2(self.act2(h))
+
+    def forward(self, x: Tensor) -> Tensor:
+        f = self.branch(x)
+        f = self.gate(f) if self.alpha is None else self.alpha * f
+        return x + f if self.skip else f
+
+    def extra_repr(self) -> str:
+        scale = "learnable, init 0" if self.alpha is None else f"{self.alpha:g}"
+        return f"alpha={scale}, skip={self.skip}"
+
+
+class ResidualMLP(nn.Module):
+    r"""A residual MLP: stem ``inp``, blocks ``block1..block{depth}``, head ``norm``/``act``/``out``.
+
+    See the module docstring for the equations. Module names are stable
+    (``net.block3.fc2``), so :func:`companion.diagnostics.record` labels every layer by
+    its block: ``inp``, ``block1.norm1``, ``block1.fc1``, ..., ``norm``, ``out``.
+
+    After each forward pass, ``self.stream`` holds the residual stream
+    ``[x_0, x_1, ..., x_L]`` (each ``(B, width)``); when they require grad,
+    ``retain_grad()`` was called on them, so after ``loss.backward()`` ``x.grad`` is
+    :math:`\partial L/\partial x_\ell`, the backward signal reaching block
+    :math:`\ell + 1`'s input.
+
+    Args:
+        in_features, out_features, width, depth: positive ints (``depth`` blocks, each with
+            two ``width x width`` Linear layers).
+        activation: a :func:`companion.activations.get` name, used in every branch and
+            before the head.
+        norm: as in :func:`companion.nets.mlp`: ``None``, ``"batch"``, ``"layer"``,
+            ``"rms"``, ``"group"`` or a callable ``f(width)``. Two norm layers per branch
+            (``norm1`` at its entry, ``norm2`` between the two Linear layers) and one
+            before the head, as in the pre-activation ResNet.
+        branch_scale: :math:`\alpha`: a finite number :math:`\ge 0` (e.g.
+            ``1 / math.sqrt(depth)``), or ``"rezero"`` / ``"skipinit"``: a learnable
+            :class:`Gate` initialised at 0 in each block (the two names build the same
+            thing; see :class:`Gate`).
+        skip: ``False`` drops the identity: :math:`x_\ell = \alpha F_\ell(x_{\ell-1})`.
+            A learnable gate needs ``skip=True`` (without the identity a zero gate makes
+            the network's output constant and its gradient zero).
+        init: how the branch layers' weights are drawn: the name of a
+            :mod:`companion.init` initializer (default ``"kaiming_normal"``, He et al.
+            2015, with ``nonlinearity=`` the activation when
+            :func:`torch.nn.init.calculate_gain` knows it, else ``"relu"``) or a callable
+            ``f(weight)``. The stem and the head are linear maps and are always drawn
+            :math:`\mathcal N(0, 1/n_{\text{in}})`, which preserves the second moment.
+            Every bias starts at 0.
+        seed: when given, every draw comes from a private ``torch.Generator`` seeded
+            with it: the same seed gives the same parameters with and without
+            ``skip`` and for every ``branch_scale`` and ``norm``, and torch's global RNG
+            is untouched. ``None`` draws from the global RNG.
+
+    Raises:
+        TypeError: a size that is not an int, a ``branch_scale`` that is neither a
+            number nor a name, a non-bool ``skip``, an ``init`` that is neither a name nor
+            callable.
+        ValueError: a size < 1, a negative or non-finite ``branch_scale``, an unknown
+            name, or a learnable gate with ``skip=False``.
+
+    References:
+        He, Zhang, Ren & Sun, *Deep Residual Learning* (2016) and *Identity Mappings in
+        Deep Residual Networks* (2016b); Bachlechner et al., *ReZero* (2020); De & Smith,
+        *Batch Normalization Biases Residual Blocks Towards the Identity Function* (2020).
+
+    Example::
+
+        >>> net = ResidualMLP(2, 1, width=8, depth=3, branch_scale="rezero", seed=0)
+        >>> u = torch.randn(4, 2)
+        >>> torch.equal(net.stream_at(u, 3), net.inp(u))   # every block is the identity
+        True
+    """
+
+    def __init__(self, in_features: int, out_features: int, width: int, depth: int, *,
+                 activation: str = "relu",
+                 norm: str | Callable[[int], nn.Module] | None = None,
+                 branch_scale: float | str = 1.0, skip: bool = True,
+                 init: str | Callable[[Tensor], object] = "kaiming_normal",
+                 seed: int | None = None) -> None:
+        super().__init__()
+        self.in_features = _check_int("in_features", in_features)
+        self.out_features = _check_int("out_features", out_features)
+        self.width = _check_int("width", width)
+        self.depth = _check_int("depth", depth)
+        if not isinstance(skip, bool):
+            raise TypeError(f"skip must be a bool, got {skip!r}")
+        self.branch_scale = _check_branch_scale(branch_scale)
+        if isinstance(self.branch_scale, str) and not skip:
+            raise ValueError(f"branch_scale={branch_scale!r} needs skip=True: without the "
+                             f"identity a gate at 0 makes every block output 0")
+        if init is None or (not isinstance(init, str) and not callable(init)):
+            raise TypeError(f"init must be an initializer name or a callable, got {init!r}")
+        self.skip = skip
+        make_norm = _norm_factory(norm)
+        act = _activation(activation)
+        nonlinearity = act.name if act.name in _GAIN_NAMES else "relu"
+        generator = _check_seed(seed)
+        if seed is not None and callable(init):
+            # a callable init draws from the global RNG: seed a fork of it (restored after)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                self._build(act, make_norm, init, nonlinearity, generator)
+        else:
+            self._build(act, make_norm, init, nonlinearity, generator)
+        self.stream: list[Tensor] = []
+
+    def _build(self, act, make_norm, init, nonlinearity, generator) -> None:
+        def linear(n_in: int, n_out: int, how) -> nn.Linear:
+            return _linear(n_in, n_out, bias=True, bias_std=0.0, weight_scale=1.0, init=how,
+                           nonlinearity=nonlinearity, generator=generator)
+
+        w = self.width
+        self.inp = linear(self.in_features, w, None)        # None: N(0, 1/fan_in)
+        for l in range(1, self.depth + 1):
+            self.add_module(f"block{l}", ResidualBlock(
+                w, make_act=act.module, make_norm=make_norm,
+                make_linear=lambda: linear(w, w, init),
+                branch_scale=self.branch_scale, skip=self.skip))
+        if make_norm is not None:
+            self.norm = make_norm(w)
+        self.act = act.module()
+        self.out = linear(w, self.out_features, None)
+
+    @property
+    def blocks(self) -> list[ResidualBlock]:
+        """``[block1, ..., block{depth}]``."""
+        return [getattr(self, f"block{l}") for l in range(1, self.depth + 1)]
+
+    def forward(self, x: Tensor, *, drop: Collection[int] = ()) -> Tensor:
+        """``x``: ``(B, in_features)`` -> ``(B, out_features)``.
+
+        ``drop``: block numbers (1..depth) to delete at test time: a deleted block passes
+        its input on unchanged, :math:`x_\\ell = x_{\\ell-1}` (Veit et al., 2016), in the
+        plain network too.
+        """
+        drop = _check_drop(drop, self.depth)
+        if x.dim() != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"x must have shape (B, {self.in_features}), got {tuple(x.shape)}")
+        h = self.inp(x)                                   # x_0: (B, width)
+        self.stream = [h]
+        for l, block in enumerate(self.blocks, start=1):
+            if l not in drop:
+                h = block(h)                              # x_l: (B, width)
+            if h.requires_grad:
+                h.retain_grad()
+            self.stream.append(h)
+        if self.stream[0].requires_grad:
+            self.stream[0].retain_grad()
+        h = self.norm(h) if hasattr(self, "norm") else h
+        return self.out(self.act(h))
+
+    def stream_at(self, x: Tensor, l: int) -> Tensor:
+        """:math:`x_\\ell`, the stream after block ``l`` (0: the stem's output), for input ``x``."""
+        l = _check_int("l", l, minimum=0)
+        if l > self.depth:
+            raise ValueError(f"l must be in [0, {self.depth}], got {l}")
+        h = self.inp(x)
+        for block in self.blocks[:l]:
+            h = block(h)
+        return h
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"width={self.width}, depth={self.depth}, skip={self.skip}")
+
+    def __getstate__(self) -> dict:
+        # the stream holds non-leaf tensors of the last pass, which deepcopy refuses
+        state = self.__dict__.copy()
+        state["stream"] = []
+        return state
+
+
+def _check_branch_scale(value: object) -> float | str:
+    if isinstance(value, str):
+        if value not in BRANCH_SCALES:
+            raise ValueError(f"branch_scale must be a number >= 0 or one of {BRANCH_SCALES}, "
+                             f"got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"branch_scale must be a number or one of {BRANCH_SCALES}, "
+                        f"got {value!r} ({type(value).__name__})")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"branch_scale must be finite and >= 0, got {value}")
+    return float(value)
+
+
+def _check_drop(drop: object, depth: int) -> frozenset[int]:
+    if isinstance(drop, (str, bytes)) or not isinstance(drop, Collection):
+        raise TypeError(f"drop must be a collection of block numbers, got {drop!r}")
+    for l in drop:
+        if isinstance(l, bool) or not isinstance(l, numbers.Integral) or not 1 <= l <= depth:
+            raise ValueError(f"drop must hold block numbers in [1, {depth}], got {l!r}")
+    return frozenset(int(l) for l in drop)
+
+
+@torch.no_grad()
+def fixup_init_(model: ResidualMLP) -> ResidualMLP:
+    r"""Fixup initialisation of a :class:`ResidualMLP`, in place (Zhang, Dauphin & Ma, 2019).
+
+    With :math:`L` residual branches of :math:`m` layers each (here :math:`m = 2`):
+
+    1. the last layer of every branch (``fc2``) and the classifier (``out``) are set to 0,
+       so that every block is the identity at initialisation and the output is 0;
+    2. the other branch layers (``fc1``) are multiplied by :math:`L^{-1/(2m-2)}`
+       (:math:`= 1/\sqrt{L}` for :math:`m = 2`), assuming they were drawn with a standard
+       (He) initialisation, :class:`ResidualMLP`'s default;
+    3. every bias is set to 0.
+
+    Fixup's scalar multipliers and scalar biases (step 3 of the paper) are not added:
+    the bias of each Linear layer plays the second role. The paper's argument is that
+    with this scaling an SGD step changes the output by :math:`\Theta(\eta)` whatever
+    :math:`L` is, so no normalization is needed to train at depth.
+
+    Returns:
+        ``model``.
+
+    Raises:
+        TypeError: ``model`` is not a :class:`ResidualMLP`.
+        ValueError: ``model`` has ``skip=False`` (without the identity, zero branches
+            make the network constant) or a learnable gate (a gate at 0 in front of a
+            zero layer gets no gradient, and neither does the layer).
+    """
+    if not isinstance(model, ResidualMLP):
+        raise TypeError(f"model must be a ResidualMLP, got {type(model).__name__}")
+    if not model.skip:
+        raise ValueError("fixup_init_ needs a network with skip=True: without the identity "
+                         "zero branches make the output constant")
+    if isinstance(model.branch_scale, str):
+        raise ValueError(f"fixup_init_ needs a numeric branch_scale, got "
+                         f"{model.branch_scale!r}: a gate at 0 in front of a zero layer "
+                         f"would never receive a gradient")
+    L, m = model.depth, 2
+    scale = L ** (-1.0 / (2 * m - 2))
+    for block in model.blocks:
+        block.fc1.weight.mul_(scale)
+        block.fc2.weight.zero_()
+        block.fc1.bias.zero_()
+        block.fc2.bias.zero_()
+    model.inp.bias.zero_()
+    model.out.weight.zero_()
+    model.out.bias.zero_()
+    return model
+
+
+def path_gradients(model: ResidualMLP, x: Tensor,
+                   loss: Callable[[Tensor], Tensor] | None = None) -> Tensor:
+    r"""The gradient at :math:`x_0` split by path length (Veit, Wilber & Belongie, 2016).
+
+    Unrolled, :math:`\partial x_L/\partial x_0 = \prod_\ell (I + J_\ell)` with
+    :math:`J_\ell = \alpha\,\partial F_\ell/\partial x`: a sum over the :math:`2^L`
+    paths that pass through some subset of the branches and skip the others. Grouping
+    the paths by how many branches :math:`k` they pass through,
+
+    .. math::
+
+        \frac{\partial \mathcal L}{\partial x_0} = \sum_{k=0}^{L} u_k,\qquad
+        u_k = \sum_{\ell_1 < \dots < \ell_k}
+              J_{\ell_1}^\top \cdots J_{\ell_k}^\top\, \frac{\partial \mathcal L}{\partial x_L}.
+
+    All :math:`u_k` come from one backward sweep that carries :math:`L + 1` vectors,
+    :math:`u_k \leftarrow u_k + J_\ell^\top u_{k-1}` at block :math:`\ell`, with batched
+    vector-Jacobian products: :math:`L(L+1)` products in all instead of :math:`2^L`
+    paths. Veit et al. estimated the same quantity by sampling paths.
+
+    Args:
+        model: a :class:`ResidualMLP` with ``skip=True``; put batch norm in ``eval()``
+            mode for per-example Jacobians.
+        x: an input batch ``(B, in_features)``.
+        loss: ``f(output)`` returning a scalar (default: ``output.sum()``).
+
+    Returns:
+        ``(depth + 1, B, width)``: ``u[k]`` for each example, in the model's dtype.
+        ``u.sum(0)`` is :math:`\partial\mathcal L/\partial x_0`.
+
+    Raises:
+        TypeError: ``model`` is not a :class:`ResidualMLP`, ``loss`` not callable.
+        ValueError: ``model`` has ``skip=False`` (then there is one path, through every
+            branch), or ``loss`` does not return a scalar.
+    """
+    if not isinstance(model, ResidualMLP):
+        raise TypeError(f"model must be a ResidualMLP, got {type(model).__name__}")
+    if not model.skip:
+        raise ValueError("path_gradients needs skip=True: a plain network has one path")
+    if loss is not None and not callable(loss):
+        raise TypeError(f"loss must be callable or None, got {loss!r}")
+    with torch.enable_grad():
+        h = model.inp(x).detach()
+        steps = []                                     # (x_{l-1}, alpha F_l(x_{l-1}))
+        for block in model.blocks:
+            h_in = h.requires_grad_(True)
+            f = block.branch(h_in)
+            f = block.gate(f) if block.alpha is None else block.alpha * f
+            steps.append((h_in, f))
+            h = (h_in + f).detach()
+        top = h.requires_grad_(True)
+        y = model.out(model.act(model.norm(top) if hasattr(model, "norm") else top))
+        value = y.sum() if loss is None else loss(y)
+        if not isinstance(value, Tensor) or value.numel() != 1:
+            raise ValueError(f"loss must return a scalar tensor, got "
+                             f"{getattr(value, 'shape', type(value).__name__)}")
+        (g,) = torch.autograd.grad(value, top)
+        L = len(steps)
+        u = torch.zeros((L + 1,) + tuple(g.shape), dtype=g.dtype, device=g.device)
+        u[0] = g
+        for h_in, f in reversed(steps):                # backward through block l
+            (vjp,) = torch.autograd.grad(f, h_in, grad_outputs=u[:L], is_grads_batched=True)
+            u = torch.cat([u[:1], u[1:] + vjp])        # u_k += J^T u_{k-1}
+    return u.detach()
+
+
+class TokenTransformer(nn.Module):
+    r"""A small transformer encoder over token sequences, built from torch's own layers.
+
+    ``embed`` (``nn.Embedding``) plus a learned position embedding ``pos``, then
+    ``num_layers`` ``nn.TransformerEncoderLayer`` in ``layers`` (ReLU, no dropout,
+    batch first), a final ``nn.LayerNorm`` ``norm`` when ``norm_first`` (pre-LN needs
+    one: its stream is never normalized otherwise), and a linear ``head`` to the
+    vocabulary. ``norm_first=False`` is the original post-LN transformer,
+    :math:`x \leftarrow \mathrm{LN}(x + F(x))`; ``True`` is pre-LN,
+    :math:`x \leftarrow x + F(\mathrm{LN}(x))` (Xiong et al., 2020), which keeps an
+    identity path from the input to the output.
+
+    Args:
+        vocab_size, seq_len, d_model, nhead, dim_feedforward, num_layers: positive ints
+            (``d_model`` divisible by ``nhead``).
+        norm_first: pre-LN (``True``) or post-LN (``False``).
+        init: ``"xavier"`` (default) re-draws every Linear weight of the layers (the
+            attention's output projection included) with ``xavier_uniform_``, as the
+            original transformer and fairseq do and as Xiong et al. analyse;
+            ``"torch"`` keeps ``nn.Linear``'s default (``kaiming_uniform_`` with
+            :math:`a = \sqrt5`, a standard deviation of :math:`1/\sqrt{3 n_\text{in}}`),
+            whose feed-forward branch starts about 8 times smaller in variance.
+            Embeddings are :math:`\mathcal N(0, 1)`.
+        seed: seeds torch's RNG in a fork (the global RNG is restored afterwards).
+
+    Forward: ``(B, seq_len)`` int64 tokens -> ``(B, seq_len, vocab_size)`` logits.
+    """
+
+    def __init__(self, vocab_size: int, seq_len: int, d_model: int = 32, nhead: int = 4,
+                 dim_feedforward: int = 64, num_layers: int = 6, *, norm_first: bool = True,
+                 init: str = "xavier", seed: int | None = None) -> None:
+        super().__init__()
+        self.vocab_size = _check_int("vocab_size", vocab_size)
+        self.seq_len = _check_int("seq_len", seq_len)
+        d_model = _check_int("d_model", d_model)
+        nhead = _check_int("nhead", nhead)
+        if d_model % nhead:
+            raise ValueError(f"d_model must be divisible by nhead, got {d_model} and {nhead}")
+        _check_int("dim_feedforward", dim_feedforward)
+        _check_int("num_layers", num_layers)
+        if not isinstance(norm_first, bool):
+            raise TypeError(f"norm_first must be a bool, got {norm_first!r}")
+        if init not in ("xavier", "torch"):
+            raise ValueError(f"init must be 'xavier' or 'torch', got {init!r}")
+        seed = None if seed is None else _check_int("seed", seed, minimum=0)
+        self.norm_first = norm_first
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            self.embed = nn.Embedding(self.vocab_size, d_model)
+            self.pos = nn.Parameter(torch.randn(self.seq_len, d_model))
+            self.layers = nn.ModuleList(
+                nn.TransformerEncoderLayer(d_model, nhead, dim_feedforward, dropout=0.0,
+                                           batch_first=True, norm_first=norm_first)
+                for _ in range(num_layers))
+            if init == "xavier":
+                for layer in self.layers:
+                    for linear in (layer.linear1, layer.linear2, layer.self_attn.out_proj):
+                        nn.init.xavier_uniform_(linear.weight)
+            if norm_first:
+                self.norm = nn.LayerNorm(d_model)
+            self.head = nn.Linear(d_model, self.vocab_size)
+
+    def forward(self, tokens: Tensor) -> Tensor:
+        if tokens.dim() != 2 or tokens.shape[1] != self.seq_len or tokens.is_floating_point():
+            raise ValueError(f"tokens must be an integer tensor of shape (B, {self.seq_len}), "
+                             f"got {tokens.dtype} {tuple(tokens.shape)}")
+        h = self.embed(tokens) + self.pos                 # (B, T, d_model)
+        for layer in self.layers:
+            h = layer(h)
+        if self.norm_first:
+            h = self.norm(h)
+        return self.head(h)                               # (B, T, vocab)
