@@ -244,6 +244,8 @@ class ResidualMLP(nn.Module):
         plain network too.
         """
         drop = _check_drop(drop, self.depth)
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 2 or x.shape[1] != self.in_features:
             raise ValueError(f"x must have shape (B, {self.in_features}), got {tuple(x.shape)}")
         h = self.inp(x)                                   # x_0: (B, width)

@@ -539,6 +539,12 @@ def test_constructor_errors(kwargs, exc, match):
         ResidualMLP(**args)
 
 
+def test_forward_rejects_a_numpy_array():
+    net = ResidualMLP(3, 1, 4, 2, seed=0)
+    with pytest.raises(TypeError, match="x must be a torch.Tensor, got ndarray"):
+        net(np.ones((2, 3), dtype=np.float32))
+
+
 @pytest.mark.parametrize("shape", [(5, 4), (5,), (2, 5, 3), (5, 2)])
 def test_forward_wrong_input_shape(shape):
     net = ResidualMLP(3, 2, 4, 2, seed=0)
