@@ -15,22 +15,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from _gaussian import check_gaussian, std_tol
+
 from companion.nets import SimpleRNN, mlp, rnn_gradient_norms
 
 SETTINGS = settings(max_examples=25, deadline=None)
-
-
-def _std_tol(n: int, sigma: float, k: float = 5.0) -> float:
-    """k standard errors of the sample std of n Gaussian draws: se ~ sigma / sqrt(2n)."""
-    return k * sigma / math.sqrt(2 * n)
-
-
-def _check_gaussian(w: torch.Tensor, sigma: float) -> None:
-    """Sample mean and std of w agree with N(0, sigma^2) within 5 standard errors."""
-    w = w.detach().double().flatten()
-    n = w.numel()
-    assert abs(w.mean().item()) < 5 * sigma / math.sqrt(n)
-    assert abs(w.std(correction=0).item() - sigma) < _std_tol(n, sigma)
 
 
 # ------------------------------------------------------------------------------ mlp
@@ -56,7 +45,7 @@ def test_mlp_weights_are_gaussian_with_std_scale_over_sqrt_fan_in(weight_scale):
     net = mlp(300, 200, 400, 2, weight_scale=weight_scale, seed=1)
     for m in net:
         if isinstance(m, nn.Linear):
-            _check_gaussian(m.weight, weight_scale / math.sqrt(m.in_features))
+            check_gaussian(m.weight, weight_scale / math.sqrt(m.in_features))
             assert torch.count_nonzero(m.bias) == 0
 
 
@@ -65,7 +54,7 @@ def test_mlp_bias_options():
     net = mlp(2, 3, 5, 2, bias=False, seed=0)
     assert all(m.bias is None for m in net if isinstance(m, nn.Linear))
     net = mlp(1, 1, 4000, 1, bias_std=0.3, seed=0)
-    _check_gaussian(net.fc1.bias, 0.3)
+    check_gaussian(net.fc1.bias, 0.3)
 
 
 def test_mlp_seed_is_reproducible_and_leaves_global_rng_untouched():
@@ -94,8 +83,8 @@ def test_mlp_without_seed_uses_global_rng():
 def test_mlp_xavier_normal_std():
     """xavier_normal: std = sqrt(2 / (fan_in + fan_out)) (Glorot & Bengio 2010)."""
     net = mlp(300, 100, 500, 1, init="xavier_normal", weight_scale=5.0, seed=0)
-    _check_gaussian(net.fc1.weight, math.sqrt(2 / (300 + 500)))
-    _check_gaussian(net.out.weight, math.sqrt(2 / (500 + 100)))
+    check_gaussian(net.fc1.weight, math.sqrt(2 / (300 + 500)))
+    check_gaussian(net.out.weight, math.sqrt(2 / (500 + 100)))
 
 
 @pytest.mark.parametrize("activation, nonlinearity",
@@ -105,7 +94,7 @@ def test_mlp_kaiming_normal_uses_gain_of_activation(activation, nonlinearity):
     """kaiming_normal: std = calculate_gain(activation) / sqrt(fan_in); unknown -> relu."""
     net = mlp(400, 10, 300, 1, activation=activation, init="kaiming_normal", seed=0)
     gain = nn.init.calculate_gain(nonlinearity)
-    _check_gaussian(net.fc1.weight, gain / math.sqrt(400))
+    check_gaussian(net.fc1.weight, gain / math.sqrt(400))
 
 
 def test_mlp_orthogonal_zeros_and_callable_init():

@@ -24,6 +24,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from _gaussian import check_gaussian, std_tol
+
 from companion.diagnostics import record
 from companion import data, train
 from companion.residual import (BRANCH_SCALES, Gate, ResidualBlock, ResidualMLP,
@@ -31,19 +33,6 @@ from companion.residual import (BRANCH_SCALES, Gate, ResidualBlock, ResidualMLP,
 
 SETTINGS = settings(max_examples=25, deadline=None)
 NORMS = [None, "batch", "layer", "rms", "group", nn.BatchNorm1d]
-
-
-def _std_tol(n: int, sigma: float, k: float = 5.0) -> float:
-    """k standard errors of the sample std of n Gaussian draws: se ~ sigma / sqrt(2n)."""
-    return k * sigma / math.sqrt(2 * n)
-
-
-def _check_gaussian(w: torch.Tensor, sigma: float) -> None:
-    """Sample mean and std of w agree with N(0, sigma^2) within 5 standard errors."""
-    w = w.detach().double().flatten()
-    n = w.numel()
-    assert abs(w.mean().item()) < 5 * sigma / math.sqrt(n)
-    assert abs(w.std(correction=0).item() - sigma) < _std_tol(n, sigma)
 
 
 def _inputs(n: int, d: int, seed: int = 0, dtype=torch.float32) -> torch.Tensor:
@@ -225,16 +214,16 @@ def test_branch_weights_are_he_and_stem_head_are_lecun(activation, nonlinearity)
     """Branch fc1/fc2 ~ N(0, gain^2 / width) with gain = calculate_gain(activation)
     (relu: 2/width; tanh: 5/3; an activation torch does not know: relu's); stem and head
     ~ N(0, 1/fan_in); every bias 0. Tolerances: 5 standard errors of the sample mean
-    and std of the layer's weights (see _check_gaussian)."""
+    and std of the layer's weights (see check_gaussian)."""
     width, n_in, n_out = 256, 400, 100
     net = ResidualMLP(n_in, n_out, width, 2, activation=activation, seed=2)
     gain = nn.init.calculate_gain(nonlinearity)
     assert gain == pytest.approx({"relu": math.sqrt(2), "tanh": 5 / 3}[nonlinearity])
     for block in net.blocks:
-        _check_gaussian(block.fc1.weight, gain / math.sqrt(width))
-        _check_gaussian(block.fc2.weight, gain / math.sqrt(width))
-    _check_gaussian(net.inp.weight, 1 / math.sqrt(n_in))
-    _check_gaussian(net.out.weight, 1 / math.sqrt(width))
+        check_gaussian(block.fc1.weight, gain / math.sqrt(width))
+        check_gaussian(block.fc2.weight, gain / math.sqrt(width))
+    check_gaussian(net.inp.weight, 1 / math.sqrt(n_in))
+    check_gaussian(net.out.weight, 1 / math.sqrt(width))
     for m in net.modules():
         if isinstance(m, nn.Linear):
             assert torch.count_nonzero(m.bias) == 0
@@ -245,10 +234,10 @@ def test_named_init_changes_only_the_branches():
     the stem and head are still N(0, 1/fan_in)."""
     width, n_in, n_out = 256, 300, 100
     net = ResidualMLP(n_in, n_out, width, 1, init="xavier_normal", seed=4)
-    _check_gaussian(net.block1.fc1.weight, math.sqrt(2 / (2 * width)))
-    _check_gaussian(net.block1.fc2.weight, math.sqrt(2 / (2 * width)))
-    _check_gaussian(net.inp.weight, 1 / math.sqrt(n_in))
-    _check_gaussian(net.out.weight, 1 / math.sqrt(width))
+    check_gaussian(net.block1.fc1.weight, math.sqrt(2 / (2 * width)))
+    check_gaussian(net.block1.fc2.weight, math.sqrt(2 / (2 * width)))
+    check_gaussian(net.inp.weight, 1 / math.sqrt(n_in))
+    check_gaussian(net.out.weight, 1 / math.sqrt(width))
 
 
 # -------------------------------------------------------------------- rezero/skipinit
@@ -664,7 +653,7 @@ def test_token_transformer_is_torch_layers_with_xavier_weights(norm_first):
             w = lin.weight.detach().double()
             bound = math.sqrt(6 / sum(w.shape))
             assert w.abs().max() <= bound
-            assert abs(w.std().item() - bound / math.sqrt(3)) < _std_tol(w.numel(), bound / math.sqrt(3))
+            assert abs(w.std().item() - bound / math.sqrt(3)) < std_tol(w.numel(), bound / math.sqrt(3))
     default = TokenTransformer(16, 8, num_layers=1, init="torch", seed=0)
     w = default.layers[0].linear2.weight.detach()
     assert w.abs().max() <= 1 / math.sqrt(w.shape[1])
