@@ -192,9 +192,10 @@ class Recorder:
         activation_labels: ``f"{name} (after {ClassName})"`` for each of them.
         output_grad_norms: layer name -> :math:`\\lVert \\partial L/\\partial z \\rVert_2`
             (only layers the backward pass reached).
-        weight_grad_norms: layer name -> ``module.weight.grad.norm()`` (``in_proj_weight``
-            for attention; NaN if no grad; layers without a weight are left out); read live inside the block and
-            frozen when the block exits, so a later ``zero_grad()`` does not erase it.
+        weight_grad_norms: layer name -> ``module.weight.grad.norm()``
+            (``in_proj_weight`` for attention; NaN if no grad; layers without a weight
+            are left out); read live inside the block and frozen when the block exits,
+            so a later ``zero_grad()`` does not erase it.
         activation_stats: label -> :class:`ActivationStats` (empty if
             ``activation_stats=False``).
         activations: label -> flattened float32 ``np.ndarray`` of the outputs (only
