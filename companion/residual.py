@@ -110,9 +110,13 @@ class ResidualBlock(nn.Module):
         h = self.norm2(h) if hasattr(self, "norm2") else h
         return self.fc2(self.act2(h))
 
-    def forward(self, x: Tensor) -> Tensor:
+    def scaled_branch(self, x: Tensor) -> Tensor:
+        """:math:`\alpha F(x)`: what the block adds to the stream."""
         f = self.branch(x)
-        f = self.gate(f) if self.alpha is None else self.alpha * f
+        return self.gate(f) if self.alpha is None else self.alpha * f
+
+    def forward(self, x: Tensor) -> Tensor:
+        f = self.scaled_branch(x)
         return x + f if self.skip else f
 
     def extra_repr(self) -> str:
@@ -205,12 +209,11 @@ class ResidualMLP(nn.Module):
         act = _activation(activation)
         nonlinearity = act.name if act.name in _GAIN_NAMES else "relu"
         generator = _check_seed(seed)
-        if seed is not None and callable(init):
-            # a callable init draws from the global RNG: seed a fork of it (restored after)
-            with torch.random.fork_rng(devices=[]):
+        # a callable init draws from the global RNG: seed a fork of it (restored after)
+        seeded_callable = seed is not None and callable(init)
+        with torch.random.fork_rng(devices=[], enabled=seeded_callable):
+            if seeded_callable:
                 torch.manual_seed(seed)
-                self._build(act, make_norm, init, nonlinearity, generator)
-        else:
             self._build(act, make_norm, init, nonlinearity, generator)
         self.stream: list[Tensor] = []
 
@@ -253,12 +256,15 @@ class ResidualMLP(nn.Module):
         for l, block in enumerate(self.blocks, start=1):
             if l not in drop:
                 h = block(h)                              # x_l: (B, width)
-            if h.requires_grad:
-                h.retain_grad()
             self.stream.append(h)
-        if self.stream[0].requires_grad:
-            self.stream[0].retain_grad()
-        h = self.norm(h) if hasattr(self, "norm") else h
+        for h_l in self.stream:
+            if h_l.requires_grad:
+                h_l.retain_grad()
+        return self.head(h)
+
+    def head(self, x_L: Tensor) -> Tensor:
+        """The output from the last stream tensor: ``out(act(norm(x_L)))``."""
+        h = self.norm(x_L) if hasattr(self, "norm") else x_L
         return self.out(self.act(h))
 
     def stream_at(self, x: Tensor, l: int) -> Tensor:
@@ -400,12 +406,11 @@ def path_gradients(model: ResidualMLP, x: Tensor,
         steps = []                                     # (x_{l-1}, alpha F_l(x_{l-1}))
         for block in model.blocks:
             h_in = h.requires_grad_(True)
-            f = block.branch(h_in)
-            f = block.gate(f) if block.alpha is None else block.alpha * f
+            f = block.scaled_branch(h_in)
             steps.append((h_in, f))
             h = (h_in + f).detach()
         top = h.requires_grad_(True)
-        y = model.out(model.act(model.norm(top) if hasattr(model, "norm") else top))
+        y = model.head(top)
         value = y.sum() if loss is None else loss(y)
         if not isinstance(value, Tensor) or value.numel() != 1:
             raise ValueError(f"loss must return a scalar tensor, got "
