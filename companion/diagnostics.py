@@ -33,7 +33,7 @@ the attention module itself, and its ``out_proj`` Linear is never *called* (the
 attention function reads its weight), so a rule that looked at leaves only saw nothing
 of the attention. For such a layer the output is the first tensor it returns (the
 attention output, not the attention weights), and its "weight" is ``weight``, else
-``in_proj_weight``. An activation is a leaf module that is one of torch's activation
+``in_proj_weight``, else its first parameter with two or more dimensions. An activation is a leaf module that is one of torch's activation
 classes (PReLU included, although it has a parameter), or a parameter-free leaf whose
 name starts with ``act`` (``nn.Identity`` in ``mlp(activation="linear")``) or whose
 class comes from :mod:`companion.activations`.
@@ -116,12 +116,14 @@ def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
 
 
 def _weight(module: nn.Module) -> Tensor | None:
-    """A layer's weight matrix: ``weight``, else (MultiheadAttention) ``in_proj_weight``."""
+    """A layer's weight matrix: ``weight``, else (MultiheadAttention) ``in_proj_weight``,
+    else the first parameter of two or more dimensions that the module owns itself
+    (``nn.LSTM``'s ``weight_ih_l0``, ``SimpleRNN``'s input matrix)."""
     for attr in ("weight", "in_proj_weight"):
         w = getattr(module, attr, None)
         if isinstance(w, Tensor):
             return w
-    return None
+    return next((p for p in module.parameters(recurse=False) if p.dim() >= 2), None)
 
 
 def _label(name: str, module: nn.Module) -> str:
@@ -135,6 +137,18 @@ def _saturated(module: nn.Module, y: Tensor) -> Tensor | None:
     if isinstance(module, nn.Tanh):
         return y.abs() > 0.98
     return None
+
+
+def _off(module: nn.Module, z: Tensor, y: Tensor) -> Tensor:
+    """Where a ReLU-family unit is off: its output is exactly 0 (ReLU, ReLU6), or its
+    input is negative (the leaky ones, whose output is then a small fraction of it)."""
+    return (z < 0) if isinstance(module, _LEAKY) else (y == 0)
+
+
+def _dead_per_unit(module: nn.Module, z: Tensor, y: Tensor) -> Tensor:
+    """(units,) bool: off for every example; units are the last dimension."""
+    units = z.shape[-1] if z.dim() > 0 else 1
+    return _off(module, z, y).reshape(-1, units).all(dim=0)
 
 
 def _tensors(module: nn.Module, out: Any) -> list[Tensor]:
@@ -151,35 +165,45 @@ def _tensors(module: nn.Module, out: Any) -> list[Tensor]:
 
 # -------------------------------------------------------------------------- recorder
 class _Moments:
-    """Running count, mean, M2 (Chan et al.'s parallel update) and two counters."""
+    """Per-call (count, mean, M2, saturated, zeros) rows, computed in the output's own
+    precision (float32 for half precision), kept on the device and
+    combined with Chan et al.'s parallel update only when read, so that recording
+    costs no host synchronisation per call."""
 
     def __init__(self) -> None:
-        self.n, self.mean, self.m2, self.n_sat, self.n_zero = 0, 0.0, 0.0, 0, 0
+        self.rows: list[Tensor] = []
         self.saturation_defined = True
 
     def add(self, y: Tensor, saturated: Tensor | None) -> None:
-        y = y.detach().to(torch.float64).flatten()
+        y = y.detach().flatten()
+        if y.dtype not in (torch.float32, torch.float64):
+            y = y.float()                       # half precision: accumulate in float32
         n_b = y.numel()
         if n_b == 0:
             return
-        mean_b = y.mean().item()
-        m2_b = (y - mean_b).pow(2).sum().item()
-        n = self.n + n_b
-        delta = mean_b - self.mean
-        self.mean += delta * n_b / n
-        self.m2 += m2_b + delta * delta * self.n * n_b / n
-        self.n = n
-        self.n_zero += int((y == 0).sum().item())
+        var_b, mean_b = torch.var_mean(y, correction=0)
         if saturated is None:
             self.saturation_defined = False
+            n_sat = torch.zeros_like(mean_b)
         else:
-            self.n_sat += int(saturated.sum().item())
+            n_sat = saturated.sum()
+        zeros = (y == 0).sum()
+        self.rows.append(torch.stack([mean_b.new_tensor(float(n_b)), mean_b, var_b * n_b,
+                                      n_sat.to(mean_b), zeros.to(mean_b)]).double())
 
     def stats(self) -> ActivationStats:
-        if self.n == 0:
+        n = mean = m2 = n_sat = n_zero = 0.0
+        for n_b, mean_b, m2_b, sat_b, zero_b in (torch.stack(self.rows).tolist()
+                                                 if self.rows else []):
+            total = n + n_b
+            delta = mean_b - mean
+            mean += delta * n_b / total
+            m2 += m2_b + delta * delta * n * n_b / total
+            n, n_sat, n_zero = total, n_sat + sat_b, n_zero + zero_b
+        if n == 0:
             return ActivationStats(math.nan, math.nan, math.nan, math.nan)
-        sat = self.n_sat / self.n if self.saturation_defined else math.nan
-        return ActivationStats(self.mean, math.sqrt(self.m2 / self.n), sat, self.n_zero / self.n)
+        sat = n_sat / n if self.saturation_defined else math.nan
+        return ActivationStats(mean, math.sqrt(m2 / n), sat, n_zero / n)
 
 
 class Recorder:
@@ -198,6 +222,8 @@ class Recorder:
             so a later ``zero_grad()`` does not erase it.
         activation_stats: label -> :class:`ActivationStats` (empty if
             ``activation_stats=False``).
+        dead_fractions: label -> fraction of dead units of each ReLU-family
+            activation, by the rule of :func:`dead_units`, on the batch of the pass.
         activations: label -> flattened float32 ``np.ndarray`` of the outputs (only
             with ``keep_activations=True``).
 
@@ -216,15 +242,17 @@ class Recorder:
         self._frozen_weight_norms: dict[str, float] | None = None
         self._pass = 0
         self._new_pass()
+        self._targets: tuple[list, list] | None = None     # (activations, layers), found once
 
     # -- state of the current pass ------------------------------------------------
     def _new_pass(self, *_: Any) -> None:
         self._pass += 1
         self._layer_modules: OrderedDict[str, nn.Module] = OrderedDict()
         self._act_labels: OrderedDict[str, str] = OrderedDict()
-        self._grad_sq: dict[str, float] = {}
+        self._grad_sq: dict[str, Tensor] = {}
         self._moments: dict[str, _Moments] = {}
         self._kept: dict[str, list[np.ndarray]] = {}
+        self._dead: dict[str, Tensor] = {}
 
     def _layer_hook(self, name: str):
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
@@ -233,8 +261,12 @@ class Recorder:
 
             def on_grad(grad: Tensor) -> None:
                 if current == self._pass:  # ignore backward of an older forward pass
-                    g = grad.detach().to(torch.float64)
-                    self._grad_sq[name] = self._grad_sq.get(name, 0.0) + g.pow(2).sum().item()
+                    # the norm in the gradient's own precision (half: float32),
+                    # squared in float64
+                    g = grad.detach()
+                    g = g if g.dtype in (torch.float32, torch.float64) else g.float()
+                    sq = torch.linalg.vector_norm(g).double() ** 2
+                    self._grad_sq[name] = self._grad_sq.get(name, 0.0) + sq
 
             for t in _tensors(module, output):
                 if t.requires_grad:
@@ -252,16 +284,27 @@ class Recorder:
             if self._keep:
                 flat = y.flatten().to(torch.float32).cpu().numpy().copy()
                 self._kept.setdefault(label, []).append(flat)
+            if isinstance(module, RELU_FAMILY) and inputs and isinstance(inputs[0], Tensor):
+                dead = _dead_per_unit(module, inputs[0].detach(), y)
+                old = self._dead.get(label)
+                # a second call with another number of units: the units are not the same
+                self._dead[label] = dead if old is None or old.shape != dead.shape else old & dead
         return hook
 
     # -- context manager ---------------------------------------------------------
     def __enter__(self) -> "Recorder":
+        # a Recorder can be entered again (diagnose.watch does, every measured step):
+        # the modules are found once, each entry starts a fresh record
+        if self._targets is None:
+            self._targets = ([(n, m) for n, m in _leaves(self.model) if _is_activation(n, m)],
+                             _layers(self.model))
+        self._frozen_weight_norms = None
+        self._new_pass()
         try:
             self._handles.append(self.model.register_forward_pre_hook(self._new_pass))
-            for name, module in _leaves(self.model):
-                if _is_activation(name, module):
-                    self._handles.append(module.register_forward_hook(self._activation_hook(name)))
-            for name, module in _layers(self.model):
+            for name, module in self._targets[0]:
+                self._handles.append(module.register_forward_hook(self._activation_hook(name)))
+            for name, module in self._targets[1]:
                 self._handles.append(module.register_forward_hook(self._layer_hook(name)))
         except BaseException:
             self.remove()
@@ -282,13 +325,15 @@ class Recorder:
 
     # -- results -----------------------------------------------------------------
     def _read_weight_norms(self) -> dict[str, float]:
-        norms = {}
+        names, norms = [], []
         for name, module in self._layer_modules.items():
             weight = _weight(module)
             if weight is not None:
+                names.append(name)
                 g = weight.grad
-                norms[name] = math.nan if g is None else g.detach().double().norm().item()
-        return norms
+                norms.append(torch.tensor(math.nan, dtype=torch.float64) if g is None
+                             else torch.linalg.vector_norm(g.detach().double()).cpu())
+        return dict(zip(names, torch.stack(norms).tolist())) if names else {}
 
     @property
     def layer_names(self) -> list[str]:
@@ -304,7 +349,12 @@ class Recorder:
 
     @property
     def output_grad_norms(self) -> dict[str, float]:
-        return {n: math.sqrt(self._grad_sq[n]) for n in self._layer_modules if n in self._grad_sq}
+        names = [n for n in self._layer_modules if n in self._grad_sq]
+        if not names:
+            return {}
+        values = torch.stack([torch.as_tensor(self._grad_sq[n], dtype=torch.float64).cpu()
+                              for n in names]).sqrt().tolist()      # one synchronisation
+        return dict(zip(names, values))
 
     @property
     def weight_grad_norms(self) -> dict[str, float]:
@@ -316,6 +366,16 @@ class Recorder:
     def activation_stats(self) -> dict[str, ActivationStats]:
         return {label: self._moments[label].stats()
                 for label in self._act_labels.values() if label in self._moments}
+
+    @property
+    def dead_fractions(self) -> dict[str, float]:
+        """label -> fraction of dead units of each ReLU-family activation in the last
+        pass, by :func:`dead_units`' rule (off for every example of the batch)."""
+        labels = [label for label in self._act_labels.values() if label in self._dead]
+        if not labels:
+            return {}
+        return dict(zip(labels, torch.stack([self._dead[k].double().mean().cpu()
+                                             for k in labels]).tolist()))
 
     @property
     def activations(self) -> dict[str, np.ndarray]:
@@ -376,8 +436,7 @@ def dead_units(model: nn.Module, x: Any) -> dict[str, float]:
         def hook(module: nn.Module, inputs: Any, output: Tensor) -> None:
             z = inputs[0]
             units = z.shape[-1] if z.dim() > 0 else 1
-            off = (z < 0) if isinstance(module, _LEAKY) else (output == 0)
-            call_dead = off.reshape(-1, units).all(dim=0)            # (units,)
+            call_dead = _dead_per_unit(module, z, output)               # (units,)
             label = _label(name, module)
             if label in dead and dead[label].shape != call_dead.shape:
                 raise ValueError(f"{label} was called with {units} and "
