@@ -19,6 +19,10 @@ Import the part you need; each module is small and documented:
 - :mod:`companion.surfaces` -- 2-D test functions and a trajectory runner
 - :mod:`companion.data`, :mod:`companion.train`, :mod:`companion.plots` -- synthetic data,
   a training loop that reports divergence, the book's plots
+- :mod:`companion.diagnose` -- one call that diagnoses any PyTorch model (vanishing, exploding,
+  dead and saturated units, non-finite values, initial loss, update ratios) and a ``watch``
+  for training loops; :mod:`companion.report` -- its findings, symptom table and report
+- :mod:`companion.gallery` -- broken training runs, one per failure of the book, with fixes
 - :mod:`companion.explore` -- experiments that are live widgets in a notebook and
   precomputed frames in the built book
 """

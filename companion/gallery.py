@@ -1,0 +1,363 @@
+"""Broken training runs, one per failure the book taught, each with the fixes from the chapters.
+
+The capstone chapter "Diagnose and fix" and ``tests/test_diagnose.py`` use the same
+table, :data:`RUNS`: the chapter shows each run's report and its training curves before
+and after a fix, the tests check that every broken run gives its symptom and that every
+fix removes it.
+
+A :class:`Setup` is everything :func:`companion.train.train` needs; :func:`run` builds
+it, diagnoses the model before training (:func:`companion.diagnose.diagnose`, with the
+run's optimizer), trains it under :func:`companion.diagnose.watch` and returns both
+reports and the :class:`~companion.train.History`.
+
+Example::
+
+    from companion import gallery
+    result = gallery.run("vanishing")
+    [f.symptom for f in result.findings]          # ['vanishing', 'plateau']
+    gallery.run("vanishing", "He init + ReLU").findings   # []
+"""
+from __future__ import annotations
+
+import functools
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import data, nets, train
+from .diagnose import Finding, Report, diagnose, watch
+from .residual import ResidualMLP, TokenTransformer
+
+__all__ = ["Setup", "Fix", "BrokenRun", "Result", "RUNS", "FIX_KINDS", "run", "fix_of_kind",
+           "BatchFirst", "foreign_models", "small_cnn", "LSTMRegressor", "EncoderClassifier",
+           "token_loss"]
+
+
+@dataclass(frozen=True)
+class Setup:
+    """A model, its data and how it is trained (the arguments of :func:`train.train`)."""
+
+    model: nn.Module
+    x: torch.Tensor
+    y: torch.Tensor
+    steps: int
+    lr: float
+    optimizer: Any = "sgd"
+    loss: Any = "mse"
+    batch_size: Optional[int] = None
+    clip: Optional[float] = None
+    schedule: Optional[Callable[[int], float]] = None
+    optimizer_kwargs: dict = field(default_factory=dict)
+
+    def make_optimizer(self) -> torch.optim.Optimizer:
+        make = train.OPTIMIZERS[self.optimizer] if isinstance(self.optimizer, str) else self.optimizer
+        return make([p for p in self.model.parameters() if p.requires_grad], self.lr,
+                    **self.optimizer_kwargs)
+
+    def loss_fn(self) -> Callable:
+        return train.LOSSES[self.loss] if isinstance(self.loss, str) else self.loss
+
+
+class Fix(NamedTuple):
+    """A remedy for a :class:`BrokenRun`: a label, the fixed setup, its kind (one of
+    :data:`FIX_KINDS`) and the chapter that explains it."""
+
+    label: str
+    build: Callable[[], "Setup"]
+    kind: str
+    chapter: str
+
+
+class BrokenRun(NamedTuple):
+    """One entry of :data:`RUNS`: a broken setup, the symptom it must show and its
+    fixes (label -> :class:`Fix`); each fix must remove the symptom."""
+
+    name: str
+    title: str
+    symptom: str
+    broken: Callable[[], "Setup"]
+    fixes: dict[str, Fix]
+
+
+class Result(NamedTuple):
+    """What :func:`run` returns."""
+
+    setup: Setup
+    before: Report          # diagnose() before training
+    during: Report          # watch(...).report() after training
+    history: train.History
+
+    @property
+    def findings(self) -> list[Finding]:
+        """The findings before training, then those that only training showed."""
+        seen = set(self.before.symptoms)
+        return self.before.findings + [f for f in self.during.findings if f.symptom not in seen]
+
+    @property
+    def symptoms(self) -> list[str]:
+        return list(dict.fromkeys(f.symptom for f in self.findings))
+
+
+class BatchFirst(nn.Module):
+    """(B, T, features) -> (T, B, features) for :class:`companion.nets.SimpleRNN`, so
+    that :func:`companion.train.train` (which slices dim 0) can train it."""
+
+    def __init__(self, rnn: nn.Module):
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rnn(x.transpose(0, 1))
+
+
+# ------------------------------------------------------------------------- data
+@functools.lru_cache(maxsize=None)
+def _regression():
+    return data.teacher_regression(256, 16, seed=0)
+
+
+@functools.lru_cache(maxsize=None)
+def _spirals():
+    return data.spirals(300, 3, seed=0)
+
+
+@functools.lru_cache(maxsize=None)
+def _sequences(seq_len: int = 40):
+    x, y = data.first_element(seq_len, 128, seed=0)          # (T, B, 1), y = x_1
+    return x.transpose(0, 1).contiguous(), y
+
+
+VOCAB, SEQ = 16, 8
+
+
+@functools.lru_cache(maxsize=None)
+def _tokens():
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randint(0, VOCAB, (150 * 16, SEQ), generator=g)
+    return tokens, tokens.roll(1, dims=1)                  # predict the previous token
+
+
+def token_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over every position of a (B, T, vocab) output."""
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+
+
+def _adam_98(params, lr, **kw):
+    return torch.optim.Adam(params, lr=lr, betas=(0.9, 0.98), foreach=True, **kw)
+
+
+# ------------------------------------------------------------------------- runs
+def _sigmoid(**kw) -> Setup:
+    x, y = _regression()
+    return Setup(nets.mlp(16, 1, 32, 20, "sigmoid", seed=0, **kw), x, y, steps=200, lr=0.1)
+
+
+def _relu_he(**kw) -> Setup:
+    x, y = _regression()
+    return Setup(nets.mlp(16, 1, 32, 20, "relu", init="kaiming_normal", seed=0, **kw),
+                 x, y, steps=200, lr=0.02)
+
+
+def _sigmoid_residual() -> Setup:
+    x, y = _regression()
+    return Setup(ResidualMLP(16, 1, 32, 10, activation="sigmoid", seed=0), x, y,
+                 steps=200, lr=0.05)
+
+
+def _exploding(weight_scale: float = 3.0, **kw) -> Setup:
+    x, y = _regression()
+    return Setup(nets.mlp(16, 1, 64, 12, "relu", weight_scale, seed=0, **kw), x, y,
+                 steps=200, lr=0.01)
+
+
+def _spiral_relu(lr: float = 2.0, activation: str = "relu", **kw) -> Setup:
+    x, y = _spirals()
+    model = nets.mlp(2, 3, 64, 4, activation, init="kaiming_normal", seed=0, **kw)
+    return Setup(model, x, y, steps=200, lr=lr, loss="cross_entropy")
+
+
+def _negative_bias(bias: float = -1.0, **kw) -> Setup:
+    setup = _spiral_relu(0.1, **kw)
+    with torch.no_grad():
+        for name, module in setup.model.named_children():
+            if name.startswith("fc"):
+                module.bias.fill_(bias)
+    return setup
+
+
+INPUT_SCALE = 100.0
+
+
+def _tanh(standardize: bool = False) -> Setup:
+    # three spirals measured on a scale 100 times too large (raw pixel values, say)
+    x, y = _spirals()
+    x = x * INPUT_SCALE
+    if standardize:
+        x = (x - x.mean(0)) / x.std(0)
+    model = nets.mlp(2, 3, 64, 4, "tanh", seed=0)
+    return Setup(model, x, y, steps=200, lr=0.05, optimizer="momentum", loss="cross_entropy")
+
+
+def _rnn(clip: Optional[float] = None, lr: float = 1.0) -> Setup:
+    x, y = _sequences()
+    return Setup(BatchFirst(nets.SimpleRNN(1, 16, seed=0)), x, y, steps=150, lr=lr, clip=clip)
+
+
+def _plain(skip: bool = False) -> Setup:
+    x, y = _spirals()
+    model = ResidualMLP(2, 3, width=32, depth=16, norm="batch", skip=skip, seed=0)
+    return Setup(model, x, y, steps=60, lr=0.05, optimizer="momentum", loss="cross_entropy")
+
+
+def _transformer(norm_first: bool = False, warmup: int = 0) -> Setup:
+    x, y = _tokens()
+    model = TokenTransformer(VOCAB, SEQ, num_layers=6, norm_first=norm_first, seed=0)
+    schedule = None if warmup == 0 else (lambda t: min(1.0, (t + 1) / warmup))
+    return Setup(model, x, y, steps=150, lr=1e-2, optimizer=_adam_98, loss=token_loss,
+                 batch_size=16, schedule=schedule)
+
+
+def _output(scale: float = 30.0) -> Setup:
+    setup = _spiral_relu(0.1)
+    with torch.no_grad():
+        setup.model.out.weight.mul_(scale)
+    return setup
+
+
+#: The kinds of fix, one per remedy chapter; each fix of :data:`RUNS` has one.
+FIX_KINDS = ("initialization", "activation", "normalization", "clipping",
+             "skip connection", "optimizer / learning rate")
+
+
+def _fixes(*fixes: tuple[str, Callable[[], Setup], str, str]) -> dict[str, Fix]:
+    return {label: Fix(label, build, kind, chapter) for label, build, kind, chapter in fixes}
+
+
+#: name -> :class:`BrokenRun`, in the order of the book's chapters.
+RUNS: dict[str, BrokenRun] = {r.name: r for r in (
+    BrokenRun("vanishing", "a deep sigmoid network (20 layers)", "vanishing", _sigmoid, _fixes(
+        ("ReLU + He init", _relu_he, "activation", "activations"),
+        ("batch norm", lambda: _sigmoid(norm="batch"), "normalization", "normalization"),
+        ("skip connections", _sigmoid_residual, "skip connection", "skip_connections"))),
+    BrokenRun("exploding", "a ReLU network with weights 3/√n (He: √2/√n)", "exploding",
+              _exploding, _fixes(
+        ("He init", lambda: _exploding(math.sqrt(2)), "initialization", "initialization"),
+        ("batch norm", lambda: _exploding(norm="batch"), "normalization", "normalization"))),
+    BrokenRun("dead_lr", "ReLUs killed by a large learning rate (SGD, lr 2)", "dead_units",
+              _spiral_relu, _fixes(
+        ("learning rate 0.1", lambda: _spiral_relu(0.1), "optimizer / learning rate",
+         "optimizers"),
+        ("batch norm", lambda: _spiral_relu(norm="batch"), "normalization", "normalization"))),
+    BrokenRun("dead_bias", "ReLUs killed by a bias of -1", "dead_units", _negative_bias, _fixes(
+        ("zero biases", lambda: _negative_bias(0.0), "initialization", "initialization"),
+        ("batch norm", lambda: _negative_bias(norm="batch"), "normalization",
+         "normalization"))),
+    BrokenRun("saturation", "a tanh network fed inputs 100 times too large", "saturation",
+              _tanh, _fixes(
+        ("standardize the inputs", lambda: _tanh(standardize=True), "normalization",
+         "normalization"))),
+    BrokenRun("rnn", "an RNN on sequences of 40 steps, SGD lr 1, no clipping", "diverged",
+              _rnn, _fixes(
+        ("clip the norm at 1", lambda: _rnn(clip=1.0), "clipping", "clipping"),
+        ("learning rate 0.1", lambda: _rnn(lr=0.1), "optimizer / learning rate",
+         "optimizers"))),
+    BrokenRun("degradation", "a plain network of 16 blocks with batch norm", "exploding",
+              _plain, _fixes(
+        ("skip connections", lambda: _plain(skip=True), "skip connection",
+         "skip_connections"))),
+    BrokenRun("postln", "a post-LN transformer, Adam lr 1e-2, no warm-up", "plateau",
+              _transformer, _fixes(
+        ("pre-LN", lambda: _transformer(norm_first=True), "normalization",
+         "skip_connections"),
+        ("warm-up, 100 steps", lambda: _transformer(warmup=100), "optimizer / learning rate",
+         "skip_connections"))),
+    BrokenRun("initial_loss", "an output layer 30 times too large", "initial_loss", _output,
+              _fixes(
+        ("He-sized output layer", lambda: _output(1.0), "initialization", "initialization"))),
+)}
+
+
+def fix_of_kind(name: str, kind: str) -> Optional[Fix]:
+    """The fix of run ``name`` whose kind is ``kind`` (one of :data:`FIX_KINDS`), or None."""
+    return next((f for f in RUNS[name].fixes.values() if f.kind == kind), None)
+
+
+def run(name: str, fix: Optional[str] = None, *, every: int = 10) -> Result:
+    """Build run ``name`` (a key of :data:`RUNS`), or its fix ``fix``, diagnose it,
+    train it under :func:`~companion.diagnose.watch` and return a :class:`Result`."""
+    if name not in RUNS:
+        raise ValueError(f"name must be one of {list(RUNS)}, got {name!r}")
+    entry = RUNS[name]
+    if fix is not None and fix not in entry.fixes:
+        raise ValueError(f"fix must be None or one of {list(entry.fixes)} for run "
+                         f"{name!r}, got {fix!r}")
+    setup = entry.broken() if fix is None else entry.fixes[fix].build()
+    xb = setup.x if setup.batch_size is None else setup.x[:setup.batch_size]
+    yb = setup.y if setup.batch_size is None else setup.y[:setup.batch_size]
+    before = diagnose(setup.model, xb, yb, loss=setup.loss, optimizer=setup.make_optimizer())
+    with watch(setup.model, None, every=every) as w:
+        history = train.train(setup.model, setup.x, setup.y, steps=setup.steps, lr=setup.lr,
+                              optimizer=setup.optimizer, loss=setup.loss,
+                              batch_size=setup.batch_size, clip=setup.clip,
+                              schedule=setup.schedule, optimizer_kwargs=setup.optimizer_kwargs,
+                              callback=w)
+    return Result(setup, before, w.report(history), history)
+
+
+# ------------------------------------------------- models not built with the companion
+class LSTMRegressor(nn.Module):
+    """``nn.LSTM`` (batch first) and a linear readout of the last time step."""
+
+    def __init__(self, input_size: int = 1, hidden_size: int = 32, num_layers: int = 2):
+        super().__init__()
+        self.lstm = nn.LSTM(input_size, hidden_size, num_layers, batch_first=True)
+        self.head = nn.Linear(hidden_size, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(x)                  # (B, T, hidden)
+        return self.head(out[:, -1])
+
+
+class EncoderClassifier(nn.Module):
+    """Token embedding, ``nn.TransformerEncoder`` (pre-LN) and a per-position head."""
+
+    def __init__(self, vocab: int = VOCAB, d_model: int = 32, num_layers: int = 2):
+        super().__init__()
+        self.embed = nn.Embedding(vocab, d_model)
+        layer = nn.TransformerEncoderLayer(d_model, 4, 64, dropout=0.0, batch_first=True,
+                                           norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
+        self.head = nn.Linear(d_model, vocab)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.embed(tokens)))
+
+
+def small_cnn(activation: Callable[[], nn.Module] = nn.ReLU, depth: int = 3) -> nn.Sequential:
+    """``depth`` 3x3 convolutions of 8 channels on 1 x 12 x 12 images, then a linear
+    classifier of 4 classes; torch's default initialization."""
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [nn.Conv2d(1 if i == 0 else 8, 8, 3, padding=1), activation()]
+    layers += [nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(8 * 16, 4)]
+    return nn.Sequential(*layers)
+
+
+def foreign_models(seed: int = 0) -> dict[str, tuple[nn.Module, torch.Tensor, torch.Tensor, Any]]:
+    """name -> (model, x, y, loss): a small CNN, an ``nn.LSTM`` and an
+    ``nn.TransformerEncoder``, each with a batch it can take (seeded)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):       # the caller's RNG is left alone
+        torch.manual_seed(seed)                   # torch's own initializers use it
+        cnn, lstm, encoder = small_cnn(), LSTMRegressor(), EncoderClassifier()
+    images = torch.randn(64, 1, 12, 12, generator=g)
+    classes = torch.randint(0, 4, (64,), generator=g)
+    x_seq, y_seq = _sequences(20)
+    tokens = torch.randint(0, VOCAB, (32, SEQ), generator=g)
+    return {"CNN": (cnn, images, classes, "cross_entropy"),
+            "LSTM": (lstm, x_seq, y_seq, "mse"),
+            "TransformerEncoder": (encoder, tokens, tokens.roll(1, dims=1), token_loss)}
