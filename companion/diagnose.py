@@ -211,24 +211,18 @@ def _static_findings(m: _Measurement) -> list[Finding]:
         last = list(signal)[-1]
         ref = signal[last]
         out_name = "the model's output" if last == "model" else f"the output layer {last}'s"
-        if ref > 0:
-            ratios = {n: s / ref for n, s in signal.items()}
-            low = [n for n, r in ratios.items() if r < VANISHING_RATIO]
-            high = [n for n, r in ratios.items() if r > EXPLODING_RATIO]
-            if low:
-                worst = min(low, key=ratios.get)
+        ratios = {n: s / ref for n, s in signal.items()} if ref > 0 else {}
+        for symptom, bound, of, side in (("vanishing", VANISHING_RATIO, "of", "below"),
+                                         ("exploding", EXPLODING_RATIO, "times", "above")):
+            beyond = (lambda r: r < bound) if side == "below" else (lambda r: r > bound)
+            names = [n for n, r in ratios.items() if beyond(r)]
+            if names:
+                worst = (min if side == "below" else max)(names, key=ratios.get)
                 out.append(_finding(
-                    "vanishing", f"the backward signal at {worst} is {ratios[worst]:.1e} "
-                    f"of {out_name} (threshold {VANISHING_RATIO:g}); "
-                    f"{len(low)} of {len(ratios)} layers are below it", low,
-                    severe=ratios[worst] < VANISHING_RATIO ** 2))
-            if high:
-                worst = max(high, key=ratios.get)
-                out.append(_finding(
-                    "exploding", f"the backward signal at {worst} is {ratios[worst]:.1e} "
-                    f"times {out_name} (threshold {EXPLODING_RATIO:g}); "
-                    f"{len(high)} of {len(ratios)} layers are above it", high,
-                    severe=ratios[worst] > EXPLODING_RATIO ** 2))
+                    symptom, f"the backward signal at {worst} is {ratios[worst]:.1e} "
+                    f"{of} {out_name} (threshold {bound:g}); {len(names)} of "
+                    f"{len(ratios)} layers are {side} it", names,
+                    severe=beyond(ratios[worst] / bound)))     # missed by the factor again
     sat = {k: v.saturated_fraction for k, v in m.act_stats.items()
            if v.saturated_fraction > SATURATION_FRACTION}
     if sat:
@@ -532,11 +526,15 @@ class Watcher:
         self._armed = False
         self._weights = {n: _dg._weight(m) for n, m in _dg._layers(self.model)
                          if _dg._weight(m) is not None}
+        self._open = False
         self._before: dict[str, Tensor] = {}
         self._hook = None
 
     # -- the loop ----------------------------------------------------------------
     def __enter__(self) -> "Watcher":
+        if self._open:
+            raise RuntimeError("this watch is already open; make a new one with watch()")
+        self._open = True
         if self.optimizer is not None:
             self._hook = self.optimizer.register_step_post_hook(lambda *_: self._end_step())
         self._arm()
@@ -547,6 +545,7 @@ class Watcher:
 
     def close(self) -> None:
         """Remove every hook (done on leaving the ``with`` block)."""
+        self._open = False
         if self._hook is not None:
             self._hook.remove()
             self._hook = None
@@ -578,6 +577,9 @@ class Watcher:
             self._armed = False
 
     def _end_step(self) -> None:
+        if not self._open:
+            raise RuntimeError("use watch() as a context manager: `with watch(model, "
+                               "optimizer) as w:` around the training loop")
         if self._armed:
             self._disarm()
             before_norms = _norms(self._before)      # the weights the pass saw

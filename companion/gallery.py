@@ -174,9 +174,9 @@ def _exploding(weight_scale: float = 3.0, **kw) -> Setup:
                  steps=200, lr=0.01)
 
 
-def _spiral_relu(lr: float = 2.0, activation: str = "relu", **kw) -> Setup:
+def _spiral_relu(lr: float = 2.0, **kw) -> Setup:
     x, y = _spirals()
-    model = nets.mlp(2, 3, 64, 4, activation, init="kaiming_normal", seed=0, **kw)
+    model = nets.mlp(2, 3, 64, 4, "relu", init="kaiming_normal", seed=0, **kw)
     return Setup(model, x, y, steps=200, lr=lr, loss="cross_entropy")
 
 

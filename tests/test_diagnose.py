@@ -972,6 +972,14 @@ def test_watch_errors():
     with watch(net, None) as w:
         with pytest.raises(ValueError, match="nothing measured yet"):
             w.report()
+    # outside a with block a step would leave hooks behind: refused, with the remedy
+    w = watch(net, None)
+    with pytest.raises(RuntimeError, match="use watch\\(\\) as a context manager"):
+        w(0, 1.0)
+    with w:
+        with pytest.raises(RuntimeError, match="already open"):
+            w.__enter__()
+    assert _hooks_removed(net)
 
 
 def test_watch_a_model_whose_layers_have_no_weight_matrix():
