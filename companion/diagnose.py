@@ -59,6 +59,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import diagnostics as _dg
+from .train import LOSSES as _LOSS_NAMES
 from .report import SYMPTOMS, Finding, Report, Symptom, _finding, _short_list
 
 __all__ = ["diagnose", "watch", "Report", "Finding", "Symptom", "Watcher", "ForwardError",
@@ -264,8 +265,7 @@ def _ratio_findings(ratios: dict[str, float], what: str,
 
 # ------------------------------------------------------------------------ checks
 def _check_model(model: object) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    model = _dg._check_model(model)
     if next(model.parameters(), None) is None:
         raise ValueError(f"model has no parameters; nothing to diagnose "
                          f"({type(model).__name__})")
@@ -277,9 +277,6 @@ def _check_optimizer(optimizer: object) -> Optional[torch.optim.Optimizer]:
         raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, "
                         f"got {type(optimizer).__name__}")
     return optimizer
-
-
-_LOSS_NAMES = {"mse": F.mse_loss, "cross_entropy": F.cross_entropy}
 
 
 def _loss_kind(loss: Any, y: Optional[Tensor]) -> Optional[str]:
@@ -524,8 +521,8 @@ class Watcher:
         self.measurements: list[_Measurement] = []
         self._rec = _dg.record(self.model)
         self._armed = False
-        self._weights = {n: _dg._weight(m) for n, m in _dg._layers(self.model)
-                         if _dg._weight(m) is not None}
+        self._weights = {n: w for n, m in _dg._layers(self.model)
+                         if (w := _dg._weight(m)) is not None}
         self._open = False
         self._before: dict[str, Tensor] = {}
         self._hook = None

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import data, nets, train
+from .nets import BatchFirst
 from .diagnose import Finding, Report, diagnose, watch
 from .residual import ResidualMLP, TokenTransformer
 
@@ -100,18 +101,6 @@ class Result(NamedTuple):
     @property
     def symptoms(self) -> list[str]:
         return list(dict.fromkeys(f.symptom for f in self.findings))
-
-
-class BatchFirst(nn.Module):
-    """(B, T, features) -> (T, B, features) for :class:`companion.nets.SimpleRNN`, so
-    that :func:`companion.train.train` (which slices dim 0) can train it."""
-
-    def __init__(self, rnn: nn.Module):
-        super().__init__()
-        self.rnn = rnn
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.rnn(x.transpose(0, 1))
 
 
 # ------------------------------------------------------------------------- data

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-__all__ = ["mlp", "SimpleRNN", "rnn_gradient_norms", "NORMS"]
+__all__ = ["mlp", "SimpleRNN", "BatchFirst", "rnn_gradient_norms", "NORMS"]
 
 #: Activation names that :func:`torch.nn.init.calculate_gain` knows; any other
 #: activation gets ``nonlinearity="relu"`` when a kaiming initializer is asked for.
@@ -349,6 +349,19 @@ class SimpleRNN(nn.Module):
         return (f"input_size={self.input_size}, hidden_size={self.hidden_size}, "
                 f"output_size={self.output_size}, spectral_radius={self.spectral_radius}, "
                 f"recurrent_init={self.recurrent_init!r}")
+
+
+class BatchFirst(nn.Module):
+    """Wraps a time-first model such as :class:`SimpleRNN` for batch-first data:
+    ``(B, T, features)`` -> ``(T, B, features)``, so that :func:`companion.train.train`
+    (which slices minibatches along dim 0) can train it."""
+
+    def __init__(self, rnn: nn.Module):
+        super().__init__()
+        self.rnn = rnn
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.rnn(x.transpose(0, 1))
 
 
 def _recurrent_matrix(n: int, rho: float, kind: str, gen: torch.Generator | None) -> Tensor:

@@ -251,7 +251,7 @@ class Report:
         upd = np.array([r["update_ratio"] for r in layers], float)
         panels = ["signal"] + (["update"] if np.isfinite(upd).any() else []) + (
             ["acts"] if acts else [])
-        grid = fig.add_gridspec(2, len(panels), height_ratios=(3, 0.9), hspace=0.62,
+        grid = fig.add_gridspec(2, len(panels), height_ratios=(3, 1.3), hspace=0.5,
                                 wspace=0.42, left=0.1, right=0.97, top=0.87, bottom=0.03)
         red = np.array([r["name"] in flagged for r in layers])
         for i, panel in enumerate(panels):
@@ -273,8 +273,8 @@ class Report:
                 ax.axhline(SATURATION_FRACTION, color="C1", ls=":", lw=0.8)
                 ax.axhline(DEAD_FRACTION, color="C4", ls=":", lw=0.8)
                 ax.set(xlabel="activation", ylabel="fraction", ylim=(0, 1.05))
-                if not (sat.any() or dead.any()):
-                    ax.text(0.5, 0.5, "none saturated, none dead", ha="center",
+                if max(sat.max(), dead.max()) < 0.01:      # bars too short to see
+                    ax.text(0.5, 0.5, "all below 1 %", ha="center",
                             fontsize=8, color="0.4", transform=ax.transAxes)
                 ax.legend(fontsize=6.5, loc="upper left")
                 ax.set_title("activations", fontsize=9)
