@@ -28,6 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import _check
+
 __all__ = ["Activation", "get", "names", "derivative_bound"]
 
 Array = Any  # np.ndarray or torch.Tensor: every function returns the kind it was given
@@ -184,11 +186,21 @@ class Activation:
     _module: Callable[[], nn.Module] = field(repr=False)
 
     def forward(self, x: Array) -> Array:
-        """:math:`f(x)` elementwise; numpy in, numpy out; tensor in, tensor out."""
+        """:math:`f(x)` elementwise; numpy in, numpy out; tensor in, tensor out.
+
+        ``x``: a numpy array or torch tensor of any shape (a number or a list of numbers
+        is taken as a numpy array); an integer one is promoted to float (float64 for
+        numpy, torch's default dtype for a tensor). NaN in gives NaN out, as in torch.
+
+        Raises:
+            TypeError: ``x`` is not numeric (None, a str, an object array), or is complex
+                or boolean.
+        """
         return _apply(self._f, x)
 
     def derivative(self, x: Array) -> Array:
-        """:math:`f'(x)` elementwise, in closed form (no autograd)."""
+        """:math:`f'(x)` elementwise, in closed form (no autograd); ``x`` and errors as in
+        :meth:`forward`."""
         return _apply(self._d, x)
 
     __call__ = forward
@@ -198,17 +210,29 @@ class Activation:
         return self._module()
 
 
+_REAL = "a real (float or int) numpy array or torch tensor"
+
+
 def _apply(fn: Callable, x: Array) -> Array:
     """Run one formula with the numpy or torch operations; keep the input's dtype."""
     if isinstance(x, torch.Tensor):
+        if x.is_complex() or x.dtype == torch.bool:
+            raise TypeError(f"x must be {_REAL}, got {_check.show(x)}")
         if not (x.is_floating_point()):
             x = x.to(torch.get_default_dtype())
         return fn(x, _TORCH).to(x.dtype)
-    a = np.asarray(x)
-    if a.dtype.kind in "biu":
+    if x is None or isinstance(x, (str, bytes, bool, np.bool_)):
+        raise TypeError(f"x must be {_REAL}, got {_check.show(x)} ({type(x).__name__})")
+    try:
+        a = np.asarray(x)
+    except (ValueError, TypeError) as exc:  # a ragged list, a mix of arrays and numbers
+        raise TypeError(f"x must be {_REAL}, got {_check.show(x)} "
+                        f"({type(x).__name__}, not an array: {exc})") from None
+    if a.dtype.kind in "iu":
         a = a.astype(np.float64)
     elif a.dtype.kind != "f":
-        raise TypeError(f"x must be a real numpy array or torch tensor, got dtype {a.dtype}")
+        raise TypeError(f"x must be {_REAL}, got {_check.show(x)}"
+                        + ("" if isinstance(x, np.ndarray) else f" ({type(x).__name__})"))
     return np.asarray(fn(a, _NUMPY), dtype=a.dtype)
 
 
@@ -283,13 +307,10 @@ def get(name: str) -> Activation:
 
     Raises:
         TypeError: ``name`` is not a str.
-        ValueError: ``name`` is not one of :func:`names`.
+        ValueError: ``name`` is not one of :func:`names` (the message lists them).
     """
-    if not isinstance(name, str):
-        raise TypeError(f"activation must be a str, got {name!r} ({type(name).__name__})")
-    if name not in _ACTIVATIONS:
-        raise ValueError(f"activation must be one of {names()}, got {name!r}")
-    return _ACTIVATIONS[name]
+    _check.string("activation name", name)
+    return _ACTIVATIONS[_check.choice("activation name", name, _ACTIVATIONS)]
 
 
 def derivative_bound(name: str) -> float:
@@ -299,5 +320,9 @@ def derivative_bound(name: str) -> float:
     ``derivative_bound(name) ** L`` -- for sigmoid :math:`4^{-L}`. For prelu the value
     is for the initial slope 0.25; for softplus and selu it is a supremum approached
     (as :math:`x\to\infty`, :math:`x\to0^-`) rather than attained.
+
+    Raises:
+        TypeError: ``name`` is not a str.
+        ValueError: ``name`` is not one of :func:`names`.
     """
     return get(name).derivative_bound

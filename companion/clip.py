@@ -27,7 +27,14 @@ output unit's gradient relative to that unit's weights instead (:func:`adaptive_
 
 **Differences from torch:** ``max_norm``, ``clip_value`` <= 0 or non-finite raise
 ``ValueError`` here; torch accepts them (``max_norm=0`` silently zeroes every gradient, a
-negative one flips them). Arguments that are not numbers or tensors raise ``TypeError``.
+negative one flips them). Arguments that are not numbers or tensors raise ``TypeError``,
+and so do an ``error_if_nonfinite`` that is not a bool and a ``foreach`` that is not
+None or a bool (torch takes any truthy value), and integer tensors (torch: a
+RuntimeError). ``norm_type`` takes numbers, one-element tensors and the string ``"inf"``,
+as torch's ``float(norm_type)``, but no other string (torch would read ``"2"``). Where
+torch raises a clear error of its own (``max_norm=None``, ``norm_type="two"``,
+``parameters=None``), the same type is raised here, naming the argument.
+``clip_grad_value_([])`` returns None (torch raises an internal RuntimeError).
 
 Example::
 
@@ -48,11 +55,14 @@ import numbers
 import types
 import warnings
 from collections import defaultdict
+from collections.abc import Iterator, Mapping
 from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
+
+from . import _check
 
 __all__ = ["clip_by_value", "global_norm", "clip_by_global_norm", "unitwise_norm",
            "adaptive_clip", "clip_grad_value_", "clip_grad_norm_", "get_total_norm",
@@ -66,38 +76,69 @@ NORM_EPS = 1e-6
 
 
 # ------------------------------------------------------------------------------ checks
-def _positive(name: str, value: Any, *, zero_ok: bool = False) -> float:
-    """``float(value)`` if it is a finite number > 0 (>= 0 with ``zero_ok``), else a
-    TypeError (not a number) or ValueError naming ``name`` and the value."""
-    if isinstance(value, Tensor) and value.numel() == 1:
-        value = value.item()
-    what = "non-negative" if zero_ok else "positive"
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a {what} number, got {value!r} ({type(value).__name__})")
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    if value < 0 or (value == 0 and not zero_ok):
-        raise ValueError(f"{name} must be {what}, got {value}")
-    return float(value)
+def _scalar(name: str, value: Any, *, zero_ok: bool = False) -> float:
+    """``max_norm``, ``clip_value``, ``clip_factor``, ``eps``, ``lr``, ``tol``: a finite
+    number > 0 (>= 0 with ``zero_ok``); a one-element tensor is read as its number, as
+    torch's ``float(max_norm)`` does (a longer one is a ValueError, as in torch)."""
+    if isinstance(value, Tensor) and value.numel() != 1:
+        raise ValueError(f"{name} must be a number or a one-element tensor, got "
+                         f"{_check.show(value)}")
+    check = _check.nonnegative if zero_ok else _check.positive
+    return check(name, value, scalar_tensor=True)
 
 
 def _norm_type(norm_type: Any) -> float:
-    """A p > 0 or inf (also the string ``"inf"``, which torch's ``float(norm_type)`` takes)."""
-    try:
-        p = float(norm_type) if not isinstance(norm_type, bool) else math.nan
-    except (TypeError, ValueError):
-        p = math.nan
-    if not p > 0:  # also NaN
-        raise ValueError(f"norm_type must be a positive number or inf, got {norm_type!r}")
+    """A p > 0 or inf, as a float. Like torch's ``float(norm_type)``: the string ``"inf"``
+    (any spelling ``float`` reads as +inf) and one-element tensors are taken; other
+    strings are refused (torch would take ``"2"`` too)."""
+    if isinstance(norm_type, str):
+        try:
+            p = float(norm_type)
+        except ValueError:
+            p = math.nan
+        if p != math.inf:
+            raise ValueError(f"norm_type must be a number > 0 or inf (or the string 'inf'), "
+                             f"got {norm_type!r}")
+        return p
+    if isinstance(norm_type, Tensor) and norm_type.numel() != 1:
+        raise ValueError(f"norm_type must be a number or a one-element tensor, got "
+                         f"{_check.show(norm_type)}")
+    p = norm_type
+    if isinstance(p, Tensor) and not p.is_complex() and p.dtype != torch.bool:
+        p = p.item()
+    if not _is_real(p):
+        _check.real("norm_type", p)                    # raises the TypeError
+    p = float(p)
+    if not p > 0:                                      # NaN too
+        raise ValueError(f"norm_type must be a number > 0 or inf, got {p!r}")
     return p
 
 
+def _optional_flag(name: str, value: Any) -> Optional[bool]:
+    """``None``, ``True`` or ``False`` (``foreach``)."""
+    if value is None:
+        return None
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be None, True or False, got {_check.show(value)}"
+                        f"{'' if isinstance(value, str) else f' ({type(value).__name__})'}")
+    return bool(value)
+
+
 def _tensors(values: Any, name: str) -> list[Tensor]:
-    """A single tensor -> [it]; an iterable -> a list, every item checked to be a tensor."""
-    out = [values] if isinstance(values, Tensor) else list(values)
+    """A single tensor -> [it]; an iterable of tensors (a list, a tuple, a generator such
+    as ``model.parameters()``) -> a list, every item checked to be a tensor."""
+    if isinstance(values, Tensor):
+        return [values]
+    if isinstance(values, nn.Module):
+        raise TypeError(f"{name} must be a tensor or an iterable of tensors (e.g. "
+                        f"model.parameters()), got the module {type(values).__name__}")
+    if (isinstance(values, (str, bytes, Mapping, np.ndarray, type))
+            or not isinstance(values, Iterable)):
+        raise TypeError(f"{name} must be a tensor or an iterable of tensors, got "
+                        f"{_check.show(values)} ({type(values).__name__})")
+    out = list(values)
     for i, t in enumerate(out):
-        if not isinstance(t, Tensor):
-            raise TypeError(f"{name} must be tensors, got {type(t).__name__} at index {i}")
+        _check.instance(f"{name}[{i}]", t, Tensor, "a torch tensor")
     return out
 
 
@@ -110,8 +151,50 @@ def _params(parameters: Any) -> list[Tensor]:
     return out
 
 
-def _arrays(grads: Any) -> list:
-    return [grads] if isinstance(grads, (np.ndarray, Tensor)) else list(grads)
+def _total_norm(total_norm: Any) -> Tensor:
+    """``total_norm`` of :func:`clip_grads_with_norm_`: a real one-element tensor (its value
+    not read: no sync) or a number >= 0, inf included (the norm of an infinite gradient)."""
+    if isinstance(total_norm, Tensor):
+        if total_norm.is_complex() or total_norm.dtype == torch.bool:
+            raise TypeError(f"total_norm must be a real tensor or a number, got "
+                            f"{_check.show(total_norm)}")
+        if total_norm.numel() != 1:
+            raise ValueError(f"total_norm must be a one-element tensor (the total norm), got "
+                             f"{_check.show(total_norm)}")
+        return total_norm
+    if not _is_real(total_norm):
+        raise TypeError(f"total_norm must be a tensor or a number, got "
+                        f"{_check.show(total_norm)} ({type(total_norm).__name__})")
+    return torch.tensor(_check.nonnegative("total_norm", total_norm, finite=False))
+
+
+def _norm_inputs(tensors: list[Tensor], name: str) -> list[Tensor]:
+    """The tensors of a norm: floating or complex (as ``torch.linalg.vector_norm``)."""
+    for i, t in enumerate(tensors):
+        if not (t.is_floating_point() or t.is_complex()):
+            raise TypeError(f"{name}[{i}] must have a floating-point (or complex) dtype, "
+                            f"got {_check.show(t)}")
+    return tensors
+
+
+def _arrays(grads: Any, name: str = "grads") -> list[Array]:
+    """A single array -> [it]; a list, tuple or iterator of arrays -> a list. Every item a
+    real floating numpy array or torch tensor, all of the first one's kind. Empty arrays
+    and NaN are fine (a diverging run's gradients)."""
+    if isinstance(grads, (np.ndarray, Tensor)):
+        items = [grads]
+        names = [name]
+    else:
+        if isinstance(grads, (str, bytes, Mapping)) or not isinstance(
+                grads, (list, tuple, Iterator)):
+            raise TypeError(f"{name} must be an array or a list of arrays, got "
+                            f"{_check.show(grads)} ({type(grads).__name__})")
+        items = list(grads)
+        names = [f"{name}[{i}]" for i in range(len(items))]
+    for n, g in zip(names, items):
+        _check.array(n, g, nonempty=False)
+        _check.same_kind(n, g, names[0], items[0])
+    return items
 
 
 # ---------------------------------------------------------------------- pure functions
@@ -135,14 +218,19 @@ def clip_by_value(grads: Sequence[Array], clip_value: float) -> list[Array]:
     r"""Each coordinate clipped into :math:`[-c, c]`: :math:`g \leftarrow \min(\max(g, -c), c)`.
 
     Changes the direction of g (large coordinates are cut, small ones kept). Returns new
-    arrays; ``grads`` is not modified. Raises ValueError/TypeError for ``clip_value`` not
-    positive and finite.
+    arrays; ``grads`` is not modified.
+
+    Raises:
+        TypeError: ``grads`` not an array or a list of real floating arrays of one kind
+            (numpy or torch); ``clip_value`` not a number.
+        ValueError: ``clip_value`` not > 0 and finite.
 
     >>> clip_by_value([np.array([-3.0, 0.5, 2.0])], 1.0)[0]
     array([-1. ,  0.5,  1. ])
     """
-    c = _positive("clip_value", clip_value)
-    return [_xp(g).clip(g, -c, c) for g in _arrays(grads)]
+    grads = _arrays(grads)
+    c = _scalar("clip_value", clip_value)
+    return [_xp(g).clip(g, -c, c) for g in grads]
 
 
 def global_norm(grads: Sequence[Array], norm_type: float = 2.0) -> Array:
@@ -152,11 +240,16 @@ def global_norm(grads: Sequence[Array], norm_type: float = 2.0) -> Array:
     ``norm_type = inf`` gives :math:`\max_i \max_j |g_{ij}|`. An empty list has norm 0.
     Returns a numpy scalar or a 0-d tensor (of the first gradient's kind).
 
+    Raises:
+        TypeError: ``grads`` not an array or a list of real floating arrays of one kind
+            (numpy or torch); ``norm_type`` not a number.
+        ValueError: ``norm_type`` not > 0 (inf and the string ``"inf"`` are fine).
+
     >>> float(global_norm([np.array([3.0]), np.array([4.0])]))
     5.0
     """
-    p = _norm_type(norm_type)
     grads = _arrays(grads)
+    p = _norm_type(norm_type)
     if not grads:
         return np.float64(0.0)
     per_tensor = [_pnorm(g, p) for g in grads]                        # ||g_i||_p
@@ -180,12 +273,17 @@ def clip_by_global_norm(grads: Sequence[Array], max_norm: float,
     Returns:
         ``(clipped, N)``: new arrays, and the global norm *before* clipping.
 
+    Raises:
+        TypeError: as :func:`global_norm`; ``max_norm`` not a number.
+        ValueError: as :func:`global_norm`; ``max_norm`` not > 0 and finite.
+
     >>> g, n = clip_by_global_norm([np.array([3.0, 4.0])], 1.0)
     >>> float(n), g[0].round(4)
     (5.0, array([0.6, 0.8]))
     """
-    tau = _positive("max_norm", max_norm)
     grads = _arrays(grads)
+    tau = _scalar("max_norm", max_norm)
+    _norm_type(norm_type)
     total = global_norm(grads, norm_type)
     coef = (tau / (total + NORM_EPS)).clip(max=1.0)                    # min(1, tau/(N+1e-6))
     return [g * coef for g in grads], total
@@ -196,7 +294,13 @@ def unitwise_norm(x: Array, norm_type: float = 2.0) -> Array:
 
     For a Linear weight (out, in) the norm of each row; for a conv weight (out, in, kh, kw)
     that of each filter; a tensor with <= 1 dim (a bias, a gain) is one unit: its whole norm.
+
+    Raises:
+        TypeError: ``x`` not a real floating numpy array or torch tensor; ``norm_type``
+            not a number.
+        ValueError: ``x`` empty; ``norm_type`` not > 0.
     """
+    x = _check.array("x", x)
     p = _norm_type(norm_type)
     return _pnorm(x, p) if x.ndim <= 1 else _pnorm(x, p, tuple(range(1, x.ndim)))
 
@@ -216,20 +320,30 @@ def adaptive_clip(grads: Sequence[Array], params: Sequence[Array], clip_factor: 
     \lVert W\rVert \lesssim \eta\lambda`; ``eps`` keeps zero-initialized weights movable.
     Brock et al. do not clip the final linear layer: pass only the others.
 
-    Returns new arrays. Raises ValueError/TypeError for ``clip_factor`` not positive and
-    finite, ``eps`` < 0 or not finite, ``grads`` and ``params`` of different lengths.
+    Returns new arrays.
+
+    Raises:
+        TypeError: ``grads`` or ``params`` not an array or a list of real floating arrays
+            of one kind (numpy or torch); ``clip_factor`` or ``eps`` not a number.
+        ValueError: ``grads`` and ``params`` of different lengths, a gradient not of its
+            parameter's shape (no broadcasting) or empty; ``clip_factor`` not > 0 and
+            finite; ``eps`` < 0 or not finite.
 
     >>> w, g = np.array([[3.0, 4.0], [0.0, 0.0]]), np.array([[0.3, 0.4], [1.0, 0.0]])
     >>> adaptive_clip([g], [w], clip_factor=0.01)[0]   # row limits 0.05 and 1e-5
     array([[3.e-02, 4.e-02],
            [1.e-05, 0.e+00]])
     """
-    lam = _positive("clip_factor", clip_factor)
-    eps = _positive("eps", eps, zero_ok=True)
-    grads, params = _arrays(grads), _arrays(params)
+    grads, params = _arrays(grads, "grads"), _arrays(params, "params")
     if len(grads) != len(params):
         raise ValueError(f"grads and params must have the same length, got {len(grads)} and "
                          f"{len(params)}")
+    for i, (g, w) in enumerate(zip(grads, params)):
+        _check.same_kind(f"grads[{i}]", g, f"params[{i}]", w)
+        _check.same_shape(f"grads[{i}]", g, f"params[{i}]", w)
+        _check.array(f"params[{i}]", w)                              # not empty
+    lam = _scalar("clip_factor", clip_factor)
+    eps = _scalar("eps", eps, zero_ok=True)
     out = []
     for g, w in zip(grads, params):
         m = lam * unitwise_norm(w).clip(min=eps)                      # lambda max(||W||, eps)
@@ -268,23 +382,37 @@ def descent_steps(grad: Any, x0: Any, lr: float, *, max_norm: Optional[float] = 
         That :math:`t` (0 if ``x0`` already qualifies), or ``None`` if it took more than
         ``max_steps`` steps or the iterates stopped being finite (diverged).
 
+    Raises:
+        TypeError: ``grad`` not a function (a class included), or ``grad(x0)`` not a
+            number (for a number ``x0``) or not a numpy array (for an array); ``x0``
+            neither a real number nor a numpy array of real numbers; ``lr``, ``max_norm``,
+            ``tol`` not numbers; ``max_steps`` not an int.
+        ValueError: ``x0`` not finite or not 1-D (or empty); ``grad(x0)`` not of
+            ``x0``'s shape; ``lr``, ``max_norm``, ``tol`` not > 0 and finite;
+            ``max_steps`` < 1.
+
     >>> descent_steps(lambda x: 2 * x, 1.0, lr=0.25, tol=1e-3)   # x halves: 2 * 0.5**t
     11
     """
-    eta = _positive("lr", lr)
-    tau = math.inf if max_norm is None else _positive("max_norm", max_norm)
-    tol = _positive("tol", tol)
-    if isinstance(max_steps, bool) or not isinstance(max_steps, numbers.Integral) \
-            or max_steps < 1:
-        raise ValueError(f"max_steps must be an int >= 1, got {max_steps!r}")
-    if not callable(grad):
-        raise TypeError(f"grad must be a callable grad(x), got {type(grad).__name__}")
-    scalar = isinstance(x0, numbers.Real) and not isinstance(x0, bool)
-    x = float(x0) if scalar else np.array(x0, dtype=float)
-    if not scalar and x.ndim != 1:
-        raise ValueError(f"x0 must be a number or a 1-D array, got shape {x.shape}")
+    _check.function("grad", grad, "a callable grad(x)")
+    scalar = _is_real(x0)
+    if scalar:
+        x = _check.real("x0", x0)
+    else:
+        if not isinstance(x0, np.ndarray) or x0.dtype.kind not in "iuf":
+            raise TypeError(f"x0 must be a real number or a numpy array of real numbers, "
+                            f"got {_check.show(x0)} ({type(x0).__name__})")
+        if x0.ndim != 1:
+            raise ValueError(f"x0 must be a number or a 1-D array, got shape {x0.shape}")
+        x = _check.array("x0", np.array(x0, dtype=float), ndim=1, finite=True)
+    eta = _scalar("lr", lr)
+    tau = math.inf if max_norm is None else _scalar("max_norm", max_norm)
+    tol = _scalar("tol", tol)
+    max_steps = _check.integer("max_steps", max_steps, minimum=1)
     for t in range(max_steps + 1):
         g = grad(x)
+        if t == 0:
+            _check_gradient(g, x, scalar)
         n = abs(g) if scalar else float(np.linalg.norm(g))
         if not math.isfinite(n):
             return None
@@ -292,6 +420,27 @@ def descent_steps(grad: Any, x0: Any, lr: float, *, max_norm: Optional[float] = 
             return t
         x = x - eta * min(1.0, tau / n) * g
     return None
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _check_gradient(g: Any, x: Any, scalar: bool) -> None:
+    """``grad(x0)``: a real number for a number ``x0`` (a 0-d array too), else a numpy
+    array of ``x0``'s shape (no broadcasting)."""
+    if scalar:
+        if not (_is_real(g) or (isinstance(g, np.ndarray) and g.shape == ()
+                                       and g.dtype.kind in "iuf")):
+            raise TypeError(f"grad must return a real number for a number x0, got "
+                            f"{_check.show(g)} ({type(g).__name__})")
+        return
+    if not isinstance(g, np.ndarray) or g.dtype.kind not in "iuf":
+        raise TypeError(f"grad must return a numpy array of real numbers for an array x0, "
+                        f"got {_check.show(g)} ({type(g).__name__})")
+    if g.shape != x.shape:
+        raise ValueError(f"grad must return an array of x0's shape {x.shape}, got "
+                         f"shape {g.shape}")
 
 
 # ------------------------------------------------------------------- in place (torch API)
@@ -315,9 +464,8 @@ def _by_device_and_dtype(tensors: list[Tensor]) -> dict[tuple, list[Tensor]]:
 
 def _use_foreach(tensors: list[Tensor], device: torch.device, foreach: Optional[bool]) -> bool:
     """torch's rule: ``None`` -> foreach on CPU/CUDA for plain tensors (not subclasses);
-    ``True`` on a device without foreach kernels -> RuntimeError."""
-    if foreach not in (None, True, False):
-        raise TypeError(f"foreach must be None, True or False, got {foreach!r}")
+    ``True`` on a device without foreach kernels -> RuntimeError. (``foreach`` was
+    checked where it entered, by :func:`_optional_flag`.)"""
     supported = device.type in _FOREACH_DEVICES
     if foreach is None:
         return supported and all(type(t) is Tensor for t in tensors)
@@ -338,11 +486,18 @@ def get_total_norm(tensors: TensorOrTensors, norm_type: float = 2.0,
     tensor's device. An empty list gives ``tensor(0.)``.
 
     Raises:
-        RuntimeError: ``error_if_nonfinite=True`` and the norm is inf or NaN.
-        ValueError, TypeError: a bad ``norm_type``; an item that is not a tensor.
+        TypeError: ``tensors`` neither a tensor nor an iterable of tensors, or one of
+            an integer or bool dtype (torch raises RuntimeError for these); ``norm_type``
+            not a number; ``error_if_nonfinite`` not a bool; ``foreach`` not None or a
+            bool (torch takes any truthy value for these two).
+        ValueError: ``norm_type`` not > 0 (inf and the string ``"inf"`` are fine).
+        RuntimeError: ``error_if_nonfinite=True`` and the norm is inf or NaN;
+            ``foreach=True`` on a device without foreach kernels.
     """
-    tensors = _tensors(tensors, "tensors")
+    tensors = _norm_inputs(_tensors(tensors, "tensors"), "tensors")
     p = _norm_type(norm_type)
+    error_if_nonfinite = _check.flag("error_if_nonfinite", error_if_nonfinite)
+    foreach = _optional_flag("foreach", foreach)
     if not tensors:
         return torch.tensor(0.0)
     norms: list[Tensor] = []
@@ -368,13 +523,21 @@ def clip_grads_with_norm_(parameters: TensorOrTensors, max_norm: float,
 
     Always multiplies (no ``if N > tau`` branch, which would need a GPU -> CPU sync). Use
     it after reducing N across shards (sharded training: a per-shard N is too small).
+
+    Raises:
+        TypeError: ``parameters`` neither a tensor nor an iterable of tensors;
+            ``max_norm`` not a number; ``total_norm`` neither a number nor a real tensor;
+            ``foreach`` not None or a bool.
+        ValueError: ``max_norm`` not > 0 and finite (torch takes it); ``total_norm`` a
+            negative or NaN number (inf is fine: :func:`get_total_norm`'s answer for an
+            infinite gradient), or a tensor with more than one element. A tensor's value
+            is not read (that would be a GPU -> CPU sync).
+        RuntimeError: ``foreach=True`` on a device without foreach kernels.
     """
-    tau = _positive("max_norm", max_norm)
     grads = [p.grad for p in _params(parameters) if p.grad is not None]
-    if not isinstance(total_norm, Tensor):
-        if isinstance(total_norm, bool) or not isinstance(total_norm, numbers.Real):
-            raise TypeError(f"total_norm must be a tensor or a number, got {total_norm!r}")
-        total_norm = torch.tensor(float(total_norm))
+    tau = _scalar("max_norm", max_norm)
+    total_norm = _total_norm(total_norm)
+    foreach = _optional_flag("foreach", foreach)
     if not grads:
         return
     coef = torch.clamp(tau / (total_norm + NORM_EPS), max=1.0)        # a tensor: no sync
@@ -411,7 +574,11 @@ def clip_grad_norm_(parameters: TensorOrTensors, max_norm: float, norm_type: flo
         N, the total norm *before* clipping, a 0-d tensor on the first gradient's device.
 
     Raises:
-        ValueError, TypeError: bad ``max_norm`` / ``norm_type``, a non-tensor parameter.
+        TypeError: ``parameters`` neither a tensor nor an iterable of tensors (a module
+            is named: pass ``model.parameters()``); ``max_norm`` or ``norm_type`` not a
+            number; ``error_if_nonfinite`` not a bool; ``foreach`` not None or a bool
+            (torch takes any truthy value for these two).
+        ValueError: ``max_norm`` not > 0 and finite; ``norm_type`` not > 0.
         RuntimeError: ``error_if_nonfinite=True`` and N is not finite; ``foreach=True``
             on a device without foreach kernels.
 
@@ -421,8 +588,11 @@ def clip_grad_norm_(parameters: TensorOrTensors, max_norm: float, norm_type: flo
         total = clip_grad_norm_(model.parameters(), max_norm=1.0)
         opt.step()
     """
-    _positive("max_norm", max_norm)
     params = _params(parameters)
+    _scalar("max_norm", max_norm)
+    _norm_type(norm_type)
+    _check.flag("error_if_nonfinite", error_if_nonfinite)
+    _optional_flag("foreach", foreach)
     total = get_total_norm([p.grad for p in params if p.grad is not None], norm_type,
                            error_if_nonfinite, foreach)
     clip_grads_with_norm_(params, max_norm, total, foreach)
@@ -438,9 +608,18 @@ def clip_grad_value_(parameters: TensorOrTensors, clip_value: float,
     >>> w = torch.zeros(3, requires_grad=True); w.grad = torch.tensor([-3.0, 0.5, 2.0])
     >>> clip_grad_value_(w, 1.0); w.grad
     tensor([-1.0000,  0.5000,  1.0000])
+
+    Raises:
+        TypeError: ``parameters`` neither a tensor nor an iterable of tensors;
+            ``clip_value`` not a number; ``foreach`` not None or a bool.
+        ValueError: ``clip_value`` not > 0 and finite (torch takes it).
+        RuntimeError: ``foreach=True`` on a device without foreach kernels.
     """
-    c = _positive("clip_value", clip_value)
     grads = [p.grad for p in _params(parameters) if p.grad is not None]
+    c = _scalar("clip_value", clip_value)
+    foreach = _optional_flag("foreach", foreach)
+    if not grads:             # nothing to clip (torch raises an internal RuntimeError here)
+        return
     for (device, _), group in _by_device_and_dtype(grads).items():
         if _use_foreach(group, device, foreach):
             torch._foreach_clamp_min_(group, -c)
@@ -461,11 +640,18 @@ def adaptive_clip_grad_(parameters: TensorOrTensors, clip_factor: float = 0.01,
         loss.backward()
         adaptive_clip_grad_([p for n, p in model.named_parameters()
                              if not n.startswith("fc.")], clip_factor=0.01)
+
+    Raises:
+        TypeError: ``parameters`` neither a tensor nor an iterable of tensors;
+            ``clip_factor``, ``eps`` or ``norm_type`` not a number.
+        ValueError: ``clip_factor`` not > 0 and finite; ``eps`` < 0 or not finite;
+            ``norm_type`` not > 0.
     """
-    lam = _positive("clip_factor", clip_factor)
-    eps = _positive("eps", eps, zero_ok=True)
+    params = _params(parameters)
+    lam = _scalar("clip_factor", clip_factor)
+    eps = _scalar("eps", eps, zero_ok=True)
     p_ = _norm_type(norm_type)
-    for w in _params(parameters):
+    for w in params:
         if w.grad is None:
             continue
         dims = None if w.ndim <= 1 else tuple(range(1, w.ndim))

@@ -24,10 +24,11 @@ Example::
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 import torch
+
+from . import _check
 
 __all__ = ["teacher_regression", "spirals", "sequence_sum", "first_element", "sparse_features"]
 
@@ -39,28 +40,8 @@ _TEACHER_WIDTH = 32
 
 
 # ---------------------------------------------------------------------------- checks
-def _int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _real(name: str, value: object, *, low: float = 0.0, high: float = math.inf,
-          low_open: bool = False) -> float:
-    ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
-    if ok:
-        value = float(value)
-        ok = (value > low if low_open else value >= low) and value <= high
-    if not ok:
-        bound = f"in ({low}, {high}]" if low_open else f">= {low}" if high == math.inf \
-            else f"in [{low}, {high}]"
-        raise ValueError(f"{name} must be a finite number {bound}, got {value!r}")
-    return float(value)
-
-
-def _rngs(seed: object, k: int) -> list[np.random.Generator]:
-    """``k`` independent generators from ``SeedSequence(seed)``."""
-    seed = _int("seed", seed, minimum=0)
+def _rngs(seed: int, k: int) -> list[np.random.Generator]:
+    """``k`` independent generators from ``SeedSequence(seed)`` (``seed`` already checked)."""
     return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(k)]
 
 
@@ -81,11 +62,18 @@ def teacher_regression(n: int = 512, in_features: int = 16, out_features: int = 
 
     Returns:
         ``(x, y)``: float32 tensors of shapes (n, in_features) and (n, out_features).
+
+    Raises:
+        TypeError: a size or ``seed`` that is not an int (bools and floats included),
+            a ``noise`` that is not a real number.
+        ValueError: a value out of its range: sizes >= 1, ``seed`` in
+            ``[0, 2**64 - 1]``, ``noise`` finite and >= 0.
     """
-    n = _int("n", n)
-    d = _int("in_features", in_features)
-    k = _int("out_features", out_features)
-    noise = _real("noise", noise)
+    n = _check.integer("n", n, minimum=1)
+    d = _check.integer("in_features", in_features, minimum=1)
+    k = _check.integer("out_features", out_features, minimum=1)
+    seed = _check.seed(seed)
+    noise = _check.nonnegative("noise", noise)
     teacher_rng, x_rng, noise_rng = _rngs(seed, 3)
     B = teacher_rng.standard_normal((_TEACHER_WIDTH, d)) / math.sqrt(d)
     A = teacher_rng.standard_normal((k, _TEACHER_WIDTH)) / math.sqrt(_TEACHER_WIDTH * _E_TANH2)
@@ -107,13 +95,20 @@ def spirals(n: int = 600, classes: int = 3, *, noise: float = 0.2,
 
     Returns:
         ``(x, labels)``: float32 (n, 2) and int64 (n,) tensors with labels in 0..classes-1.
+
+    Raises:
+        TypeError: a size, ``classes`` or ``seed`` that is not an int (bools and floats
+            included), a ``noise`` that is not a real number.
+        ValueError: a value out of its range: sizes >= 1, ``seed`` in
+            ``[0, 2**64 - 1]``, ``noise`` finite and >= 0,
+            ``classes`` >= 2 and ``n`` >= ``classes``.
     """
-    n = _int("n", n)
-    classes = _int("classes", classes, minimum=2)
+    n = _check.integer("n", n, minimum=1)
+    classes = _check.integer("classes", classes, minimum=2)
     if n < classes:
         raise ValueError(f"n must be >= classes ({classes}), got {n}")
-    noise = _real("noise", noise)
-    (rng,) = _rngs(seed, 1)
+    noise = _check.nonnegative("noise", noise)
+    (rng,) = _rngs(_check.seed(seed), 1)
     counts = [n // classes + (c < n % classes) for c in range(classes)]
     xs, labels = [], []
     for c, m in enumerate(counts):
@@ -126,9 +121,9 @@ def spirals(n: int = 600, classes: int = 3, *, noise: float = 0.2,
 
 
 def _sequences(seq_len: object, batch: object, seed: object) -> np.ndarray:
-    T = _int("seq_len", seq_len)
-    B = _int("batch", batch)
-    (rng,) = _rngs(seed, 1)
+    T = _check.integer("seq_len", seq_len, minimum=1)
+    B = _check.integer("batch", batch, minimum=1)
+    (rng,) = _rngs(_check.seed(seed), 1)
     return rng.standard_normal((T, B, 1))                   # (T, B, 1), time first
 
 
@@ -140,6 +135,11 @@ def sequence_sum(seq_len: int, batch: int, *, seed: int = 0) -> tuple[torch.Tens
     Returns:
         ``(x, y)``: float32 tensors (seq_len, batch, 1), time first like
         :class:`companion.nets.SimpleRNN` expects, and (batch, 1).
+
+    Raises:
+        TypeError: a size or ``seed`` that is not an int (bools and floats included).
+        ValueError: a value out of its range: sizes >= 1, ``seed`` in
+            ``[0, 2**64 - 1]``.
     """
     x = _sequences(seq_len, batch, seed)
     y = x.sum(axis=0) / math.sqrt(x.shape[0])               # (B, 1)
@@ -153,6 +153,11 @@ def first_element(seq_len: int, batch: int, *, seed: int = 0) -> tuple[torch.Ten
 
     Returns:
         ``(x, y)``: float32 tensors (seq_len, batch, 1) and (batch, 1).
+
+    Raises:
+        TypeError: a size or ``seed`` that is not an int (bools and floats included).
+        ValueError: a value out of its range: sizes >= 1, ``seed`` in
+            ``[0, 2**64 - 1]``.
     """
     x = _sequences(seq_len, batch, seed)
     return torch.from_numpy(x).float(), torch.from_numpy(x[0].copy()).float()
@@ -178,15 +183,23 @@ def sparse_features(n: int = 1000, dim: int = 20, *, rare_fraction: float = 0.05
         ``(X, y, w_true, frequent_mask)``: float32 (n, dim), float32 (n, 1),
         float32 (dim,) and bool (dim,) tensors; ``frequent_mask[j]`` is True for a
         frequent feature.
+
+    Raises:
+        TypeError: a size, count or ``seed`` that is not an int (bools and floats
+            included), a rate or ``noise`` that is not a real number.
+        ValueError: a value out of its range: sizes >= 1, ``seed`` in
+            ``[0, 2**64 - 1]``, ``noise`` finite and >= 0,
+            ``rare_fraction`` in (0, 1], ``n_rare`` (None: ``dim // 2``) in [0, dim].
     """
-    n = _int("n", n)
-    dim = _int("dim", dim)
-    rare_fraction = _real("rare_fraction", rare_fraction, low=0.0, high=1.0, low_open=True)
-    n_rare = dim // 2 if n_rare is None else _int("n_rare", n_rare, minimum=0)
+    n = _check.integer("n", n, minimum=1)
+    dim = _check.integer("dim", dim, minimum=1)
+    rare_fraction = _check.real("rare_fraction", rare_fraction, low=0.0, high=1.0,
+                                low_open=True)
+    n_rare = dim // 2 if n_rare is None else _check.integer("n_rare", n_rare, minimum=0)
     if n_rare > dim:
         raise ValueError(f"n_rare must be <= dim ({dim}), got {n_rare}")
-    noise = _real("noise", noise)
-    x_rng, mask_rng, w_rng, noise_rng = _rngs(seed, 4)
+    noise = _check.nonnegative("noise", noise)
+    x_rng, mask_rng, w_rng, noise_rng = _rngs(_check.seed(seed), 4)
     X = x_rng.standard_normal((n, dim))                       # (n, dim)
     frequent = np.arange(dim) < dim - n_rare                  # (dim,)
     present = mask_rng.random((n, n_rare)) < rare_fraction    # (n, n_rare) Bernoulli

@@ -58,8 +58,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import _check
 from . import diagnostics as _dg
-from .train import LOSSES as _LOSS_NAMES
+from .train import LOSSES as _LOSS_NAMES, History, _check_class_labels
 from .report import SYMPTOMS, Finding, Report, Symptom, _finding, _short_list
 
 __all__ = ["diagnose", "watch", "Report", "Finding", "Symptom", "Watcher", "ForwardError",
@@ -273,10 +274,57 @@ def _check_model(model: object) -> nn.Module:
 
 
 def _check_optimizer(optimizer: object) -> Optional[torch.optim.Optimizer]:
-    if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-        raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, "
-                        f"got {type(optimizer).__name__}")
+    if isinstance(optimizer, type):
+        raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got the class "
+                        f"{optimizer.__name__} (build one, e.g. "
+                        f"{optimizer.__name__}(model.parameters(), lr=0.1))")
+    if optimizer is not None:
+        _check.instance("optimizer", optimizer, torch.optim.Optimizer,
+                        "a torch.optim.Optimizer or None")
     return optimizer
+
+
+def _check_x(x: Any) -> Any:
+    """The model's input: a tensor (``model(x)``), a tuple or list (``model(*x)``) or a
+    dict (``model(**x)``); its floating tensors of finite values (bad data otherwise)."""
+    if isinstance(x, Tensor):
+        return _dg._check_batch("x", x)
+    if isinstance(x, (tuple, list)):
+        items = enumerate(x)
+    elif isinstance(x, dict):
+        items = x.items()
+    else:
+        raise _check._type_error("x", "a torch tensor, a tuple (for model(*x)) or a dict "
+                                 "(for model(**x))", x)
+    for key, item in items:
+        if isinstance(item, Tensor) and item.is_floating_point():
+            _check.finite_values(f"x[{key!r}]", item)
+    return x
+
+
+def _check_y(y: Any, device: torch.device, dtype: torch.dtype) -> Optional[Tensor]:
+    """None, or targets: a nonempty tensor or numpy array, real and finite, as a tensor on
+    the model's device (floating ones in the model's dtype)."""
+    if y is None:
+        return None
+    y = _check.array("y", y, floating=False)
+    y = torch.as_tensor(y, device=device)
+    if y.is_complex():
+        raise TypeError(f"y must have a real dtype, got {_check.show(y)}")
+    if y.is_floating_point():
+        _check.finite_values("y", y)
+        y = y.to(dtype)
+    return y
+
+
+def _check_loss(loss: Any) -> Any:
+    """None, a name of companion.train.LOSSES or a callable (not a class)."""
+    what = f"None, one of {list(_LOSS_NAMES)} or a callable"
+    if isinstance(loss, str) and loss not in _LOSS_NAMES:
+        raise ValueError(f"loss must be {what}, got {loss!r}")
+    if loss is None or isinstance(loss, str):
+        return loss
+    return _check.function("loss", loss, what)
 
 
 def _loss_kind(loss: Any, y: Optional[Tensor]) -> Optional[str]:
@@ -370,24 +418,31 @@ def diagnose(model: nn.Module, x: Any, y: Any = None, *, loss: Any = None,
         A :class:`Report`; see the module docstring for the findings it can hold.
 
     Raises:
-        TypeError: ``model`` not an ``nn.Module``; ``optimizer`` not an optimizer;
-            ``loss`` not a name or a callable; the model's output not a tensor.
-        ValueError: a model without parameters; a loss that is not a scalar;
-            ``y`` whose first dimension differs from the output's.
+        TypeError: ``model`` not an ``nn.Module``; ``x`` not a tensor, tuple or dict,
+            or a complex tensor; ``y`` not a tensor or numpy array, or complex;
+            ``loss`` neither None, a name nor a callable (a class refused);
+            ``optimizer`` not an optimizer (a class refused); ``seed`` not an int;
+            ``y`` not floating for ``"mse"`` or not integer labels for
+            ``"cross_entropy"``; the model's output not a tensor; a loss that returns
+            no tensor.
+        ValueError: a model without parameters; ``x`` (or a tensor in it) or ``y``
+            with NaN or infinite values (bad data), an empty ``x`` or ``y``; an unknown
+            loss name; ``seed`` outside ``[0, 2**64 - 1]``; ``y`` whose first dimension
+            differs from the output's; for torch's MSE, ``y`` not of the output's shape
+            (no broadcasting); for torch's cross-entropy, labels not shaped like the
+            output without its class dimension or outside ``[0, C)``; a loss that is
+            not a scalar.
         ForwardError: the model could not take ``x`` (the model's own error, chained,
             with the name of the module that raised it).
     """
     model = _check_model(model)
-    optimizer = _check_optimizer(optimizer)
-    if loss is not None and not callable(loss) and loss not in _LOSS_NAMES:
-        raise TypeError(f"loss must be None, one of {list(_LOSS_NAMES)} or a callable, "
-                        f"got {loss!r}")
+    x = _check_x(x)
     params = [p for p in model.parameters()]
     device = params[0].device
-    if y is not None:
-        y = torch.as_tensor(y, device=device)
-        if y.is_floating_point():
-            y = y.to(params[0].dtype)
+    y = _check_y(y, device, params[0].dtype)
+    loss = _check_loss(loss)
+    optimizer = _check_optimizer(optimizer)
+    seed = _check.seed(seed)
     saved_grads = [p.grad for p in params]
     saved_buffers = [(b, b.detach().clone()) for b in model.buffers()]
     devices = [device.index or 0] if device.type == "cuda" else []
@@ -462,11 +517,26 @@ def _loss_value(out: Tensor, y: Optional[Tensor], loss: Any, seed: int):
         value = (out * r).sum() / max(1, out.shape[0] if out.dim() else 1)
     else:
         fn = _LOSS_NAMES[kind] if (loss is None or isinstance(loss, str)) else loss
+        if y is not None and (loss is None or isinstance(loss, str)):   # torch's own
+            y = _check_targets(kind, out, y)
         value = fn(out) if y is None else fn(out, y)
-    if not isinstance(value, Tensor) or value.numel() != 1:
-        shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-        raise ValueError(f"loss must return a scalar tensor, got {shape}")
+    value = _check.scalar_loss("loss", value)
     return value.reshape(()), kind
+
+
+def _check_targets(kind: str, out: Tensor, y: Tensor) -> Tensor:
+    """``y`` for torch's MSE (floating, the output's shape: no broadcasting) or
+    cross-entropy (class labels in ``[0, C)`` shaped like the output without its class
+    dimension, as int64)."""
+    if kind == "mse":
+        if not y.is_floating_point():
+            raise TypeError(f"y must be floating-point targets for loss='mse', got "
+                            f"{_check.show(y)}")
+        if y.shape != out.shape:
+            raise ValueError(f"y must have the output's shape {tuple(out.shape)} for "
+                             f"loss='mse' (no broadcasting), got y of shape {tuple(y.shape)}")
+        return y
+    return _check_class_labels("y", y, tuple(out.shape)).long()    # (int32 is refused)
 
 
 def _copy_step_ratios(model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -508,14 +578,19 @@ class Watcher:
     ``every=10`` adds about a tenth. Measured with ``tests/benchmarks/bench_diagnose.py``
     (CPU, 2 threads, SGD, every=10): x1.34 on the 2 ms step of a 20-layer MLP of width
     32, x1.12 on an 8-layer MLP of width 512, x1.03 on a 6-layer TokenTransformer.
+
+    Build it with :func:`watch` (same arguments, ``every`` required here).
+
+    Raises:
+        TypeError: ``model`` not an ``nn.Module``; ``optimizer`` neither None nor an
+            optimizer; ``every`` not an int.
+        ValueError: a model without parameters; ``every < 1``.
     """
 
     def __init__(self, model: nn.Module, optimizer: Optional[torch.optim.Optimizer], every: int):
         self.model = _check_model(model)
         self.optimizer = _check_optimizer(optimizer)
-        if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
-            raise ValueError(f"every must be an int >= 1, got {every!r}")
-        self.every = int(every)
+        self.every = _check.integer("every", every, minimum=1)
         self.step = 0
         self.losses: list[float] = []
         self.measurements: list[_Measurement] = []
@@ -549,8 +624,26 @@ class Watcher:
         self._disarm()
 
     def log(self, loss: Any) -> None:
-        """Log this step's loss (a number or a scalar tensor)."""
-        self.losses.append(float(loss.detach()) if isinstance(loss, Tensor) else float(loss))
+        """Log this step's loss: a real number or a one-element tensor (or array). NaN
+        and infinity are logged as they are: a diverging run is what watch reports.
+
+        Raises:
+            TypeError: ``loss`` is not a real number or a one-element real tensor.
+            ValueError: ``loss`` is a tensor or array of more than one element (a loss
+                per example: reduce it first).
+        """
+        if type(loss) is float:                    # the common cases first: this runs
+            self.losses.append(loss)               # every step
+        elif isinstance(loss, Tensor):
+            if loss.numel() != 1 or loss.is_complex() or loss.dtype == torch.bool:
+                raise _log_error(loss)
+            self.losses.append(float(loss.detach()))
+        elif isinstance(loss, numbers.Real) and not isinstance(loss, bool):
+            self.losses.append(float(loss))
+        else:
+            if not (isinstance(loss, np.ndarray) and loss.size == 1 and loss.dtype.kind in "fiu"):
+                raise _log_error(loss)
+            self.losses.append(float(loss.reshape(())))
 
     def __call__(self, step: int, loss: Any) -> None:
         """``callback=`` for :func:`companion.train.train`: log the loss and, without an
@@ -593,7 +686,15 @@ class Watcher:
 
         ``history``: the :class:`companion.train.History` of the run, if it came from
         :func:`companion.train.train`, which stops at a divergence *before* calling the
-        callback; with it the report says at which step training stopped."""
+        callback; with it the report says at which step training stopped.
+
+        Raises:
+            TypeError: ``history`` is neither None nor a :class:`companion.train.History`.
+            ValueError: no step was measured yet.
+        """
+        if history is not None:
+            _check.instance("history", history, History,
+                            "None or the companion.train.History of the run")
         if not self.measurements:
             raise ValueError("nothing measured yet: run at least one training step "
                              "inside the watch")
@@ -655,6 +756,15 @@ class Watcher:
                       losses=losses, steps=[m.step for m in self.measurements])
 
 
+def _log_error(loss: Any) -> Exception:
+    """Watcher.log's refusal: ValueError for a loss of several elements, else TypeError."""
+    if isinstance(loss, (Tensor, np.ndarray)) and (
+            loss.numel() if isinstance(loss, Tensor) else loss.size) != 1:
+        return ValueError(f"loss must be a number or a one-element tensor, got "
+                          f"{_check.show(loss)} (a loss per example? reduce it, e.g. .mean())")
+    return _check._type_error("loss", "a real number or a one-element real tensor", loss)
+
+
 def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, *,
           every: int = 10) -> Watcher:
     """Measure ``model`` every ``every`` steps of your training loop.
@@ -684,5 +794,10 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, *
 
     Returns:
         A :class:`Watcher`; ``.report()`` gives a :class:`Report`.
+
+    Raises:
+        TypeError: ``model`` not an ``nn.Module``; ``optimizer`` neither None nor an
+            optimizer; ``every`` not an int.
+        ValueError: a model without parameters; ``every < 1``.
     """
     return Watcher(model, optimizer, every)

@@ -51,6 +51,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from . import _check
+
 __all__ = ["ActivationStats", "Recorder", "record", "dead_units", "snapshot_weights",
            "update_ratios", "ACTIVATION_TYPES", "RELU_FAMILY"]
 
@@ -82,9 +84,20 @@ class ActivationStats(NamedTuple):
 
 # ------------------------------------------------------------------------- discovery
 def _check_model(model: object) -> nn.Module:
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    return model
+    return _check.module("model", model)
+
+
+def _check_batch(name: str, x: Any) -> Tensor:
+    """A batch for ``model(x)``: a nonempty tensor with at least one dimension, not
+    complex, of finite values when floating (NaN in the data is bad data). Integer
+    batches pass (token indices for an embedding); whether the model takes the batch is
+    the model's to say."""
+    x = _check.tensor(name, x, floating=False, min_ndim=1)
+    if x.is_complex():
+        raise TypeError(f"{name} must have a real dtype, got {_check.show(x)}")
+    if x.is_floating_point():
+        _check.finite_values(name, x)
+    return x
 
 
 def _is_activation(name: str, module: nn.Module) -> bool:
@@ -232,12 +245,19 @@ class Recorder:
     one). A module called several times within one forward contributes all its calls:
     the gradient norm is over all its outputs together, the statistics over all their
     elements.
+
+    Build it with :func:`record` (same arguments). The batch itself is given to the
+    model by the caller, inside the block: a Recorder does not see it before it runs.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``; ``activation_stats`` or
+            ``keep_activations`` not a bool.
     """
 
     def __init__(self, model: nn.Module, *, activation_stats: bool, keep_activations: bool):
         self.model = _check_model(model)
-        self._want_stats = bool(activation_stats)
-        self._keep = bool(keep_activations)
+        self._want_stats = _check.flag("activation_stats", activation_stats)
+        self._keep = _check.flag("keep_activations", keep_activations)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._frozen_weight_norms: dict[str, float] | None = None
         self._pass = 0
@@ -401,6 +421,10 @@ def record(model: nn.Module, *, activation_stats: bool = True,
         activation_stats: compute :class:`ActivationStats` per activation.
         keep_activations: also keep a flattened float32 copy of every activation
             output (for histograms; memory grows with batch x width).
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``; ``activation_stats`` or
+            ``keep_activations`` not a bool.
     """
     return Recorder(model, activation_stats=activation_stats, keep_activations=keep_activations)
 
@@ -422,15 +446,22 @@ def dead_units(model: nn.Module, x: Any) -> dict[str, float]:
         label (``"act2 (after ReLU)"``) -> dead fraction in [0, 1], in forward order.
 
     Raises:
-        TypeError: ``model`` is not an ``nn.Module``.
-        ValueError: ``model`` has no ReLU-family activation.
+        TypeError: ``model`` is not an ``nn.Module``; ``x`` not a tensor, or complex.
+        ValueError: ``x`` empty (every unit would count as dead), 0-dimensional, or
+            with NaN or infinite values; ``model`` has no ReLU-family activation; an
+            activation called with two numbers of units in one pass.
+        companion.diagnose.ForwardError: the model could not take ``x`` (its own error,
+            chained, with the name of the module that raised it).
     """
     model = _check_model(model)
+    x = _check_batch("x", x)
     found = [(n, m) for n, m in _leaves(model) if isinstance(m, RELU_FAMILY)]
     if not found:
         names = ", ".join(t.__name__ for t in RELU_FAMILY)
         raise ValueError(f"model has no ReLU-family activation ({names}); nothing to report")
+    from .diagnose import _call          # (diagnose imports this module)
     dead: OrderedDict[str, Tensor] = OrderedDict()
+    mismatch: list[str] = []
 
     def make_hook(name: str):
         def hook(module: nn.Module, inputs: Any, output: Tensor) -> None:
@@ -439,23 +470,30 @@ def dead_units(model: nn.Module, x: Any) -> dict[str, float]:
             call_dead = _dead_per_unit(module, z, output)               # (units,)
             label = _label(name, module)
             if label in dead and dead[label].shape != call_dead.shape:
-                raise ValueError(f"{label} was called with {units} and "
-                                 f"{dead[label].numel()} units in one forward pass")
+                mismatch.append(f"{label} was called with {units} and "
+                                f"{dead[label].numel()} units in one forward pass")
+                return
             dead[label] = dead[label] & call_dead if label in dead else call_dead
         return hook
 
     handles = [m.register_forward_hook(make_hook(n)) for n, m in found]
     try:
-        model(x)
+        _call(model, x)
     finally:
         for h in handles:
             h.remove()
+    if mismatch:
+        raise ValueError(mismatch[0])
     return {label: d.double().mean().item() for label, d in dead.items()}
 
 
 # ------------------------------------------------------------------- update ratios
 def snapshot_weights(model: nn.Module) -> dict[str, Tensor]:
-    """Detached copies of every layer's ``weight`` (registration order), for :func:`update_ratios`."""
+    """Detached copies of every layer's ``weight`` (registration order), for :func:`update_ratios`.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+    """
     model = _check_model(model)
     return {name: m.weight.detach().clone() for name, m in _layers(model)
             if isinstance(getattr(m, "weight", None), Tensor)}
@@ -464,35 +502,35 @@ def snapshot_weights(model: nn.Module) -> dict[str, Tensor]:
 def update_ratios(before: dict[str, Tensor], model: nn.Module) -> dict[str, float]:
     r"""Update-to-weight ratio per layer: :math:`\lVert W_{\text{after}} - W_{\text{before}}\rVert_2 / \lVert W_{\text{before}}\rVert_2`.
 
-    ``before`` is what :func:`snapshot_weights` returned before the step(s). A ratio
-    near ``1e-3`` per step is the usual rule of thumb; much larger means the step is
-    wrecking the weights, much smaller that the layer barely learns. A zero
-    ``W_before`` gives ``inf`` (or NaN if it also did not move). Computed in float64.
+    ``before`` is what :func:`snapshot_weights` returned before the step(s) (or part of
+    it). A ratio near ``1e-3`` per step is the usual rule of thumb; much larger means
+    the step is wrecking the weights, much smaller that the layer barely learns. A zero
+    ``W_before`` gives ``inf`` (or NaN if it also did not move); a NaN weight, NaN.
+    Computed in float64.
 
     Example::
 
         before = snapshot_weights(net); opt.step(); update_ratios(before, net)
 
     Raises:
-        TypeError: ``before`` is not a dict of tensors, ``model`` not a module.
+        TypeError: ``before`` is not a dict of floating-point tensors, ``model`` not a
+            module.
         ValueError: a name in ``before`` that is not a layer with a weight of ``model``,
             or whose shape changed.
     """
+    before = _check.mapping("before", before, nonempty=False)
     model = _check_model(model)
-    if not isinstance(before, dict):
-        raise TypeError(f"before must be a dict from snapshot_weights, got {type(before).__name__}")
     current = snapshot_weights(model)
     ratios = {}
     for name, w0 in before.items():
-        if not isinstance(w0, Tensor):
-            raise TypeError(f"before[{name!r}] must be a Tensor, got {type(w0).__name__}")
+        _check.tensor(f"before[{name!r}]", w0, nonempty=False)
         if name not in current:
             raise ValueError(f"before has layer {name!r}, which model does not have; "
                              f"model's layers: {list(current)}")
         w1 = current[name]
         if w1.shape != w0.shape:
-            raise ValueError(f"before[{name!r}] has shape {tuple(w0.shape)}, "
-                             f"but the layer's weight now has shape {tuple(w1.shape)}")
+            raise ValueError(f"before[{name!r}] has shape {tuple(w0.shape)}, but the weight "
+                             f"of model's layer {name!r} has shape {tuple(w1.shape)}")
         w0d, w1d = w0.detach().double(), w1.double().to(w0.device)
         ratios[name] = ((w1d - w0d).norm() / w0d.norm()).item()
     return ratios

@@ -50,6 +50,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure, SubplotParams
 
+from . import _check
+
 __all__ = ["Slider", "Choice", "Experiment", "explore", "MAX_FRAMES", "MODE_VARIABLE"]
 
 #: The largest control grid an experiment may have. The static book ships one image
@@ -72,11 +74,19 @@ class Slider:
 
     Args:
         values: the values, in slider order (e.g. ``[1, 2, 5, 10, 20, 50]`` or
-            ``np.geomspace(0.1, 10, 9)``).
+            ``np.geomspace(0.1, 10, 9)``): a non-empty list, tuple, range or 1-D array of
+            finite real numbers, no value twice.
         value: the initial value; must be one of ``values`` (default: the middle one).
         label: text shown beside the control (default: the parameter's name).
         marks: ``{value: text}`` reference points named under the slider, e.g.
-            ``{0.5: "2/λ_max"}``.
+            ``{0.5: "2/λ_max"}`` (a value may lie outside the slider's range).
+
+    Raises:
+        TypeError: ``values`` not a list/tuple/range/1-D array (a str included), a value,
+            ``value`` or mark that is not a real number, a ``label`` or mark text that is
+            not a str, ``marks`` not a dict.
+        ValueError: no values, a value twice, a NaN or infinite value or mark, ``value``
+            not among ``values``.
     """
 
     values: Sequence[float]
@@ -84,10 +94,39 @@ class Slider:
     label: str | None = None
     marks: Mapping[float, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        values = self.values
+        if isinstance(values, np.ndarray):
+            if values.ndim != 1:
+                raise ValueError(f"values must be a 1-D array of numbers, got {_check.show(values)}")
+            items = list(values)
+            if not items:
+                raise ValueError(f"values must not be empty, got {_check.show(values)}")
+        else:
+            items = _check.sequence("values", values,
+                                    what="a list, tuple or 1-D array of numbers")
+        numbers = [_check.real(f"values[{i}]", v) for i, v in enumerate(items)]
+        _no_repeats("values", [repr(v) for v in numbers], items)
+        if self.value is not None:
+            _check.real("value", self.value)
+            if _index_of(items, self.value) is None:
+                raise ValueError(f"value must be one of {_shown(items)}, got {self.value!r}")
+        _optional_text("label", self.label)
+        _check.mapping("marks", self.marks, nonempty=False)
+        for at, text in self.marks.items():
+            _check.real("marks key", at)
+            _check.string(f"marks[{at!r}]", text)
+
     def items(self) -> list[tuple[str, Any]]:
         return [(_fmt(v), v.item() if isinstance(v, np.generic) else v) for v in self.values]
 
     def default_index(self, name: str) -> int:
+        """The index of the initial value among ``values``.
+
+        Raises:
+            TypeError: ``name`` (the control's name, for messages) not a str.
+        """
+        _check.string("name", name)
         return _default_index(name, self.values, self.value, len(self.values) // 2)
 
 
@@ -96,14 +135,35 @@ class Choice:
     """A control that picks one of several options.
 
     Args:
-        options: a list of values (shown with ``str``), or ``{label: value}``.
-        value: the initial value (default: the first option).
+        options: a non-empty list or tuple of values (shown with ``str``; no two with
+            the same text), or a non-empty ``{label: value}`` dict with str labels.
+        value: the initial value (default: the first option); must be one of the options'
+            values.
         label: text shown beside the control (default: the parameter's name).
+
+    Raises:
+        TypeError: ``options`` neither a list/tuple nor a dict (a str included: it is
+            not a list of its letters), a dict label or ``label`` that is not a str.
+        ValueError: no options, two options shown the same, ``value`` not an option.
     """
 
     options: Sequence[Any] | Mapping[str, Any]
     value: Any = None
     label: str | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.options, Mapping):
+            _check.mapping("options", self.options)
+            for key in self.options:
+                _check.string("options key", key)
+        else:
+            items = _check.sequence("options", self.options,
+                                    what="a list or tuple of options, or a dict label -> value")
+            _no_repeats("options", [str(v) for v in items], items)
+        values = [v for _, v in self.items()]
+        if self.value is not None and _index_of(values, self.value) is None:
+            raise ValueError(f"value must be one of the options {_shown(values)}, got {self.value!r}")
+        _optional_text("label", self.label)
 
     def items(self) -> list[tuple[str, Any]]:
         if isinstance(self.options, Mapping):
@@ -111,46 +171,138 @@ class Choice:
         return [(str(v), v) for v in self.options]
 
     def default_index(self, name: str) -> int:
+        """The index of the initial value among the options.
+
+        Raises:
+            TypeError: ``name`` (the control's name, for messages) not a str.
+        """
+        _check.string("name", name)
         return _default_index(name, [v for _, v in self.items()], self.value, 0)
+
+
+def _optional_text(name: str, value: Any) -> None:
+    if value is not None and not isinstance(value, str):
+        raise _check._type_error(name, "a str or None", value)
+
+
+def _shown(values: Sequence[Any]) -> str:
+    return _check.show([v.item() if isinstance(v, np.generic) else v for v in values])
+
+
+def _no_repeats(name: str, keys: list[str], items: list[Any]) -> None:
+    """Refuse two entries with the same key (the reader could not tell them apart)."""
+    seen: set[str] = set()
+    for label, item in zip(keys, items):
+        if label in seen:
+            raise ValueError(f"{name} must not repeat an entry, got {item!r} twice")
+        seen.add(label)
+
+
+def _same(v: Any, value: Any) -> bool:
+    if v is value:
+        return True
+    if _check._is_real(v) and _check._is_real(value):
+        return bool(v == value) or bool(np.isclose(float(v), float(value)))
+    try:
+        return bool(v == value)
+    except Exception:  # an array option compared element-wise: not the same object
+        return False
+
+
+def _index_of(values: Sequence[Any], value: Any) -> int | None:
+    for i, v in enumerate(values):
+        if _same(v, value):
+            return i
+    return None
 
 
 def _default_index(name: str, values: Sequence[Any], value: Any, fallback: int) -> int:
     if value is None:
         return fallback
-    for i, v in enumerate(values):
-        if v == value or (isinstance(v, (int, float, np.number)) and isinstance(value, (int, float))
-                          and np.isclose(float(v), float(value))):
-            return i
-    raise ValueError(f"control {name!r}: value must be one of {list(values)}, got {value!r}")
+    i = _index_of(values, value)
+    if i is None:
+        raise ValueError(f"control {name!r}: value must be one of {list(values)}, got {value!r}")
+    return i
 
 
-def _check_controls(controls: Mapping[str, Slider | Choice]) -> None:
-    if not isinstance(controls, Mapping) or not controls:
-        raise ValueError(f"controls must be a non-empty mapping of name -> Slider/Choice, got {controls!r}")
+def _check_controls(controls: Any) -> dict:
+    controls = _check.mapping("controls", controls)
     for name, control in controls.items():
+        _check.string("controls key", name, nonempty=True)
         if not isinstance(control, (Slider, Choice)):
-            raise TypeError(f"control {name!r} must be a Slider or a Choice, got {type(control).__name__}")
-        kind = "Slider" if isinstance(control, Slider) else "Choice"
-        if len(control.items()) == 0:
-            raise ValueError(f"control {name!r} ({kind}) has no options")
-        if isinstance(control, Slider):
-            for v in control.values:
-                if not isinstance(v, (int, float, np.number)) or isinstance(v, bool) or not np.isfinite(v):
-                    raise ValueError(f"control {name!r} (Slider) values must be finite numbers, got {v!r}")
+            raise _check._type_error(f"controls[{name!r}]", "a Slider or a Choice", control)
         control.default_index(name)
+    return dict(controls)
+
+
+def _check_draw(draw: Callable[..., Any], names: list[str]) -> bool:
+    """Refuse a ``draw`` that ``draw(fig, **params)`` cannot call with exactly the controls'
+    names; True if it takes ``progress``. A callable without a signature is not checked."""
+    try:
+        signature = inspect.signature(draw)
+    except (TypeError, ValueError):
+        return False
+    P = inspect.Parameter
+    params = list(signature.parameters.values())
+    positional = [p for p in params if p.kind in (P.POSITIONAL_ONLY, P.POSITIONAL_OR_KEYWORD,
+                                                   P.VAR_POSITIONAL)]
+    if not positional:
+        raise ValueError(f"draw must take the figure as its first argument, "
+                         f"draw{signature} takes none")
+    accepts_progress = "progress" in signature.parameters
+    if accepts_progress and "progress" in names:
+        raise ValueError("controls must not have a control named 'progress': draw takes "
+                         "progress as its progress callback")
+    kwargs = dict.fromkeys(names)
+    if accepts_progress:
+        kwargs["progress"] = None
+    try:
+        signature.bind(None, **kwargs)
+    except TypeError:
+        rest = [p for p in params if p is not positional[0]]
+        takes = [p.name for p in rest
+                 if p.kind in (P.POSITIONAL_OR_KEYWORD, P.KEYWORD_ONLY) and p.name != "progress"]
+        required = [p.name for p in rest if p.default is P.empty
+                    and p.kind in (P.POSITIONAL_OR_KEYWORD, P.KEYWORD_ONLY, P.POSITIONAL_ONLY)
+                    and p.name != "progress"]
+        any_name = any(p.kind is P.VAR_KEYWORD for p in params)
+        unknown = [] if any_name else [n for n in names if n not in takes]
+        missing = [n for n in required if n not in names]
+        detail = "; ".join(part for part in (
+            f"controls draw does not take: {unknown}" if unknown else "",
+            f"parameters of draw that no control sets: {missing}" if missing else "") if part)
+        raise ValueError(f"draw must take the controls' names as keyword arguments, "
+                         f"draw(fig, **params): draw{signature} takes {takes}, the controls "
+                         f"are {names}"
+                         + (f" ({detail})" if detail else "")) from None
+    return accepts_progress
 
 
 class Experiment:
-    """A drawing function with its controls; see :func:`explore`."""
+    """A drawing function with its controls; see :func:`explore` (whose arguments these
+    are, with ``name`` a non-empty str and ``title``, ``expensive``, ``figsize``, ``dpi``
+    and ``caption`` required).
+
+    Raises:
+        TypeError: as :func:`explore`.
+        ValueError: as :func:`explore`.
+    """
 
     def __init__(self, draw: Callable[..., Any], controls: Mapping[str, Slider | Choice], *,
                  name: str, title: str | None, expensive: bool, figsize: tuple[float, float],
                  dpi: int, caption: str | None, constrained: bool = False):
-        if not callable(draw):
-            raise TypeError(f"draw must be callable, got {type(draw).__name__}")
-        _check_controls(controls)
+        _check.function("draw", draw, "a callable draw(fig, **params)")
+        controls = _check_controls(controls)
+        accepts_progress = _check_draw(draw, list(controls))
+        _check.string("name", name, nonempty=True)
+        _optional_text("title", title)
+        _check.flag("expensive", expensive)
+        figsize = _check.pair("figsize", figsize, _check.positive)
+        dpi = _check.integer("dpi", dpi, minimum=1)
+        _optional_text("caption", caption)
+        constrained = _check.flag("constrained", constrained)
         self.draw = draw
-        self.controls = dict(controls)
+        self.controls = controls
         self.name = name
         self.title = title
         self.caption = caption
@@ -164,24 +316,57 @@ class Experiment:
         self.grid_size = int(np.prod(self.shape))
         if self.grid_size > MAX_FRAMES:
             raise ValueError(
-                f"experiment {name!r} has a control grid of {self.grid_size} points "
+                f"controls of experiment {name!r} make a grid of {self.grid_size} points "
                 f"({' x '.join(map(str, self.shape))} for {', '.join(self.names)}); the static book "
                 f"precomputes at most MAX_FRAMES = {MAX_FRAMES}: use fewer values per control")
         self.default = tuple(self.controls[n].default_index(n) for n in self.names)
-        self._accepts_progress = "progress" in inspect.signature(draw).parameters
+        self._accepts_progress = accepts_progress
         self._cache: dict[tuple[int, ...], bytes] = {}
         self._pending: list[tuple[int, ...]] = []
         self._prefetch_scheduled = False
         _CREATED.add(self)  # lets tests/benchmarks/bench_book.py time every experiment of a chapter
 
+    def _index(self, index: Any) -> tuple[int, ...]:
+        """``index`` as a tuple of ints, one option index per control, each in range (a few
+        microseconds: it runs on every frame)."""
+        if isinstance(index, np.ndarray) and index.ndim == 1:
+            index = index.tolist()
+        if not isinstance(index, (tuple, list, range)):
+            raise _check._type_error("index", f"a tuple of option indices, one per control "
+                                              f"{self.names}", index)
+        if len(index) != len(self.shape):
+            raise ValueError(f"index must have one option index per control {self.names}, "
+                             f"got {_check.show(index)}")
+        return tuple(_check.integer(f"index[{axis}] (control {self.names[axis]!r})", i,
+                                    minimum=0, maximum=n - 1)
+                     for axis, (i, n) in enumerate(zip(index, self.shape)))
+
     # -- drawing -------------------------------------------------------------------
     def params(self, index: Sequence[int]) -> dict[str, Any]:
-        """The keyword arguments for one grid point (a tuple of option indices)."""
+        """The keyword arguments for one grid point (a tuple of option indices).
+
+        Raises:
+            TypeError: ``index`` not a tuple/list of ints.
+            ValueError: not one index per control, or an index out of its control's range.
+        """
+        index = self._index(index)
         return {n: opts[i][1] for n, opts, i in zip(self.names, self.options, index)}
 
     def figure(self, index: Sequence[int] | None = None, progress: Callable[[float], None] | None = None) -> Figure:
-        """Draw one grid point into a new Figure (no pyplot, so nothing is shown by itself)."""
-        index = self.default if index is None else tuple(index)
+        """Draw one grid point into a new Figure (no pyplot, so nothing is shown by itself).
+
+        ``index``: option indices, one per control (default: the initial setting);
+        ``progress``: None or a callable taking a fraction, handed to a ``draw`` that takes
+        ``progress``.
+
+        Raises:
+            TypeError: ``index`` not a tuple/list of ints, ``progress`` not callable.
+            ValueError: a bad ``index`` (see :meth:`params`).
+            RuntimeError: ``draw`` left the figure empty.
+        """
+        index = self.default if index is None else self._index(index)
+        if progress is not None:
+            _check.function("progress", progress, "a callable progress(fraction) or None")
         fig = Figure(figsize=self.figsize, dpi=self.dpi, layout="constrained" if self.constrained else None,
                      subplotpars=None if self.constrained else _MARGINS)
         kwargs = self.params(index)
@@ -197,8 +382,16 @@ class Experiment:
         return fig
 
     def render(self, index: Sequence[int] | None = None, *, progress=None, compact: bool = False) -> bytes:
-        """PNG bytes for one grid point; ``compact`` quantizes colours (for the static book)."""
-        index = self.default if index is None else tuple(index)
+        """PNG bytes for one grid point; ``compact`` quantizes colours (for the static book).
+
+        Raises:
+            TypeError: as :meth:`figure`, or ``compact`` not True/False.
+            ValueError: as :meth:`figure`.
+        """
+        index = self.default if index is None else self._index(index)
+        if progress is not None:
+            _check.function("progress", progress, "a callable progress(fraction) or None")
+        compact = _check.flag("compact", compact)
         if index in self._cache and not compact:
             return self._cache[index]
         return self._rasterize(index, self.figure(index, progress), compact=compact)
@@ -330,7 +523,13 @@ class Experiment:
             self._prefetch_neighbours(index)
 
     def neighbours(self, index: Sequence[int]) -> list[tuple[int, ...]]:
-        """The grid points one step away from ``index`` along one control."""
+        """The grid points one step away from ``index`` along one control.
+
+        Raises:
+            TypeError: ``index`` not a tuple/list of ints.
+            ValueError: not one index per control, or an index out of its control's range.
+        """
+        index = self._index(index)
         out = []
         for axis, n in enumerate(self.shape):
             for step in (1, -1):
@@ -448,8 +647,22 @@ def _kernel_loop():
 
 def resolve_mode(mode: str | None = None) -> str:
     """``"static"`` or ``"live"``: the argument, else ``$COMPANION_EXPLORE_MODE``, else live
-    inside a Jupyter kernel with ipywidgets, static elsewhere."""
-    mode = mode or os.environ.get(MODE_VARIABLE)
+    inside a Jupyter kernel with ipywidgets, static elsewhere.
+
+    Raises:
+        TypeError: ``mode`` neither None nor a str.
+        ValueError: ``mode`` (or the environment variable) neither ``"static"`` nor ``"live"``.
+    """
+    if mode is not None:
+        if not isinstance(mode, str):
+            raise _check._type_error("mode", "'static', 'live' or None", mode)
+        if mode not in ("static", "live"):
+            raise ValueError(f"mode must be 'static' or 'live', got {mode!r}")
+        return mode
+    mode = os.environ.get(MODE_VARIABLE)
+    if mode is not None and mode not in ("static", "live"):
+        raise ValueError(f"mode: the environment variable {MODE_VARIABLE} must be 'static' or "
+                         f"'live', got {mode!r}")
     if mode is None:
         try:
             import ipywidgets  # noqa: F401
@@ -459,8 +672,6 @@ def resolve_mode(mode: str | None = None) -> str:
             mode = "live" if shell is not None and hasattr(shell, "kernel") else "static"
         except ImportError:
             mode = "static"
-    if mode not in ("static", "live"):
-        raise ValueError(f"mode must be 'static' or 'live', got {mode!r}")
     return mode
 
 
@@ -488,10 +699,20 @@ def explore(draw: Callable[..., Any], controls: Mapping[str, Slider | Choice], *
         live or static (see :func:`resolve_mode`).
 
     Raises:
-        ValueError: a control without options, a value not among a control's
-            options, or a grid of more than ``MAX_FRAMES`` points (naming the experiment).
+        TypeError: ``draw`` not callable (or a class), ``controls`` not a dict of
+            name -> Slider/Choice, ``name``, ``title`` or ``caption`` neither None nor a
+            str, ``expensive``/``constrained`` not True/False, ``figsize`` not a pair of
+            numbers, ``dpi`` not an int.
+        ValueError: no controls, a ``draw`` whose parameters are not the controls' names
+            (``draw(fig, **params)`` must take exactly them: the message lists both), an
+            empty ``name``, a ``figsize`` entry <= 0, ``dpi`` < 1, or a grid of more than
+            ``MAX_FRAMES`` points (naming the experiment). The controls check their own
+            arguments (:class:`Slider`, :class:`Choice`).
     """
-    return Experiment(draw, controls, name=name or getattr(draw, "__name__", "experiment"),
+    if name is None:
+        name = getattr(draw, "__name__", None)
+        name = name if isinstance(name, str) and name else "experiment"
+    return Experiment(draw, controls, name=name,
                       title=title, expensive=expensive, figsize=figsize, dpi=dpi, caption=caption,
                       constrained=constrained)
 

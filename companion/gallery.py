@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import data, nets, train
+from . import _check, data, nets, train
 from .nets import BatchFirst
 from .diagnose import Finding, Report, diagnose, watch
 from .residual import ResidualMLP, TokenTransformer
@@ -131,8 +131,33 @@ def _tokens():
 
 
 def token_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over every position of a (B, T, vocab) output."""
+    """Cross-entropy over every position of a (B, T, vocab) output.
+
+    ``target``: the token indices, an integer tensor of shape (B, T) with values in
+    ``[0, vocab)``. Runs every training step: the checks are of type and shape, and one
+    min/max of the targets.
+
+    Raises:
+        TypeError: ``logits`` not a floating tensor; ``target`` not an integer tensor.
+        ValueError: ``logits`` with fewer than 2 dimensions or empty; ``target`` not of
+            shape ``logits.shape[:-1]`` or with a value outside ``[0, vocab)``.
+    """
+    logits = _check.tensor("logits", logits, min_ndim=2)
+    target = _check.tensor("target", target, floating=False, integral=True)
+    if tuple(target.shape) != tuple(logits.shape[:-1]):
+        raise ValueError(f"target must have the shape {tuple(logits.shape[:-1])} of logits "
+                         f"without its vocabulary dimension, got {_check.show(target)}")
+    _check_tokens("target", target, logits.shape[-1])
     return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+
+
+def _check_tokens(name: str, tokens: torch.Tensor, vocab: int) -> None:
+    """Token indices in ``[0, vocab)`` (one min/max, one synchronisation)."""
+    lo, hi = torch.aminmax(tokens.detach()) if tokens.numel() else (0, 0)
+    lo, hi = int(lo), int(hi)
+    if lo < 0 or hi >= vocab:
+        raise ValueError(f"{name} must hold token indices in [0, {vocab - 1}], "
+                         f"got values from {lo} to {hi}")
 
 
 def _adam_98(params, lr, **kw):
@@ -271,19 +296,44 @@ RUNS: dict[str, BrokenRun] = {r.name: r for r in (
 
 
 def fix_of_kind(name: str, kind: str) -> Optional[Fix]:
-    """The fix of run ``name`` whose kind is ``kind`` (one of :data:`FIX_KINDS`), or None."""
+    """The fix of run ``name`` whose kind is ``kind`` (one of :data:`FIX_KINDS`), or None.
+
+    Raises:
+        TypeError: ``name`` or ``kind`` not a str.
+        ValueError: ``name`` not a key of :data:`RUNS`; ``kind`` not one of :data:`FIX_KINDS`.
+    """
+    name = _check.choice("name", name, RUNS)
+    kind = _check.choice("kind", kind, FIX_KINDS)
     return next((f for f in RUNS[name].fixes.values() if f.kind == kind), None)
 
 
 def run(name: str, fix: Optional[str] = None, *, every: int = 10) -> Result:
     """Build run ``name`` (a key of :data:`RUNS`), or its fix ``fix``, diagnose it,
-    train it under :func:`~companion.diagnose.watch` and return a :class:`Result`."""
-    if name not in RUNS:
-        raise ValueError(f"name must be one of {list(RUNS)}, got {name!r}")
+    train it under :func:`~companion.diagnose.watch` and return a :class:`Result`.
+
+    ``fix`` is ``None`` (the broken run), the label of one of the run's fixes, or that
+    :class:`Fix` itself (what :func:`fix_of_kind` returns). ``every``: watch's ``every``.
+
+    Raises:
+        TypeError: ``name`` not a str; ``fix`` neither None, a str nor a :class:`Fix`;
+            ``every`` not an int.
+        ValueError: ``name`` not a key of :data:`RUNS`; ``fix`` not one of that run's
+            fixes (the message lists them); ``every < 1``.
+    """
+    name = _check.choice("name", name, RUNS)
     entry = RUNS[name]
+    if isinstance(fix, Fix):
+        if entry.fixes.get(fix.label) != fix:
+            raise ValueError(f"fix must be None or one of {list(entry.fixes)} (or their Fix) "
+                             f"for run {name!r}, got the Fix {fix.label!r} of another run")
+        fix = fix.label
+    elif fix is not None and not isinstance(fix, str):
+        raise _check._type_error("fix", f"None, a fix label of run {name!r} "
+                                 f"({list(entry.fixes)}) or its Fix", fix)
     if fix is not None and fix not in entry.fixes:
         raise ValueError(f"fix must be None or one of {list(entry.fixes)} for run "
                          f"{name!r}, got {fix!r}")
+    every = _check.integer("every", every, minimum=1)
     setup = entry.broken() if fix is None else entry.fixes[fix].build()
     xb = setup.x if setup.batch_size is None else setup.x[:setup.batch_size]
     yb = setup.y if setup.batch_size is None else setup.y[:setup.batch_size]
@@ -299,22 +349,57 @@ def run(name: str, fix: Optional[str] = None, *, every: int = 10) -> Result:
 
 # ------------------------------------------------- models not built with the companion
 class LSTMRegressor(nn.Module):
-    """``nn.LSTM`` (batch first) and a linear readout of the last time step."""
+    """``nn.LSTM`` (batch first) and a linear readout of the last time step.
+
+    Raises:
+        TypeError: a size that is not an int.
+        ValueError: a size < 1.
+    """
 
     def __init__(self, input_size: int = 1, hidden_size: int = 32, num_layers: int = 2):
+        input_size = _check.integer("input_size", input_size, minimum=1)
+        hidden_size = _check.integer("hidden_size", hidden_size, minimum=1)
+        num_layers = _check.integer("num_layers", num_layers, minimum=1)
         super().__init__()
         self.lstm = nn.LSTM(input_size, hidden_size, num_layers, batch_first=True)
         self.head = nn.Linear(hidden_size, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, input_size) -> (B, 1), the readout of the last step.
+
+        Raises:
+            TypeError: ``x`` not a floating tensor of the model's dtype.
+            ValueError: ``x`` not 3-dimensional, empty, or with another ``input_size``.
+        """
+        x = _check.tensor("x", x, ndim=3)
+        if x.shape[-1] != self.lstm.input_size:
+            raise ValueError(f"x must have {self.lstm.input_size} features (its last "
+                             f"dimension, batch first: (B, T, features)), got {_check.show(x)}")
+        if x.dtype != self.head.weight.dtype:
+            raise TypeError(f"x must have the model's dtype "
+                            f"{str(self.head.weight.dtype).replace('torch.', '')}, got "
+                            f"{_check.show(x)}")
         out, _ = self.lstm(x)                  # (B, T, hidden)
         return self.head(out[:, -1])
 
 
 class EncoderClassifier(nn.Module):
-    """Token embedding, ``nn.TransformerEncoder`` (pre-LN) and a per-position head."""
+    """Token embedding, ``nn.TransformerEncoder`` (pre-LN) and a per-position head.
+
+    ``d_model`` must be a multiple of the 4 attention heads.
+
+    Raises:
+        TypeError: a size that is not an int.
+        ValueError: a size < 1, or ``d_model`` not a multiple of 4.
+    """
 
     def __init__(self, vocab: int = VOCAB, d_model: int = 32, num_layers: int = 2):
+        vocab = _check.integer("vocab", vocab, minimum=1)
+        d_model = _check.integer("d_model", d_model, minimum=4)
+        if d_model % 4:
+            raise ValueError(f"d_model must be a multiple of the 4 attention heads, "
+                             f"got {d_model}")
+        num_layers = _check.integer("num_layers", num_layers, minimum=1)
         super().__init__()
         self.embed = nn.Embedding(vocab, d_model)
         layer = nn.TransformerEncoderLayer(d_model, 4, 64, dropout=0.0, batch_first=True,
@@ -323,22 +408,68 @@ class EncoderClassifier(nn.Module):
         self.head = nn.Linear(d_model, vocab)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T) token indices -> (B, T, vocab) logits (a single sequence (T,) too).
+
+        Raises:
+            TypeError: ``tokens`` not an integer tensor.
+            ValueError: ``tokens`` not 1- or 2-dimensional, empty, or with a value
+                outside ``[0, vocab)``.
+        """
+        tokens = _check.tensor("tokens", tokens, floating=False, integral=True, ndim=(1, 2))
+        _check_tokens("tokens", tokens, self.embed.num_embeddings)
         return self.head(self.encoder(self.embed(tokens)))
 
 
 def small_cnn(activation: Callable[[], nn.Module] = nn.ReLU, depth: int = 3) -> nn.Sequential:
     """``depth`` 3x3 convolutions of 8 channels on 1 x 12 x 12 images, then a linear
-    classifier of 4 classes; torch's default initialization."""
+    classifier of 4 classes; torch's default initialization.
+
+    ``activation``: a module class or a function of no arguments returning a module
+    (``nn.ReLU``, ``lambda: nn.LeakyReLU(0.1)``), called once per layer.
+
+    Raises:
+        TypeError: ``activation`` not callable, a module instance (pass its class), or
+            not returning an ``nn.Module``; ``depth`` not an int.
+        ValueError: ``depth < 1``.
+    """
+    if isinstance(activation, nn.Module):
+        raise TypeError(f"activation must be a module class or a function returning a "
+                        f"module, got the instance {_check.show(activation)} (pass "
+                        f"{type(activation).__name__}, or lambda: {_check.show(activation)})")
+    if not callable(activation):
+        raise _check._type_error("activation", "a module class or a function returning a "
+                                 "module", activation)
+    depth = _check.integer("depth", depth, minimum=1)
     layers: list[nn.Module] = []
     for i in range(depth):
-        layers += [nn.Conv2d(1 if i == 0 else 8, 8, 3, padding=1), activation()]
+        layers += [nn.Conv2d(1 if i == 0 else 8, 8, 3, padding=1), _activation(activation)]
     layers += [nn.AdaptiveAvgPool2d(4), nn.Flatten(), nn.Linear(8 * 16, 4)]
     return nn.Sequential(*layers)
 
 
+def _activation(activation: Callable[[], nn.Module]) -> nn.Module:
+    """``activation()``, refused by name unless it is an ``nn.Module``."""
+    try:
+        module = activation()
+    except TypeError as err:
+        raise TypeError(f"activation must be a module class or a function of no arguments "
+                        f"returning a module, but activation() failed: {err}") from err
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"activation must be a module class or a function returning a "
+                        f"module, but activation() returned {_check.show(module)} "
+                        f"(a {type(module).__name__})")
+    return module
+
+
 def foreign_models(seed: int = 0) -> dict[str, tuple[nn.Module, torch.Tensor, torch.Tensor, Any]]:
     """name -> (model, x, y, loss): a small CNN, an ``nn.LSTM`` and an
-    ``nn.TransformerEncoder``, each with a batch it can take (seeded)."""
+    ``nn.TransformerEncoder``, each with a batch it can take (seeded).
+
+    Raises:
+        TypeError: ``seed`` not an int.
+        ValueError: ``seed`` outside ``[0, 2**64 - 1]``.
+    """
+    seed = _check.seed(seed)
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):       # the caller's RNG is left alone
         torch.manual_seed(seed)                   # torch's own initializers use it

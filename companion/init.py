@@ -12,8 +12,10 @@ Fans follow torch: a weight of shape ``(out, in, *kernel)`` has
 :math:`n_\text{out} = \text{out}\cdot\prod\text{kernel}`.
 
 Differences from torch: a negative ``gain`` or ``std`` raises ``ValueError`` (torch
-errors for some and silently flips signs for others), as do a bad ``mode`` or
-``nonlinearity`` before anything else is checked.
+errors for some and silently flips signs for others; a gain of 0 is allowed and gives
+zeros), as do a bad ``mode`` or ``nonlinearity`` even for an empty tensor (torch skips
+its checks there). Every argument is checked where it enters, in the order of the
+signature: ``TypeError`` for a wrong type, ``ValueError`` for a wrong value.
 
 Example::
 
@@ -27,12 +29,13 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 from types import MappingProxyType
 from typing import Any, Callable
 
 import numpy as np
 import torch
+
+from . import _check
 
 __all__ = [
     "calculate_gain", "calculate_fan_in_and_fan_out", "xavier_std", "kaiming_std",
@@ -51,57 +54,48 @@ MODES = ("fan_in", "fan_out")
 
 
 # ------------------------------------------------------------------------------ checks
-def _check_array(tensor: object) -> None:
-    if not isinstance(tensor, (torch.Tensor, np.ndarray)):
-        raise TypeError(f"tensor must be a torch.Tensor or np.ndarray, "
-                        f"got {type(tensor).__name__}")
+def _float_array(tensor: object) -> Array:
+    """The array an in-place initializer fills: numpy or torch, real floating dtype (any
+    shape, empty included: torch leaves an empty tensor alone)."""
+    return _check.array("tensor", tensor, floating=True, nonempty=False)
 
 
-def _check_float_array(tensor: object) -> None:
-    _check_array(tensor)
-    floating = (tensor.is_floating_point() if isinstance(tensor, torch.Tensor)
-                else tensor.dtype.kind == "f")
-    if not floating:
-        raise TypeError(f"tensor must have a floating-point dtype, got {tensor.dtype}")
+def _float_weight(tensor: object) -> tuple[int, int]:
+    """:func:`_float_array` with at least 2 dimensions; its ``(fan_in, fan_out)``."""
+    return _fans(_float_array(tensor))
 
 
-def _check_real(name: str, value: object, *, nonnegative: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    if not math.isfinite(value) or (nonnegative and value < 0):
-        need = "finite and non-negative" if nonnegative else "finite"
-        raise ValueError(f"{name} must be {need}, got {value}")
-    return value
+def _any_array(tensor: object) -> Array:
+    """A numpy array or torch tensor of any numeric dtype (zeros_, constant_, fans)."""
+    return _check.array("tensor", tensor, floating=False, nonempty=False)
 
 
-def _check_choice(name: str, value: object, valid: tuple[str, ...]) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, got {value!r}")
-    if value not in valid:
-        raise ValueError(f"{name} must be one of {list(valid)}, got {value!r}")
-    return value
-
-
-def _numpy_rng(generator: object) -> np.random.Generator:
+def _check_generator(tensor: Array, generator: object) -> None:
+    """``generator`` matches the kind of ``tensor``: a torch.Generator for a tensor, a
+    numpy.random.Generator for an array, or None (the global RNG / a fresh default_rng)."""
     if generator is None:
-        return np.random.default_rng()
-    if not isinstance(generator, np.random.Generator):
-        raise TypeError(f"generator for a numpy array must be a numpy.random.Generator "
-                        f"or None, got {type(generator).__name__}")
-    return generator
+        return
+    if isinstance(tensor, torch.Tensor):
+        _check.instance("generator", generator, torch.Generator,
+                        "a torch.Generator (or None) for a torch tensor")
+    else:
+        _check.instance("generator", generator, np.random.Generator,
+                        "a numpy.random.Generator (or None) for a numpy array")
 
 
-def _check_torch_generator(generator: object) -> None:
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator for a torch tensor must be a torch.Generator or None, "
-                        f"got {type(generator).__name__}")
+def _numpy_rng(generator: np.random.Generator | None) -> np.random.Generator:
+    return np.random.default_rng() if generator is None else generator
+
+
+def _gain(gain: object) -> float:
+    """A finite gain >= 0 (0 gives zeros; a negative one would flip signs silently)."""
+    return _check.nonnegative("gain", gain)
 
 
 # ------------------------------------------------------- drawing, exactly as torch does
 def _fill_uniform(tensor: Array, bound: float, generator: Generator) -> Array:
     """Fill with :math:`U(-\\text{bound}, \\text{bound})`."""
     if isinstance(tensor, torch.Tensor):
-        _check_torch_generator(generator)
         with torch.no_grad():
             return tensor.uniform_(-bound, bound, generator=generator)
     tensor[...] = _numpy_rng(generator).uniform(-bound, bound, size=tensor.shape)
@@ -111,7 +105,6 @@ def _fill_uniform(tensor: Array, bound: float, generator: Generator) -> Array:
 def _fill_normal(tensor: Array, mean: float, std: float, generator: Generator) -> Array:
     """Fill with :math:`\\mathcal N(\\text{mean}, \\text{std}^2)`."""
     if isinstance(tensor, torch.Tensor):
-        _check_torch_generator(generator)
         with torch.no_grad():
             return tensor.normal_(mean, std, generator=generator)
     tensor[...] = _numpy_rng(generator).normal(mean, std, size=tensor.shape)
@@ -124,19 +117,22 @@ def calculate_fan_in_and_fan_out(tensor: Array) -> tuple[int, int]:
 
     :math:`n_\text{in} = \text{in}\cdot r`, :math:`n_\text{out} = \text{out}\cdot r`
     with receptive field :math:`r = \prod \text{kernel}` (1 for a Linear weight).
+
+    Raises:
+        TypeError: ``tensor`` is not a numpy array or torch tensor of a numeric dtype.
+        ValueError: ``tensor`` has fewer than 2 dimensions (as torch).
     """
-    _check_array(tensor)
+    _any_array(tensor)
+    return _fans(tensor)
+
+
+def _fans(tensor: Array) -> tuple[int, int]:
     shape = tuple(tensor.shape)
     if len(shape) < 2:
         raise ValueError(f"tensor must have at least 2 dimensions to compute fan_in and "
                          f"fan_out, got shape {shape}")
     receptive_field = math.prod(shape[2:])
     return shape[1] * receptive_field, shape[0] * receptive_field
-
-
-def _fan(tensor: Array, mode: str) -> int:
-    fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
-    return fan_in if mode == "fan_in" else fan_out
 
 
 def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
@@ -146,8 +142,20 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     leaky_relu: :math:`\sqrt{2/(1+a^2)}` with slope ``param`` (default 0.01),
     selu: 3/4 -- the values of ``torch.nn.init.calculate_gain``. For ReLU,
     :math:`\mathbb E[\text{relu}(z)^2] = \tfrac12\mathbb E[z^2]`, hence :math:`g^2 = 2`.
+    ``param`` is used by leaky_relu only (as in torch), but checked for every name.
+
+    Raises:
+        TypeError: ``nonlinearity`` is not a str; ``param`` is neither None nor a real
+            number.
+        ValueError: ``nonlinearity`` is not one of ``NONLINEARITIES``; ``param`` is NaN
+            or infinite.
     """
-    _check_choice("nonlinearity", nonlinearity, NONLINEARITIES)
+    _check.choice("nonlinearity", nonlinearity, NONLINEARITIES)
+    param = _check.optional_real("param (negative_slope)", param)
+    return _gain_of(nonlinearity, param)
+
+
+def _gain_of(nonlinearity: str, param: float | None) -> float:
     if nonlinearity in _LINEAR_NAMES or nonlinearity == "sigmoid":
         return 1.0
     if nonlinearity == "tanh":
@@ -155,40 +163,76 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     if nonlinearity == "relu":
         return math.sqrt(2.0)
     if nonlinearity == "leaky_relu":
-        a = 0.01 if param is None else _check_real("param (negative_slope)", param)
+        a = 0.01 if param is None else param
         return math.sqrt(2.0 / (1 + a**2))
     return 3.0 / 4  # selu: found empirically (pytorch/pytorch#50664)
 
 
 # --------------------------------------------------------- the book's scale formulas
 def xavier_std(fan_in: int, fan_out: int, gain: float = 1.0) -> float:
-    r"""Glorot & Bengio (2010): :math:`\sigma = g\sqrt{2/(n_\text{in}+n_\text{out})}`."""
+    r"""Glorot & Bengio (2010): :math:`\sigma = g\sqrt{2/(n_\text{in}+n_\text{out})}`.
+
+    Raises:
+        TypeError: a fan that is not an int, a gain that is not a real number.
+        ValueError: a fan < 1, a negative, NaN or infinite gain.
+    """
+    fan_in = _check.integer("fan_in", fan_in, minimum=1)
+    fan_out = _check.integer("fan_out", fan_out, minimum=1)
+    gain = _gain(gain)
     return gain * math.sqrt(2.0 / float(fan_in + fan_out))
 
 
 def kaiming_std(fan: int, gain: float) -> float:
-    r"""He et al. (2015): :math:`\sigma = g/\sqrt{n}`, :math:`n` = fan_in or fan_out."""
+    r"""He et al. (2015): :math:`\sigma = g/\sqrt{n}`, :math:`n` = fan_in or fan_out.
+
+    Raises:
+        TypeError: ``fan`` is not an int, ``gain`` not a real number.
+        ValueError: ``fan < 1``; ``gain`` negative, NaN or infinite.
+    """
+    fan = _check.integer("fan", fan, minimum=1)
+    gain = _gain(gain)
     return gain / math.sqrt(fan)
 
 
 def lecun_std(fan_in: int) -> float:
-    r"""LeCun et al. (1998): :math:`\sigma = 1/\sqrt{n_\text{in}}` (He with :math:`g=1`)."""
+    r"""LeCun et al. (1998): :math:`\sigma = 1/\sqrt{n_\text{in}}` (He with :math:`g=1`).
+
+    Raises:
+        TypeError: ``fan_in`` is not an int.
+        ValueError: ``fan_in < 1``.
+    """
+    fan_in = _check.integer("fan_in", fan_in, minimum=1)
     return 1 / math.sqrt(fan_in)
 
 
 def uniform_bound(std: float) -> float:
-    r""":math:`U(-b, b)` has variance :math:`b^2/3`, so :math:`b = \sqrt3\,\sigma`."""
+    r""":math:`U(-b, b)` has variance :math:`b^2/3`, so :math:`b = \sqrt3\,\sigma`.
+
+    Raises:
+        TypeError: ``std`` is not a real number.
+        ValueError: ``std`` is negative, NaN or infinite.
+    """
+    std = _check.nonnegative("std", std)
     return math.sqrt(3.0) * std
 
 
 # --------------------------------------------------------------------- the initializers
 def xavier_uniform_(tensor: Array, gain: float = 1.0,
                     generator: Generator = None) -> Array:
-    r"""Fill with :math:`U(-b, b)`, :math:`b = g\sqrt{6/(n_\text{in}+n_\text{out})}`."""
-    _check_float_array(tensor)
-    gain = _check_real("gain", gain, nonnegative=True)
-    fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
-    if fan_in + fan_out == 0:
+    r"""Fill with :math:`U(-b, b)`, :math:`b = g\sqrt{6/(n_\text{in}+n_\text{out})}`.
+
+    Raises:
+        TypeError: ``tensor`` is not a numpy array or torch tensor with a real floating
+            dtype; ``gain`` is not a real number; a ``generator`` of the wrong kind for
+            ``tensor`` (a ``torch.Generator`` for a tensor, a ``numpy.random.Generator``
+            for an array).
+        ValueError: ``tensor`` has fewer than 2 dimensions; ``gain`` is negative, NaN or
+            infinite.
+    """
+    fan_in, fan_out = _float_weight(tensor)
+    gain = _gain(gain)
+    _check_generator(tensor, generator)
+    if math.prod(tensor.shape) == 0:
         return tensor  # an empty tensor: nothing to draw
     return _fill_uniform(tensor, uniform_bound(xavier_std(fan_in, fan_out, gain)), generator)
 
@@ -196,24 +240,37 @@ def xavier_uniform_(tensor: Array, gain: float = 1.0,
 def xavier_normal_(tensor: Array, gain: float = 1.0,
                    generator: Generator = None) -> Array:
     r"""Fill with :math:`\mathcal N(0, \sigma^2)`,
-    :math:`\sigma = g\sqrt{2/(n_\text{in}+n_\text{out})}`."""
-    _check_float_array(tensor)
-    gain = _check_real("gain", gain, nonnegative=True)
-    fan_in, fan_out = calculate_fan_in_and_fan_out(tensor)
-    if fan_in + fan_out == 0:
+    :math:`\sigma = g\sqrt{2/(n_\text{in}+n_\text{out})}`.
+
+    Raises:
+        TypeError: ``tensor`` is not a numpy array or torch tensor with a real floating
+            dtype; ``gain`` is not a real number; a ``generator`` of the wrong kind for
+            ``tensor`` (a ``torch.Generator`` for a tensor, a ``numpy.random.Generator``
+            for an array).
+        ValueError: ``tensor`` has fewer than 2 dimensions; ``gain`` is negative, NaN or
+            infinite.
+    """
+    fan_in, fan_out = _float_weight(tensor)
+    gain = _gain(gain)
+    _check_generator(tensor, generator)
+    if math.prod(tensor.shape) == 0:
         return tensor  # an empty tensor: nothing to draw
     return _fill_normal(tensor, 0.0, xavier_std(fan_in, fan_out, gain), generator)
 
 
-def _kaiming_args(tensor: Array, a: float, mode: str, nonlinearity: str) -> float | None:
+def _kaiming_args(tensor: Array, a: float, mode: str, nonlinearity: str,
+                  generator: Generator) -> float | None:
     """Validate; return :math:`\\sigma = g/\\sqrt{n}`, or None for an empty tensor."""
-    _check_float_array(tensor)
-    _check_choice("mode", mode, MODES)
-    gain = calculate_gain(nonlinearity, _check_real("a", a))
+    fan_in, fan_out = _float_weight(tensor)  # rejects 1-d tensors, empty or not
+    a = _check.real("a", a)
+    _check.choice("mode", mode, MODES)
+    _check.choice("nonlinearity", nonlinearity, NONLINEARITIES)
+    _check_generator(tensor, generator)
+    gain = _gain_of(nonlinearity, a)
+    fan = fan_in if mode == "fan_in" else fan_out
     if 0 in tuple(tensor.shape):
-        calculate_fan_in_and_fan_out(tensor)  # still reject 1-d tensors
         return None  # torch: "Initializing zero-element tensors is a no-op"
-    return kaiming_std(_fan(tensor, mode), gain)
+    return kaiming_std(fan, gain)
 
 
 def kaiming_uniform_(tensor: Array, a: float = 0, mode: str = "fan_in",
@@ -223,8 +280,15 @@ def kaiming_uniform_(tensor: Array, a: float = 0, mode: str = "fan_in",
     ``a`` is the leaky_relu slope for the gain; ``mode`` picks :math:`n`: ``"fan_in"``
     keeps the forward variance, ``"fan_out"`` the backward one. torch's default
     ``nonlinearity="leaky_relu"`` with ``a=0`` gives the ReLU gain :math:`\sqrt2`.
+
+    Raises:
+        TypeError: ``tensor`` is not a numpy array or torch tensor with a real floating
+            dtype; ``a`` is not a real number; ``mode`` or ``nonlinearity`` is not a str;
+            a ``generator`` of the wrong kind for ``tensor``.
+        ValueError: ``tensor`` has fewer than 2 dimensions; ``a`` is NaN or infinite;
+            ``mode`` is not ``"fan_in"``/``"fan_out"``; an unknown ``nonlinearity``.
     """
-    std = _kaiming_args(tensor, a, mode, nonlinearity)
+    std = _kaiming_args(tensor, a, mode, nonlinearity, generator)
     return tensor if std is None else _fill_uniform(tensor, uniform_bound(std), generator)
 
 
@@ -232,9 +296,9 @@ def kaiming_normal_(tensor: Array, a: float = 0, mode: str = "fan_in",
                     nonlinearity: str = "leaky_relu", generator: Generator = None) -> Array:
     r"""Fill with :math:`\mathcal N(0, \sigma^2)`, :math:`\sigma = g/\sqrt{n}` (He normal).
 
-    Arguments as in :func:`kaiming_uniform_`.
+    Arguments and errors as in :func:`kaiming_uniform_`.
     """
-    std = _kaiming_args(tensor, a, mode, nonlinearity)
+    std = _kaiming_args(tensor, a, mode, nonlinearity, generator)
     return tensor if std is None else _fill_normal(tensor, 0.0, std, generator)
 
 
@@ -243,10 +307,16 @@ def lecun_normal_(tensor: Array, generator: Generator = None) -> Array:
 
     Not in torch; it draws exactly what ``torch.nn.init.kaiming_normal_(tensor,
     nonlinearity="linear")`` draws.
+
+    Raises:
+        TypeError: ``tensor`` is not a numpy array or torch tensor with a real floating
+            dtype; a ``generator`` of the wrong kind for ``tensor`` (a
+            ``torch.Generator`` for a tensor, a ``numpy.random.Generator`` for an array).
+        ValueError: ``tensor`` has fewer than 2 dimensions.
     """
-    _check_float_array(tensor)
-    fan_in, _ = calculate_fan_in_and_fan_out(tensor)
-    if fan_in == 0:
+    fan_in, _ = _float_weight(tensor)
+    _check_generator(tensor, generator)
+    if math.prod(tensor.shape) == 0:
         return tensor
     return _fill_normal(tensor, 0.0, lecun_std(fan_in), generator)
 
@@ -259,18 +329,26 @@ def orthogonal_(tensor: Array, gain: float = 1, generator: Generator = None) -> 
     :math:`W = g\,Q\operatorname{diag}(\operatorname{sign} R_{ii})`; the sign fix makes
     :math:`Q` Haar-distributed (Mezzadri, 2007). Then :math:`W W^\top = g^2 I` (wide)
     or :math:`W^\top W = g^2 I` (tall).
+
+    Raises:
+        TypeError: ``tensor`` is not a numpy array or torch tensor with a real floating
+            dtype; ``gain`` is not a real number; a ``generator`` of the wrong kind for
+            ``tensor`` (a ``torch.Generator`` for a tensor, a ``numpy.random.Generator``
+            for an array).
+        ValueError: ``tensor`` has fewer than 2 dimensions; ``gain`` is negative, NaN or
+            infinite.
     """
-    _check_float_array(tensor)
-    gain = _check_real("gain", gain, nonnegative=True)
+    _float_array(tensor)
     if tensor.ndim < 2:
         raise ValueError(f"tensor must have at least 2 dimensions, got shape "
                          f"{tuple(tensor.shape)}")
+    gain = _gain(gain)
+    _check_generator(tensor, generator)
     rows = tensor.shape[0]
     if rows == 0 or math.prod(tensor.shape) == 0:
         return tensor
     cols = math.prod(tensor.shape) // rows
     if isinstance(tensor, torch.Tensor):
-        _check_torch_generator(generator)
         # 1. draw, as torch: a (rows, cols) standard normal matrix, transposed if wide
         flattened = tensor.new_empty((rows, cols)).normal_(0, 1, generator=generator)
         if rows < cols:
@@ -297,18 +375,31 @@ def orthogonal_(tensor: Array, gain: float = 1, generator: Generator = None) -> 
 
 def normal_(tensor: Array, mean: float = 0.0, std: float = 1.0,
             generator: Generator = None) -> Array:
-    r"""Fill with :math:`\mathcal N(\text{mean}, \text{std}^2)`."""
-    _check_float_array(tensor)
-    mean = _check_real("mean", mean)
-    std = _check_real("std", std, nonnegative=True)
+    r"""Fill with :math:`\mathcal N(\text{mean}, \text{std}^2)` (any shape).
+
+    Raises:
+        TypeError: ``tensor`` is not a numpy array or torch tensor with a real floating
+            dtype; ``mean`` or ``std`` is not a real number; a ``generator`` of the
+            wrong kind for ``tensor``.
+        ValueError: ``mean`` is NaN or infinite; ``std`` is negative, NaN or infinite.
+    """
+    _float_array(tensor)
+    mean = _check.real("mean", mean)
+    std = _check.nonnegative("std", std)
+    _check_generator(tensor, generator)
     return _fill_normal(tensor, mean, std, generator)
 
 
 def constant_(tensor: Array, val: float) -> Array:
-    """Fill with ``val``."""
-    _check_array(tensor)
-    if isinstance(val, bool) or not isinstance(val, numbers.Number):
-        raise TypeError(f"val must be a number, got {val!r}")
+    """Fill with ``val`` (any shape and numeric dtype).
+
+    Raises:
+        TypeError: ``tensor`` is not a numpy array or torch tensor of a numeric dtype;
+            ``val`` is not a real number.
+        ValueError: ``val`` is NaN or infinite.
+    """
+    _any_array(tensor)
+    _check.real("val", val)  # the original val is filled: ints stay exact
     if isinstance(tensor, torch.Tensor):
         with torch.no_grad():
             return tensor.fill_(val)
@@ -317,8 +408,12 @@ def constant_(tensor: Array, val: float) -> Array:
 
 
 def zeros_(tensor: Array) -> Array:
-    """Fill with zeros."""
-    _check_array(tensor)
+    """Fill with zeros (any shape and numeric dtype).
+
+    Raises:
+        TypeError: ``tensor`` is not a numpy array or torch tensor of a numeric dtype.
+    """
+    _any_array(tensor)
     if isinstance(tensor, torch.Tensor):
         with torch.no_grad():
             return tensor.zero_()
@@ -354,5 +449,10 @@ def get_initializer(name: str) -> Callable[..., Array]:
 
         get_initializer("kaiming_normal")(w)                       # He, ReLU
         get_initializer("kaiming_normal")(w, nonlinearity="tanh")  # gain 5/3
+
+    Raises:
+        TypeError: ``name`` is not a str.
+        ValueError: ``name`` is not a key of :data:`INITIALIZERS` (the message lists them).
     """
-    return INITIALIZERS[_check_choice("initializer", name, tuple(INITIALIZERS))]
+    _check.string("initializer name", name)
+    return INITIALIZERS[_check.choice("initializer name", name, tuple(INITIALIZERS))]

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import contextlib
 import math
-import numbers
 from collections import OrderedDict
 from typing import Callable
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from . import _check
 
 __all__ = ["mlp", "SimpleRNN", "BatchFirst", "rnn_gradient_norms", "NORMS"]
 
@@ -36,38 +37,16 @@ _RECURRENT_INITS = ("gaussian", "orthogonal")
 
 
 # ----------------------------------------------------------------------------- checks
-def _check_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r} ({type(value).__name__})")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def _check_real(name: str, value: object, *, positive: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
-    value = float(value)
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        bound = "positive" if positive else "non-negative"
-        raise ValueError(f"{name} must be finite and {bound}, got {value}")
-    return value
-
-
-def _check_seed(seed: object) -> torch.Generator | None:
+def _generator(seed: object, name: str = "seed") -> torch.Generator | None:
     """A private generator seeded with ``seed`` (``None`` -> use torch's global RNG)."""
-    if seed is None:
-        return None
-    seed = _check_int("seed", seed, minimum=0)
-    return torch.Generator().manual_seed(seed)
+    seed = _check.optional_seed(seed, name)
+    return None if seed is None else torch.Generator().manual_seed(seed)
 
 
 def _activation(name: object):
-    if not isinstance(name, str):
-        raise TypeError(f"activation must be a name (str), got {name!r}")
     from companion import activations  # imported lazily: sibling module
 
-    return activations.get(name)  # raises ValueError listing the valid names
+    return activations.get(name)  # raises TypeError / ValueError listing the valid names
 
 
 # -------------------------------------------------------------------------------- MLP
@@ -159,10 +138,13 @@ def mlp(
         ``nn.Sequential`` of float32 modules (call ``.double()`` for float64).
 
     Raises:
-        TypeError: a size that is not an int (bools and floats included), a
-            non-numeric scale, an ``init`` that is neither a name nor callable.
-        ValueError: a size < 1, ``weight_scale <= 0``, ``bias_std < 0``, an unknown
-            activation, initializer or norm name.
+        TypeError: a size that is not an int (bools and floats included), an
+            ``activation`` that is not a str, a non-numeric scale, an ``init`` or
+            ``norm`` that is neither None, a name nor a callable (a class for ``init``),
+            a ``bias`` that is not True/False, a ``seed`` that is not an int.
+        ValueError: a size < 1, ``weight_scale <= 0``, ``bias_std < 0`` (or > 0 with
+            ``bias=False``), NaN or infinite scales, an unknown activation, initializer
+            or norm name, a ``seed`` outside ``[0, 2**64 - 1]``.
 
     References:
         LeCun et al., *Efficient BackProp* (1998); Glorot & Bengio (2010);
@@ -174,21 +156,19 @@ def mlp(
         >>> [n for n, _ in net.named_children()]
         ['fc1', 'act1', 'fc2', 'act2', 'fc3', 'act3', 'out']
     """
-    in_features = _check_int("in_features", in_features)
-    out_features = _check_int("out_features", out_features)
-    width = _check_int("width", width)
-    depth = _check_int("depth", depth)
-    weight_scale = _check_real("weight_scale", weight_scale, positive=True)
-    bias_std = _check_real("bias_std", bias_std, positive=False)
-    if not isinstance(bias, bool):
-        raise TypeError(f"bias must be a bool, got {bias!r}")
+    in_features = _check.integer("in_features", in_features, minimum=1)
+    out_features = _check.integer("out_features", out_features, minimum=1)
+    width = _check.integer("width", width, minimum=1)
+    depth = _check.integer("depth", depth, minimum=1)
+    act = _activation(activation)
+    weight_scale = _check.positive("weight_scale", weight_scale)
+    _check_init(init)
+    bias = _check.flag("bias", bias)
+    bias_std = _check.nonnegative("bias_std", bias_std)
     if not bias and bias_std > 0:
         raise ValueError(f"bias_std must be 0 when bias=False, got {bias_std}")
-    if init is not None and not isinstance(init, str) and not callable(init):
-        raise TypeError(f"init must be None, an initializer name or a callable, got {init!r}")
     make_norm = _norm_factory(norm)
-    generator = _check_seed(seed)
-    act = _activation(activation)
+    generator = _generator(seed)
     nonlinearity = act.name if act.name in _GAIN_NAMES else "relu"
 
     sizes = [in_features] + [width] * depth + [out_features]
@@ -215,10 +195,25 @@ def mlp(
 NORMS = ("batch", "layer", "rms", "group")
 
 
+def _check_init(init: object) -> None:
+    """``init`` of :func:`mlp`: None, an initializer name or a function ``f(weight)``."""
+    if init is None:
+        return
+    if isinstance(init, str):
+        from companion.init import INITIALIZERS  # imported lazily: sibling module
+
+        _check.choice("init", init, INITIALIZERS)
+        return
+    _check.function("init", init, "None, an initializer name or a callable f(weight)")
+
+
 def _norm_factory(norm: object) -> Callable[[int], nn.Module] | None:
     """``norm`` of :func:`mlp` -> ``f(width)`` building one norm layer (or None)."""
     if norm is None:
         return None
+    if not isinstance(norm, str) and not callable(norm):
+        raise TypeError(f"norm must be None, one of {NORMS} or a callable f(width), "
+                        f"got {_check.show(norm)} ({type(norm).__name__})")
     if callable(norm):
         def make(width: int) -> nn.Module:
             module = norm(width)
@@ -230,7 +225,7 @@ def _norm_factory(norm: object) -> Callable[[int], nn.Module] | None:
 
     table = {"batch": norms.BatchNorm1d, "layer": norms.LayerNorm, "rms": norms.RMSNorm,
              "group": lambda width: norms.GroupNorm(math.gcd(width, 8), width)}
-    if not isinstance(norm, str) or norm not in table:
+    if norm not in table:
         raise ValueError(f"norm must be None, one of {NORMS} or a callable f(width), got {norm!r}")
     return table[norm]
 
@@ -287,6 +282,12 @@ class SimpleRNN(nn.Module):
     ``(B, hidden_size)``); when they require grad, ``retain_grad()`` was called on them,
     so after ``loss.backward()`` ``h.grad`` is :math:`\partial L/\partial h_t`.
 
+    Raises:
+        TypeError: a size or ``seed`` that is not an int, an ``activation`` or
+            ``recurrent_init`` that is not a str, a non-numeric ``spectral_radius``.
+        ValueError: a size < 1, ``spectral_radius`` <= 0 (or NaN, infinite), an unknown
+            activation or ``recurrent_init``, a ``seed`` outside ``[0, 2**64 - 1]``.
+
     Example::
 
         >>> rnn = SimpleRNN(3, 16, spectral_radius=1.5, seed=0)
@@ -306,16 +307,14 @@ class SimpleRNN(nn.Module):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        self.input_size = _check_int("input_size", input_size)
-        self.hidden_size = _check_int("hidden_size", hidden_size)
-        self.output_size = _check_int("output_size", output_size)
-        self.spectral_radius = _check_real("spectral_radius", spectral_radius, positive=True)
-        if recurrent_init not in _RECURRENT_INITS:
-            raise ValueError(
-                f"recurrent_init must be one of {_RECURRENT_INITS}, got {recurrent_init!r}")
-        self.recurrent_init = recurrent_init
-        gen = _check_seed(seed)
-        self.act = _activation(activation).module()
+        self.input_size = _check.integer("input_size", input_size, minimum=1)
+        self.hidden_size = _check.integer("hidden_size", hidden_size, minimum=1)
+        self.output_size = _check.integer("output_size", output_size, minimum=1)
+        act = _activation(activation)
+        self.spectral_radius = _check.positive("spectral_radius", spectral_radius)
+        self.recurrent_init = _check.choice("recurrent_init", recurrent_init, _RECURRENT_INITS)
+        gen = _generator(seed)
+        self.act = act.module()
         n_x, n_h = self.input_size, self.hidden_size
 
         self.W_xh = nn.Parameter(torch.randn(n_h, n_x, generator=gen) / math.sqrt(n_x))
@@ -325,10 +324,15 @@ class SimpleRNN(nn.Module):
         self.hidden_states: list[Tensor] = []
 
     def forward(self, x: Tensor) -> Tensor:
-        """``x``: (T, B, input_size), time first. Returns ``y``: (B, output_size)."""
-        if x.dim() != 3 or x.shape[2] != self.input_size or x.shape[0] < 1:
-            raise ValueError(
-                f"x must have shape (T, B, {self.input_size}) with T >= 1, got {tuple(x.shape)}")
+        """``x``: (T, B, input_size), time first. Returns ``y``: (B, output_size).
+
+        Raises:
+            TypeError: ``x`` is not a torch tensor, not floating, or not of the model's
+                dtype (float32 unless the model was converted, e.g. by ``.double()``).
+            ValueError: ``x`` is not 3-D with ``input_size`` features, is empty (T or
+                B = 0), or holds NaN or infinite values.
+        """
+        _sequence_input("x", x, self.input_size, self.W_hh.dtype, "(T, B, {})", finite=True)
         T, B, _ = x.shape
         h = x.new_zeros(B, self.hidden_size)                        # h_0: (B, n_h)
         self.hidden_states = []
@@ -351,16 +355,53 @@ class SimpleRNN(nn.Module):
                 f"recurrent_init={self.recurrent_init!r}")
 
 
+def _sequence_input(name: str, x: object, features: int | None, dtype: torch.dtype | None,
+                    layout: str, *, finite: bool) -> Tensor:
+    """A non-empty 3-D floating tensor with ``features`` in its last dim and the model's
+    ``dtype`` (``layout`` names the dims for the message, ``{}`` the features)."""
+    want = layout.format(features if features is not None else "features")
+    x = _check.tensor(name, x, nonempty=False)  # a tensor, real floating
+    if x.ndim != 3:
+        raise ValueError(f"{name} must have shape {want}, got {_check.show(x)}")
+    if features is not None and x.shape[2] != features:
+        raise ValueError(f"{name} must have shape {want} ({features} features in the last "
+                         f"dimension), got {_check.show(x)}")
+    if x.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got {_check.show(x)}")
+    if dtype is not None and x.dtype != dtype:
+        raise TypeError(f"{name} must have the model's dtype {str(dtype).replace('torch.', '')},"
+                        f" got {_check.show(x)} (convert with x.to({dtype}))")
+    if finite:
+        _check.finite_values(name, x)
+    return x
+
+
 class BatchFirst(nn.Module):
     """Wraps a time-first model such as :class:`SimpleRNN` for batch-first data:
     ``(B, T, features)`` -> ``(T, B, features)``, so that :func:`companion.train.train`
-    (which slices minibatches along dim 0) can train it."""
+    (which slices minibatches along dim 0) can train it.
+
+    Raises:
+        TypeError: ``rnn`` is not a ``torch.nn.Module`` instance.
+    """
 
     def __init__(self, rnn: nn.Module):
         super().__init__()
-        self.rnn = rnn
+        self.rnn = _check.module("rnn", rnn)
 
     def forward(self, x: Tensor) -> Tensor:
+        """``x``: (B, T, features), batch first; returns ``rnn(x.transpose(0, 1))``.
+
+        Raises:
+            TypeError: ``x`` is not a floating torch tensor of the wrapped model's dtype.
+            ValueError: ``x`` is not 3-D, is empty, or (for a wrapped model with an
+                ``input_size``) has the wrong number of features.
+        """
+        features = getattr(self.rnn, "input_size", None)
+        features = features if isinstance(features, int) else None
+        param = next(self.rnn.parameters(), None)
+        _sequence_input("x", x, features, None if param is None else param.dtype,
+                        "(B, T, {})", finite=False)
         return self.rnn(x.transpose(0, 1))
 
 
@@ -392,6 +433,13 @@ def rnn_gradient_norms(
     Returns:
         float64 array of length ``seq_len``.
 
+    ``seed=None`` draws the input from torch's global RNG instead.
+
+    Raises:
+        TypeError: ``rnn`` is not a :class:`SimpleRNN`; ``seq_len``, ``batch`` or
+            ``seed`` is not an int.
+        ValueError: ``seq_len`` or ``batch`` < 1; ``seed`` outside ``[0, 2**64 - 1]``.
+
     Example::
 
         >>> g = rnn_gradient_norms(SimpleRNN(1, 8, activation="linear",
@@ -399,11 +447,10 @@ def rnn_gradient_norms(
         >>> bool(np.allclose(g[:-1] / g[1:], 0.5))
         True
     """
-    if not isinstance(rnn, SimpleRNN):
-        raise TypeError(f"rnn must be a SimpleRNN, got {type(rnn).__name__}")
-    seq_len = _check_int("seq_len", seq_len)
-    batch = _check_int("batch", batch)
-    gen = _check_seed(seed)
+    _check.instance("rnn", rnn, SimpleRNN, "a SimpleRNN (companion.nets)")
+    seq_len = _check.integer("seq_len", seq_len, minimum=1)
+    batch = _check.integer("batch", batch, minimum=1)
+    gen = _generator(seed)
     x = torch.randn(seq_len, batch, rnn.input_size, generator=gen, dtype=rnn.W_hh.dtype)
     x.requires_grad_(True)          # keeps the graph alive even if the weights are frozen
     with torch.enable_grad():

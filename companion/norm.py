@@ -52,13 +52,14 @@ References: Ioffe & Szegedy (2015); Ba, Kiros & Hinton (2016); Zhang & Sennrich
 """
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from . import _check
 
 __all__ = ["RunningStats", "batch_norm_train", "batch_norm_eval", "layer_norm", "rms_norm",
            "group_norm", "batch_norm_backward", "layer_norm_backward", "BatchNorm1d",
@@ -77,71 +78,98 @@ class RunningStats(NamedTuple):
 
 
 # ----------------------------------------------------------------------------- checks
-def _check_array(name: str, x: object, min_dim: int = 1) -> Array:
-    if not isinstance(x, (np.ndarray, Tensor)):
-        raise TypeError(f"{name} must be a numpy array or a torch tensor, got {type(x).__name__}")
-    if isinstance(x, np.ndarray) and not np.issubdtype(x.dtype, np.floating):
-        raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
-    if isinstance(x, Tensor) and not x.is_floating_point():
-        raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
-    if x.ndim < min_dim:
-        raise ValueError(f"{name} must have at least {min_dim} dimensions, got shape {tuple(x.shape)}")
-    return x
+def _input(name: str, x: object, min_ndim: int = 1) -> Array:
+    """A pure function's ``x`` (or ``grad_y``): a non-empty floating numpy array or torch
+    tensor with at least ``min_ndim`` dimensions. No NaN scan: a diverging network's
+    activations are normalized (to NaN) and passed on, as torch's layers do."""
+    return _check.array(name, x, min_ndim=min_ndim)
 
 
-def _check_eps(eps: object, *, allow_none: bool = False) -> float | None:
-    if eps is None and allow_none:
+def _eps(eps: object, *, optional: bool = False) -> float | None:
+    """``eps``: a finite number >= 0 (or ``None`` where the dtype's epsilon is the default)."""
+    if eps is None and optional:
         return None
-    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
-        raise TypeError(f"eps must be a real number, got {eps!r}")
-    if not (0 <= float(eps) < math.inf):
-        raise ValueError(f"eps must be finite and >= 0, got {eps}")
-    return float(eps)
+    return _check.nonnegative("eps", eps)
 
 
-def _check_momentum(momentum: object) -> float | None:
-    if momentum is None:
-        return None
-    if isinstance(momentum, bool) or not isinstance(momentum, numbers.Real):
-        raise TypeError(f"momentum must be a number in [0, 1] or None, got {momentum!r}")
-    if not 0 <= float(momentum) <= 1:
-        raise ValueError(f"momentum must be in [0, 1] or None, got {momentum}")
-    return float(momentum)
+def _momentum(momentum: object) -> float | None:
+    """``momentum``: ``None`` (the cumulative average) or a number in [0, 1]."""
+    return None if momentum is None else _check.real("momentum", momentum, low=0.0, high=1.0)
 
 
-def _check_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
-
-
-def _check_bool(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-    return value
+def _size(name: str, value: object) -> int:
+    return _check.integer(name, value, minimum=1)
 
 
 def _shape_tuple(normalized_shape: object) -> tuple[int, ...]:
+    """``normalized_shape``: an int or a non-empty sequence of ints >= 1."""
     if isinstance(normalized_shape, numbers.Integral) and not isinstance(normalized_shape, bool):
-        normalized_shape = (normalized_shape,)
-    if not isinstance(normalized_shape, (tuple, list, torch.Size)) or not normalized_shape:
-        raise TypeError(f"normalized_shape must be an int or a non-empty sequence of ints, "
-                        f"got {normalized_shape!r}")
-    return tuple(_check_int("normalized_shape", n) for n in normalized_shape)
+        return (_size("normalized_shape", normalized_shape),)
+    items = _check.sequence("normalized_shape", normalized_shape,
+                            what="an int or a sequence of ints")
+    return tuple(_size(f"normalized_shape[{i}]", n) for i, n in enumerate(items))
 
 
-def _check_param(name: str, p: Array | None, shape: tuple[int, ...]) -> None:
-    if p is not None and tuple(p.shape) != shape:
+def _param(name: str, p: object, shape: tuple[int, ...], x: Array, *,
+           required: bool = False) -> Array | None:
+    """``None`` (unless ``required``) or an array of the kind of ``x`` (numpy with numpy,
+    torch with torch) and of exactly ``shape`` (no broadcasting)."""
+    if p is None and not required:
+        return None
+    p = _check.array(name, p, nonempty=False)
+    _check.same_kind(name, p, "x", x)
+    if tuple(p.shape) != shape:
         raise ValueError(f"{name} must have shape {shape}, got {tuple(p.shape)}")
+    return p
 
 
-def _channel_axes(x: Array, name: str = "x") -> tuple[int, ...]:
+def _running(running: object, C: int, x: Array) -> RunningStats | None:
+    """``None`` or a :class:`RunningStats` whose ``mean`` and ``var`` are ``(C,)`` arrays
+    of ``x``'s kind and whose ``count`` is an int >= 0."""
+    if running is None:
+        return None
+    _check.instance("running", running, RunningStats, "a RunningStats or None")
+    _param("running.mean", running.mean, (C,), x, required=True)
+    _param("running.var", running.var, (C,), x, required=True)
+    _check.integer("running.count", running.count, minimum=0)
+    return running
+
+
+def _factory(device: object, dtype: object) -> dict:
+    """The ``device``/``dtype`` of a module's constructor (torch's factory arguments):
+    ``dtype`` None or a floating torch.dtype, ``device`` None, a str, an int or a
+    torch.device that torch can parse."""
+    if dtype is not None:
+        _check.instance("dtype", dtype, torch.dtype, "None or a torch.dtype")
+        if not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating-point torch.dtype (parameters need "
+                            f"gradients), got {dtype}")
+    if device is not None:
+        if isinstance(device, bool) or not isinstance(device, (str, int, torch.device)):
+            raise TypeError(f"device must be None, a str or a torch.device, got "
+                            f"{_check.show(device)} ({type(device).__name__})")
+        try:
+            torch.device(device)
+        except (RuntimeError, ValueError) as exc:
+            raise ValueError(f"device must name a torch device (e.g. 'cpu'), got "
+                             f"{device!r}") from None
+    return {"device": device, "dtype": dtype}
+
+
+def _module_input(module: nn.Module, x: object, ref: Tensor | None) -> Tensor:
+    """A module's input: a non-empty floating tensor with the dtype of ``ref`` (the
+    module's weight or running mean; torch refuses mixed dtypes too)."""
+    x = _check.tensor("x", x)
+    if ref is not None and x.dtype != ref.dtype:
+        want = str(ref.dtype).replace("torch.", "")
+        raise TypeError(f"x must have the module's dtype {want}, got {_check.show(x)} "
+                        f"(convert it with x.to({ref.dtype}), or the module with "
+                        f".to({x.dtype}))")
+    return x
+
+
+def _channel_axes(x: Array) -> tuple[int, ...]:
     """Every axis but the channel axis 1: (0,) for (N, C), (0, 2, 3) for (N, C, H, W)."""
-    if x.ndim < 2:
-        raise ValueError(f"{name} must have shape (N, C, ...) with at least 2 dimensions, "
-                         f"got {tuple(x.shape)}")
     return (0,) + tuple(range(2, x.ndim))
 
 
@@ -178,21 +206,25 @@ def batch_norm_train(x: Array, gamma: Array | None = None, beta: Array | None = 
         ``None`` when ``running`` is ``None``.
 
     Raises:
-        TypeError: ``x`` not a floating array/tensor. ValueError: fewer than 2
-        dimensions, a single value per channel (the variance is undefined), ``gamma``,
-        ``beta`` or the running statistics not of shape ``(C,)``, a bad ``eps`` or
-        ``momentum``.
+        TypeError: ``x`` not a floating numpy array or torch tensor; ``gamma``, ``beta``,
+            ``running.mean``/``running.var`` not arrays of ``x``'s kind (numpy with numpy,
+            torch with torch); ``running`` not a :class:`RunningStats`; ``eps`` or
+            ``momentum`` not a number.
+        ValueError: ``x`` empty or with fewer than 2 dimensions, or a single value per
+            channel (the variance is undefined); ``gamma``, ``beta`` or the running
+            statistics not of shape ``(C,)``; ``running.count`` < 0; ``eps`` < 0 or not
+            finite; ``momentum`` outside [0, 1].
     """
-    x = _check_array("x", x, min_dim=2)
+    x = _input("x", x, min_ndim=2)
     axes = _channel_axes(x)
-    eps, momentum = _check_eps(eps), _check_momentum(momentum)
+    C = x.shape[1]
+    gamma, beta = _param("gamma", gamma, (C,), x), _param("beta", beta, (C,), x)
+    running = _running(running, C, x)
+    momentum, eps = _momentum(momentum), _eps(eps)
     n = _values_per_channel(x)
     if n < 2:
         raise ValueError(f"Expected more than 1 value per channel when training, got input "
-                         f"of shape {tuple(x.shape)}")
-    C = x.shape[1]
-    for name, p in (("gamma", gamma), ("beta", beta)):
-        _check_param(name, p, (C,))
+                         f"x of shape {tuple(x.shape)}")
     mu = x.mean(axis=axes, keepdims=True)                    # (1) batch mean, (1, C, 1..)
     var = ((x - mu) ** 2).mean(axis=axes, keepdims=True)     # (2) biased batch variance
     x_hat = (x - mu) / (var + eps) ** 0.5                    # (3) normalize
@@ -203,10 +235,6 @@ def batch_norm_train(x: Array, gamma: Array | None = None, beta: Array | None = 
         y = y + _per_channel(beta, x.ndim)
     if running is None:
         return y, None
-    if not isinstance(running, RunningStats):
-        raise TypeError(f"running must be a RunningStats or None, got {type(running).__name__}")
-    _check_param("running.mean", running.mean, (C,))
-    _check_param("running.var", running.var, (C,))
     count = int(running.count) + 1
     m = 1.0 / count if momentum is None else momentum
     mu, var = mu.reshape(-1), var.reshape(-1)
@@ -222,17 +250,19 @@ def batch_norm_eval(x: Array, running_mean: Array, running_var: Array,
     + \beta` with the running estimates, the same for every example (a batch of one is fine).
 
     Raises:
-        TypeError/ValueError: as :func:`batch_norm_train`.
+        TypeError: ``x`` not a floating numpy array or torch tensor; ``running_mean``,
+            ``running_var`` (required), ``gamma`` or ``beta`` not arrays of ``x``'s kind;
+            ``eps`` not a number.
+        ValueError: ``x`` empty or with fewer than 2 dimensions; ``running_mean``,
+            ``running_var``, ``gamma`` or ``beta`` not of shape ``(C,)``; ``eps`` < 0 or
+            not finite.
     """
-    x = _check_array("x", x, min_dim=2)
-    _channel_axes(x)
-    eps = _check_eps(eps)
+    x = _input("x", x, min_ndim=2)
     C = x.shape[1]
-    for name, p in (("running_mean", running_mean), ("running_var", running_var),
-                    ("gamma", gamma), ("beta", beta)):
-        _check_param(name, p, (C,))
-    if running_mean is None or running_var is None:
-        raise ValueError("running_mean and running_var are required in inference mode")
+    running_mean = _param("running_mean", running_mean, (C,), x, required=True)
+    running_var = _param("running_var", running_var, (C,), x, required=True)
+    gamma, beta = _param("gamma", gamma, (C,), x), _param("beta", beta, (C,), x)
+    eps = _eps(eps)
     mu, var = _per_channel(running_mean, x.ndim), _per_channel(running_var, x.ndim)
     y = (x - mu) / (var + eps) ** 0.5
     if gamma is not None:
@@ -246,7 +276,7 @@ def _trailing(x: Array, shape: tuple[int, ...]) -> tuple[int, ...]:
     """The axes of ``x`` that ``shape`` names: the last ``len(shape)``."""
     k = len(shape)
     if x.ndim < k or tuple(x.shape[-k:]) != shape:
-        raise ValueError(f"x must end with the normalized shape {shape}, got {tuple(x.shape)}")
+        raise ValueError(f"x must end with normalized_shape {shape}, got shape {tuple(x.shape)}")
     return tuple(range(x.ndim - k, x.ndim))
 
 
@@ -258,15 +288,17 @@ def layer_norm(x: Array, normalized_shape: int | Sequence[int], gamma: Array | N
               \mu, \sigma^2 \text{ (biased) over those axes.}
 
     Raises:
-        TypeError: bad ``x``/``normalized_shape``. ValueError: ``x`` not ending with
-        ``normalized_shape``; ``gamma``/``beta`` not of that shape; bad ``eps``.
+        TypeError: ``x`` not a floating numpy array or torch tensor; ``normalized_shape``
+            neither an int nor a sequence of ints; ``gamma``/``beta`` not arrays of
+            ``x``'s kind; ``eps`` not a number.
+        ValueError: ``x`` empty or not ending with ``normalized_shape``; a size < 1;
+            ``gamma``/``beta`` not of shape ``normalized_shape``; ``eps`` < 0 or not finite.
     """
-    x = _check_array("x", x)
+    x = _input("x", x)
     shape = _shape_tuple(normalized_shape)
     axes = _trailing(x, shape)
-    eps = _check_eps(eps)
-    _check_param("gamma", gamma, shape)
-    _check_param("beta", beta, shape)
+    gamma, beta = _param("gamma", gamma, shape, x), _param("beta", beta, shape, x)
+    eps = _eps(eps)
     mu = x.mean(axis=axes, keepdims=True)
     var = ((x - mu) ** 2).mean(axis=axes, keepdims=True)
     y = (x - mu) / (var + eps) ** 0.5
@@ -287,13 +319,13 @@ def rms_norm(x: Array, normalized_shape: int | Sequence[int], gamma: Array | Non
     machine epsilon, as in ``torch.nn.RMSNorm``.
 
     Raises:
-        as :func:`layer_norm`.
+        TypeError, ValueError: as :func:`layer_norm` (``eps`` may also be ``None``).
     """
-    x = _check_array("x", x)
+    x = _input("x", x)
     shape = _shape_tuple(normalized_shape)
     axes = _trailing(x, shape)
-    eps = _check_eps(eps, allow_none=True)
-    _check_param("gamma", gamma, shape)
+    gamma = _param("gamma", gamma, shape, x)
+    eps = _eps(eps, optional=True)
     if eps is None:
         eps = _finfo_eps(x)
     y = x / ((x ** 2).mean(axis=axes, keepdims=True) + eps) ** 0.5
@@ -310,18 +342,19 @@ def group_norm(x: Array, num_groups: int, gamma: Array | None = None, beta: Arra
     instance norm.
 
     Raises:
-        TypeError: bad ``x``/``num_groups``. ValueError: ``x`` with fewer than 2
-        dimensions, ``C`` not divisible by ``num_groups``, bad ``gamma``/``beta``/``eps``.
+        TypeError: ``x`` not a floating numpy array or torch tensor; ``num_groups`` not an
+            int; ``gamma``/``beta`` not arrays of ``x``'s kind; ``eps`` not a number.
+        ValueError: ``x`` empty or with fewer than 2 dimensions; ``num_groups`` < 1 or not
+            dividing ``C``; ``gamma``/``beta`` not of shape ``(C,)``; ``eps`` < 0 or not
+            finite.
     """
-    x = _check_array("x", x, min_dim=2)
-    _channel_axes(x)
-    G = _check_int("num_groups", num_groups)
-    eps = _check_eps(eps)
+    x = _input("x", x, min_ndim=2)
+    G = _size("num_groups", num_groups)
     N, C = x.shape[0], x.shape[1]
     if C % G:
-        raise ValueError(f"num_channels ({C}) must be divisible by num_groups ({G})")
-    _check_param("gamma", gamma, (C,))
-    _check_param("beta", beta, (C,))
+        raise ValueError(f"num_channels ({C}) of x must be divisible by num_groups ({G})")
+    gamma, beta = _param("gamma", gamma, (C,), x), _param("beta", beta, (C,), x)
+    eps = _eps(eps)
     xg = x.reshape((N, G, -1))                       # (N, G, C/G * positions)
     mu = xg.mean(axis=(2,), keepdims=True)
     var = ((xg - mu) ** 2).mean(axis=(2,), keepdims=True)
@@ -354,15 +387,18 @@ def batch_norm_backward(grad_y: Array, x: Array, gamma: Array | None = None, *,
         ``grad_x`` from :math:`\hat g = \gamma g` by the three-term formula.
 
     Raises:
-        ValueError: ``grad_y`` not shaped like ``x``, and as :func:`batch_norm_train`.
+        TypeError: ``grad_y`` or ``x`` not a floating numpy array or torch tensor, or not
+            of the same kind; ``gamma`` not an array of ``x``'s kind; ``eps`` not a number.
+        ValueError: ``grad_y`` not of ``x``'s shape; ``x`` empty or with fewer than 2
+            dimensions; ``gamma`` not of shape ``(C,)``; ``eps`` < 0 or not finite.
     """
-    x = _check_array("x", x, min_dim=2)
-    grad_y = _check_array("grad_y", grad_y, min_dim=2)
-    if tuple(grad_y.shape) != tuple(x.shape):
-        raise ValueError(f"grad_y must have the shape of x {tuple(x.shape)}, got {tuple(grad_y.shape)}")
+    grad_y = _input("grad_y", grad_y, min_ndim=2)
+    x = _input("x", x, min_ndim=2)
+    _check.same_kind("grad_y", grad_y, "x", x)
+    _check.same_shape("grad_y", grad_y, "x", x)
     axes = _channel_axes(x)
-    eps = _check_eps(eps)
-    _check_param("gamma", gamma, (x.shape[1],))
+    gamma = _param("gamma", gamma, (x.shape[1],), x)
+    eps = _eps(eps)
     mu = x.mean(axis=axes, keepdims=True)
     sigma = (((x - mu) ** 2).mean(axis=axes, keepdims=True) + eps) ** 0.5
     x_hat = (x - mu) / sigma
@@ -381,15 +417,20 @@ def layer_norm_backward(grad_y: Array, x: Array, normalized_shape: int | Sequenc
 
     Returns:
         ``(grad_x, grad_gamma, grad_beta)``.
+
+    Raises:
+        TypeError: ``grad_y`` or ``x`` not a floating numpy array or torch tensor, or not
+            of the same kind; as :func:`layer_norm` for the others.
+        ValueError: ``grad_y`` not of ``x``'s shape; as :func:`layer_norm`.
     """
-    x = _check_array("x", x)
-    grad_y = _check_array("grad_y", grad_y)
-    if tuple(grad_y.shape) != tuple(x.shape):
-        raise ValueError(f"grad_y must have the shape of x {tuple(x.shape)}, got {tuple(grad_y.shape)}")
+    grad_y = _input("grad_y", grad_y)
+    x = _input("x", x)
+    _check.same_kind("grad_y", grad_y, "x", x)
+    _check.same_shape("grad_y", grad_y, "x", x)
     shape = _shape_tuple(normalized_shape)
     axes = _trailing(x, shape)
-    eps = _check_eps(eps)
-    _check_param("gamma", gamma, shape)
+    gamma = _param("gamma", gamma, shape, x)
+    eps = _eps(eps)
     mu = x.mean(axis=axes, keepdims=True)
     sigma = (((x - mu) ** 2).mean(axis=axes, keepdims=True) + eps) ** 0.5
     x_hat = (x - mu) / sigma
@@ -422,12 +463,13 @@ class _BatchNorm(nn.Module):
                  affine: bool = True, track_running_stats: bool = True, device=None,
                  dtype=None) -> None:
         super().__init__()
-        self.num_features = _check_int("num_features", num_features)
-        self.eps = _check_eps(eps)
-        self.momentum = _check_momentum(momentum)
-        self.affine = _check_bool("affine", affine)
-        self.track_running_stats = _check_bool("track_running_stats", track_running_stats)
-        kw = {"device": device, "dtype": dtype}
+        self.num_features = num_features = _size("num_features", num_features)
+        self.eps = _eps(eps)
+        self.momentum = _momentum(momentum)
+        self.affine = affine = _check.flag("affine", affine)
+        self.track_running_stats = track_running_stats = _check.flag(
+            "track_running_stats", track_running_stats)
+        kw = _factory(device, dtype)
         _register_affine(self, num_features, affine, kw)
         if track_running_stats:
             self.register_buffer("running_mean", torch.zeros(num_features, **kw))
@@ -450,18 +492,27 @@ class _BatchNorm(nn.Module):
             nn.init.ones_(self.weight)
             nn.init.zeros_(self.bias)
 
-    def _check_input(self, x: Tensor) -> None:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"input must be a torch tensor, got {type(x).__name__}")
+    def _check_input(self, x: object) -> Tensor:
+        ref = self.weight if self.weight is not None else self.running_mean
+        x = _module_input(self, x, ref)
         if x.dim() not in self._dims:
             raise ValueError(f"{type(self).__name__} expects a {' or '.join(f'{d}D' for d in self._dims)} "
-                             f"input, got shape {tuple(x.shape)}")
+                             f"input x, got shape {tuple(x.shape)}")
         if x.shape[1] != self.num_features:
             raise ValueError(f"{type(self).__name__}({self.num_features}) expects {self.num_features} "
-                             f"channels at dim 1, got input of shape {tuple(x.shape)}")
+                             f"channels at dim 1, got input x of shape {tuple(x.shape)}")
+        return x
 
     def forward(self, x: Tensor) -> Tensor:
-        self._check_input(x)
+        """Normalize ``x`` (see the class docstring for the two modes).
+
+        Raises:
+            TypeError: ``x`` not a floating torch tensor, or not of the module's dtype.
+            ValueError: ``x`` empty, of the wrong number of dimensions (2 or 3 for
+                :class:`BatchNorm1d`, 4 for :class:`BatchNorm2d`) or channels; one value
+                per channel in training mode.
+        """
+        x = self._check_input(x)
         # Batch statistics in training mode, and in eval mode when nothing is tracked.
         use_batch = self.training or self.running_mean is None
         if not use_batch:
@@ -506,9 +557,11 @@ class BatchNorm1d(_BatchNorm):
     never whether gradients are enabled.
 
     Raises:
-        TypeError/ValueError: a bad argument (``eps < 0``, ``momentum`` outside [0, 1]);
-        in ``forward``, an input of the wrong dimension or channel count, or, in training
-        mode, one value per channel.
+        TypeError: ``num_features`` not an int; ``eps``/``momentum`` not numbers;
+            ``affine``/``track_running_stats`` not bools; ``dtype`` not a floating
+            torch.dtype; ``device`` not a device.
+        ValueError: ``num_features`` < 1, ``eps`` < 0 or not finite, ``momentum``
+            outside [0, 1], an unknown ``device``. (``forward``: see its docstring.)
     """
 
     _dims = (2, 3)
@@ -516,7 +569,11 @@ class BatchNorm1d(_BatchNorm):
 
 class BatchNorm2d(_BatchNorm):
     r"""Batch norm over a 4D ``(N, C, H, W)`` input, statistics over ``N·H·W`` values per
-    channel; a drop-in for ``torch.nn.BatchNorm2d`` (see :class:`BatchNorm1d`)."""
+    channel; a drop-in for ``torch.nn.BatchNorm2d`` (see :class:`BatchNorm1d`).
+
+    Raises:
+        TypeError, ValueError: as :class:`BatchNorm1d`.
+    """
 
     _dims = (4,)
 
@@ -524,23 +581,35 @@ class BatchNorm2d(_BatchNorm):
 class LayerNorm(nn.Module):
     r"""Layer norm over the last ``len(normalized_shape)`` dimensions; a drop-in for
     ``torch.nn.LayerNorm(normalized_shape, eps=1e-5, elementwise_affine=True, bias=True)``
-    (``state_dict`` keys ``weight``, ``bias``). See :func:`layer_norm`."""
+    (``state_dict`` keys ``weight``, ``bias``). See :func:`layer_norm`.
+
+    Raises:
+        TypeError: ``normalized_shape`` neither an int nor a sequence of ints; ``eps`` not
+            a number; ``elementwise_affine``/``bias`` not bools; a bad ``dtype``/``device``.
+        ValueError: a size < 1, ``eps`` < 0 or not finite, an unknown ``device``.
+    """
 
     def __init__(self, normalized_shape: int | Sequence[int], eps: float = 1e-5,
                  elementwise_affine: bool = True, bias: bool = True, device=None, dtype=None) -> None:
         super().__init__()
         self.normalized_shape = _shape_tuple(normalized_shape)
-        self.eps = _check_eps(eps)
-        self.elementwise_affine = _check_bool("elementwise_affine", elementwise_affine)
-        _check_bool("bias", bias)
-        kw = {"device": device, "dtype": dtype}
+        self.eps = _eps(eps)
+        self.elementwise_affine = elementwise_affine = _check.flag("elementwise_affine",
+                                                                   elementwise_affine)
+        bias = _check.flag("bias", bias)
+        kw = _factory(device, dtype)
         self.weight = nn.Parameter(torch.ones(self.normalized_shape, **kw)) if elementwise_affine else None
         self.bias = (nn.Parameter(torch.zeros(self.normalized_shape, **kw))
                      if elementwise_affine and bias else None)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"input must be a torch tensor, got {type(x).__name__}")
+        """Layer norm of ``x`` over its last ``len(normalized_shape)`` dimensions.
+
+        Raises:
+            TypeError: ``x`` not a floating torch tensor, or not of the module's dtype.
+            ValueError: ``x`` empty or not ending with ``normalized_shape``.
+        """
+        x = _module_input(self, x, self.weight)
         return layer_norm(x, self.normalized_shape, self.weight, self.bias, eps=self.eps)
 
     def extra_repr(self) -> str:
@@ -551,23 +620,35 @@ class RMSNorm(nn.Module):
     r"""RMS norm over the last ``len(normalized_shape)`` dimensions; a drop-in for
     ``torch.nn.RMSNorm(normalized_shape, eps=None, elementwise_affine=True)`` (torch >=
     2.4; ``state_dict`` key ``weight``). ``eps=None``: the input dtype's machine epsilon.
-    See :func:`rms_norm`."""
+    See :func:`rms_norm`.
+
+    Raises:
+        TypeError, ValueError: as :class:`LayerNorm` (``eps`` may also be ``None``).
+    """
 
     def __init__(self, normalized_shape: int | Sequence[int], eps: float | None = None,
                  elementwise_affine: bool = True, device=None, dtype=None) -> None:
         super().__init__()
         self.normalized_shape = _shape_tuple(normalized_shape)
-        self.eps = _check_eps(eps, allow_none=True)
-        self.elementwise_affine = _check_bool("elementwise_affine", elementwise_affine)
-        kw = {"device": device, "dtype": dtype}
+        self.eps = _eps(eps, optional=True)
+        self.elementwise_affine = elementwise_affine = _check.flag("elementwise_affine",
+                                                                   elementwise_affine)
+        kw = _factory(device, dtype)
         if elementwise_affine:
             self.weight = nn.Parameter(torch.ones(self.normalized_shape, **kw))
         else:
             self.register_parameter("weight", None)
 
     def forward(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"input must be a torch tensor, got {type(x).__name__}")
+        """RMS norm of ``x`` over its last ``len(normalized_shape)`` dimensions.
+
+        Raises:
+            TypeError: ``x`` not a floating torch tensor, or not of the module's dtype
+                (torch's ``RMSNorm`` promotes a mixed pair; we refuse it, as its
+                ``LayerNorm`` does).
+            ValueError: ``x`` empty or not ending with ``normalized_shape``.
+        """
+        x = _module_input(self, x, self.weight)
         return rms_norm(x, self.normalized_shape, self.weight, eps=self.eps)
 
     def extra_repr(self) -> str:
@@ -580,26 +661,34 @@ class GroupNorm(nn.Module):
     See :func:`group_norm`.
 
     Raises:
-        ValueError: ``num_channels`` not divisible by ``num_groups``, and as the others.
+        TypeError: ``num_groups``/``num_channels`` not ints, ``eps`` not a number,
+            ``affine`` not a bool, a bad ``dtype``/``device``.
+        ValueError: a count < 1, ``num_channels`` not divisible by ``num_groups``,
+            ``eps`` < 0 or not finite, an unknown ``device``.
     """
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
                  device=None, dtype=None) -> None:
         super().__init__()
-        self.num_groups = _check_int("num_groups", num_groups)
-        self.num_channels = _check_int("num_channels", num_channels)
+        self.num_groups = num_groups = _size("num_groups", num_groups)
+        self.num_channels = num_channels = _size("num_channels", num_channels)
         if num_channels % num_groups:
             raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
-        self.eps = _check_eps(eps)
-        self.affine = _check_bool("affine", affine)
-        _register_affine(self, num_channels, affine, {"device": device, "dtype": dtype})
+        self.eps = _eps(eps)
+        self.affine = affine = _check.flag("affine", affine)
+        _register_affine(self, num_channels, affine, _factory(device, dtype))
 
     def forward(self, x: Tensor) -> Tensor:
-        if not isinstance(x, Tensor):
-            raise TypeError(f"input must be a torch tensor, got {type(x).__name__}")
+        """Group norm of an ``(N, num_channels, *)`` input ``x``.
+
+        Raises:
+            TypeError: ``x`` not a floating torch tensor, or not of the module's dtype.
+            ValueError: ``x`` empty, or not of shape ``(N, num_channels, *)``.
+        """
+        x = _module_input(self, x, self.weight)
         if x.dim() < 2 or x.shape[1] != self.num_channels:
-            raise ValueError(f"GroupNorm expects an input of shape (N, {self.num_channels}, *), "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(f"GroupNorm({self.num_groups}, {self.num_channels}) expects x of "
+                             f"shape (N, {self.num_channels}, *), got {tuple(x.shape)}")
         return group_norm(x, self.num_groups, self.weight, self.bias, eps=self.eps)
 
     def extra_repr(self) -> str:
@@ -628,10 +717,19 @@ def invariances(*, n: int = 16, d: int = 6, k: int = 8, seed: int = 0) -> dict[s
 
     Returns:
         ``{norm: {transformation: invariant}}``.
+
+    Raises:
+        TypeError: ``n``, ``d``, ``k`` or ``seed`` not an int.
+        ValueError: ``n`` < 3 (the "single example" transformation needs examples to
+            spare), ``d`` < 1, ``k`` < 4 or odd (group norm with 2 groups of >= 2 units),
+            ``seed`` outside [0, 2**64 - 1].
     """
-    n, d, k = (_check_int(a, v) for a, v in (("n", n), ("d", d), ("k", k)))
-    if n < 3 or k < 4 or k % 2:
-        raise ValueError(f"need n >= 3 and an even k >= 4, got n={n}, k={k}")
+    n = _check.integer("n", n, minimum=3)
+    d = _check.integer("d", d, minimum=1)
+    k = _check.integer("k", k, minimum=4)
+    if k % 2:
+        raise ValueError(f"k must be an even int >= 4 (group norm uses 2 groups), got {k}")
+    seed = _check.seed(seed)
     norms = {"batch": lambda z: batch_norm_train(z, eps=0.0)[0], "layer": lambda z: layer_norm(z, k, eps=0.0),
              "rms": lambda z: rms_norm(z, k, eps=0.0), "group": lambda z: group_norm(z, 2, eps=0.0)}
     table: dict[str, dict[str, bool]] = {}

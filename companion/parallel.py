@@ -36,8 +36,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import math
-import numbers
 import os
 import pickle
 import socket
@@ -52,6 +50,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
 
+from . import _check
 from . import clip as cc
 from . import data, nets
 from . import optim as co
@@ -74,30 +73,47 @@ DEFAULT_CONFIG: dict[str, Any] = dict(clip_mode="after_reduce", optimizer="sgd",
 
 
 def check_config(config: dict, world_size: int = 1) -> dict:
-    """``DEFAULT_CONFIG`` updated with ``config``, checked; raises ValueError/TypeError
-    naming the key and the value (unknown keys, modes, optimizers; ``n`` not divisible by
-    ``world_size``: the halves must be equal for DDP's average to be the full-batch mean)."""
-    if not isinstance(config, dict):
-        raise TypeError(f"config must be a dict, got {type(config).__name__}")
-    unknown = set(config) - set(DEFAULT_CONFIG)
+    """``DEFAULT_CONFIG`` updated with ``config``, checked.
+
+    Every key's type and value: ``clip_mode`` one of :data:`CLIP_MODES`, ``optimizer`` a
+    key of :data:`OPTIMIZERS`, ``steps``, ``n``, ``in_features``, ``width``, ``depth`` ints
+    >= 1, ``seed`` an int in [0, 2**64 - 1], ``lr`` and ``max_norm`` finite numbers > 0
+    (``max_norm`` even for ``clip_mode="none"``); ``n`` divisible by ``world_size`` (the
+    shards must be equal for DDP's average to be the full-batch mean).
+
+    Returns:
+        The full config (a new dict, ints as ``int``, reals as ``float``).
+
+    Raises:
+        TypeError: ``config`` not a dict (a mapping), a key of the wrong type (the message
+            names it, e.g. ``config['steps']``); ``world_size`` not an int.
+        ValueError: unknown keys (named, with the valid ones), a key with a bad value,
+            ``n`` not divisible by ``world_size``, ``world_size`` < 1.
+    """
+    world_size = _check.integer("world_size", world_size, minimum=1)
+    return _config(config, world_size, "config")
+
+
+def _config(config: Any, world_size: int, name: str) -> dict:
+    """:func:`check_config` of one config, its messages naming it ``name`` (``config``,
+    ``configs[2]``)."""
+    _check.mapping(name, config, nonempty=False)
+    unknown = [k for k in config if k not in DEFAULT_CONFIG]
     if unknown:
-        raise ValueError(f"unknown config keys {sorted(unknown)}; valid: {list(DEFAULT_CONFIG)}")
+        raise ValueError(f"{name} has unknown keys {sorted(unknown, key=repr)}; valid: "
+                         f"{list(DEFAULT_CONFIG)}")
     cfg = {**DEFAULT_CONFIG, **config}
-    if cfg["clip_mode"] not in CLIP_MODES:
-        raise ValueError(f"clip_mode must be one of {list(CLIP_MODES)}, got {cfg['clip_mode']!r}")
-    if cfg["optimizer"] not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {cfg['optimizer']!r}")
-    for key in ("steps", "seed", "n", "in_features", "width", "depth"):
-        v = cfg[key]
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < (key != "seed"):
-            raise ValueError(f"{key} must be an int >= {int(key != 'seed')}, got {v!r}")
-    for key in ("lr", "max_norm"):
-        v = cfg[key]
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not 0 < v < math.inf:
-            raise ValueError(f"{key} must be positive and finite, got {v!r}")
+    key = lambda k: f"{name}[{k!r}]"                                     # noqa: E731
+    _check.choice(key("clip_mode"), cfg["clip_mode"], CLIP_MODES)
+    _check.choice(key("optimizer"), cfg["optimizer"], OPTIMIZERS)
+    for k in ("steps", "n", "in_features", "width", "depth"):
+        cfg[k] = _check.integer(key(k), cfg[k], minimum=1)
+    cfg["seed"] = _check.seed(cfg["seed"], key("seed"))
+    for k in ("lr", "max_norm"):
+        cfg[k] = _check.positive(key(k), cfg[k])
     if cfg["n"] % world_size:
-        raise ValueError(f"n must be divisible by world_size={world_size} (equal shards), "
-                         f"got n={cfg['n']}")
+        raise ValueError(f"{key('n')} must be divisible by world_size={world_size} (equal "
+                         f"shards), got n={cfg['n']}")
     return cfg
 
 
@@ -149,6 +165,9 @@ def run_single(config: dict) -> dict:
 
     "after_reduce" and "before_reduce" both clip the full-batch gradient here (with one
     process there is nothing to reduce). Returns the dict of :func:`run_ddp`.
+
+    Raises:
+        TypeError, ValueError: a bad ``config`` (see :func:`check_config`).
     """
     cfg = check_config(config)
     net, x, y = _problem(cfg)
@@ -164,11 +183,36 @@ def ddp_train_worker(rank: int, world_size: int, port: int,
     runs) wraps a fresh model in DDP and trains it on rows
     ``[rank n / K, (rank + 1) n / K)``. Rank 0 pickles the list of results to
     ``result_path`` (written to a temporary name, then renamed: never half a file).
+
+    Every argument is checked before anything happens (no environment variable set, no
+    process group joined), so a bad call fails at once instead of waiting for peers.
+
+    Raises:
+        TypeError: ``rank``, ``world_size`` or ``port`` not an int; ``config`` neither a
+            dict nor a list of dicts, or a key of the wrong type; ``result_path`` not a str.
+        ValueError: ``world_size`` < 1; ``rank`` outside ``[0, world_size)``; ``port``
+            outside [1, 65535]; an empty list of configs, or a bad config (see
+            :func:`check_config`); ``result_path`` empty or in a folder that does not exist.
     """
+    rank = _check.integer("rank", rank, minimum=0)
+    world_size = _check.integer("world_size", world_size, minimum=1)
+    if rank >= world_size:
+        raise ValueError(f"rank must be an int in [0, {world_size - 1}] (world_size="
+                         f"{world_size}), got {rank}")
+    port = _check.integer("port", port, minimum=1, maximum=65535)
+    if isinstance(config, dict):
+        configs = [_config(config, world_size, "config")]
+    else:
+        items = _check.sequence("config", config, what="a dict or a list of dicts")
+        configs = [_config(c, world_size, f"config[{i}]") for i, c in enumerate(items)]
+    _check.string("result_path", result_path, nonempty=True)
+    folder = os.path.dirname(os.path.abspath(result_path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"result_path must be in an existing folder, got {result_path!r} "
+                         f"({folder} does not exist)")
     os.environ["MASTER_ADDR"] = "127.0.0.1"
     os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(1)  # K processes share the cores
-    configs = [config] if isinstance(config, dict) else list(config)
     dist.init_process_group("gloo", rank=rank, world_size=world_size,
                             timeout=timedelta(seconds=60))
     try:
@@ -213,14 +257,21 @@ def run_ddp_many(configs: Sequence[dict], world_size: int = 2, timeout: float = 
         TimeoutError: not finished after ``timeout`` seconds.
         torch.multiprocessing.ProcessRaisedException: a worker raised (its traceback
             is in the message).
-        ValueError, TypeError: a bad config, ``world_size`` or ``timeout``.
+        TypeError: ``configs`` not a list (or tuple) of dicts, a key of the wrong type
+            (named, e.g. ``configs[1]['lr']``); ``world_size`` or ``timeout`` not a number.
+        ValueError: ``configs`` empty, a bad key or value (see :func:`check_config`);
+            ``world_size`` < 1; ``timeout`` not > 0 and finite. All checked before any
+            process is spawned.
     """
-    if (isinstance(world_size, bool) or not isinstance(world_size, numbers.Integral)
-            or world_size < 1):
-        raise ValueError(f"world_size must be an int >= 1, got {world_size!r}")
-    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not timeout > 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-    cfgs = [check_config(c, world_size) for c in configs]
+    items = _check.sequence("configs", configs, what="a list of config dicts")
+    world_size = _check.integer("world_size", world_size, minimum=1)
+    timeout = _check.positive("timeout", timeout)
+    cfgs = [_config(c, world_size, f"configs[{i}]") for i, c in enumerate(items)]
+    return _launch(cfgs, world_size, timeout)
+
+
+def _launch(cfgs: list[dict], world_size: int, timeout: float) -> list[dict]:
+    """Spawn the workers for checked configs and collect rank 0's results."""
     with tempfile.TemporaryDirectory(prefix="companion_ddp_") as tmp:
         path = os.path.join(tmp, "results.pkl")
         deadline = time.monotonic() + timeout
@@ -246,5 +297,14 @@ def run_ddp_many(configs: Sequence[dict], world_size: int = 2, timeout: float = 
 
 
 def run_ddp(config: dict, world_size: int = 2, timeout: float = 60.0) -> dict:
-    """Train one config under DDP (see :func:`run_ddp_many` for the result and errors)."""
-    return run_ddp_many([config], world_size, timeout)[0]
+    """Train one config under DDP (see :func:`run_ddp_many` for the result).
+
+    Raises:
+        TypeError, ValueError: a bad ``config`` (see :func:`check_config`), ``world_size``
+            or ``timeout`` (as :func:`run_ddp_many`), before any process is spawned.
+        TimeoutError, torch.multiprocessing.ProcessRaisedException: as :func:`run_ddp_many`.
+    """
+    _check.mapping("config", config, nonempty=False)
+    world_size = _check.integer("world_size", world_size, minimum=1)
+    timeout = _check.positive("timeout", timeout)
+    return _launch([_config(config, world_size, "config")], world_size, timeout)[0]

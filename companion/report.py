@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import html
 import math
+import numbers
 import textwrap
 from collections import OrderedDict
 from typing import Any, NamedTuple, Optional, Sequence
 
 import numpy as np
+
+from . import _check
 
 __all__ = ["Symptom", "SYMPTOMS", "Finding", "Report"]
 
@@ -132,6 +135,34 @@ class Report:
     def __init__(self, measurement: Any, findings: list[Finding], *,
                  loss: Optional[float] = None, baseline: Optional[float] = None,
                  losses: Optional[np.ndarray] = None, steps: Sequence[int] = ()):
+        """Built by :func:`~companion.diagnose.diagnose` and
+        :meth:`~companion.diagnose.Watcher.report` from their measurement.
+
+        Raises:
+            TypeError: ``measurement`` not a measurement of :mod:`companion.diagnose`;
+                ``findings`` not a list of :class:`Finding`; ``loss`` or ``baseline``
+                not a number; ``losses`` not a numpy array; ``steps`` not a list of ints.
+            ValueError: a finding of unknown severity; ``baseline`` negative or not
+                finite; ``losses`` not 1-dimensional; a negative step.
+        """
+        from .diagnose import _Measurement          # (diagnose imports this module)
+        _check.instance("measurement", measurement, _Measurement,
+                        "the measurement of a companion.diagnose pass")
+        findings = _check.sequence("findings", findings, nonempty=False,
+                                   what="a list of Finding")
+        for i, f in enumerate(findings):
+            _check.instance(f"findings[{i}]", f, Finding, "a Finding")
+            if f.severity not in ("error", "warning"):
+                raise ValueError(f"findings[{i}] must have severity 'error' or 'warning', "
+                                 f"got {f.severity!r}")
+        loss = None if loss is None else _number("loss", loss)   # NaN: a diverged run
+        baseline = _check.optional_real("baseline", baseline, low=0.0)
+        if losses is not None:
+            _check.instance("losses", losses, np.ndarray, "None or a numpy array")
+            _check.array("losses", losses, ndim=1, nonempty=False)
+        steps = [_check.integer(f"steps[{i}]", t, minimum=0) for i, t in
+                 enumerate(_check.sequence("steps", steps, nonempty=False,
+                                           what="a list of step numbers"))]
         order = {"error": 0, "warning": 1}
         self.findings = sorted(findings, key=lambda f: order[f.severity])
         self.loss, self.baseline = loss, baseline
@@ -238,7 +269,16 @@ class Report:
         layer, the saturated and dead fractions per activation (each panel only when it
         has data), the thresholds dotted, flagged layers in red, and the findings listed
         underneath. ``fig`` may be a matplotlib Figure or SubFigure (a new pyplot Figure
-        when ``None``); returns it."""
+        when ``None``); returns it.
+
+        Raises:
+            TypeError: ``fig`` is neither None nor a matplotlib Figure or SubFigure (an
+                Axes, say: pass ``ax.figure``, or a SubFigure).
+        """
+        if fig is not None:
+            from matplotlib.figure import Figure, SubFigure
+            _check.instance("fig", fig, (Figure, SubFigure),
+                            "None or a matplotlib Figure or SubFigure")
         from .diagnose import (DEAD_FRACTION, EXPLODING_RATIO, SATURATION_FRACTION,
                                UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, VANISHING_RATIO)
         if fig is None:
@@ -289,6 +329,13 @@ class Report:
                                   for s in lines) or "No findings.", va="top", fontsize=8,
                   color="#b00" if self.findings else "0.2", transform=text.transAxes)
         return fig
+
+
+def _number(name: str, value: Any) -> float:
+    """``float(value)`` for a real number (not a bool), NaN and infinity included."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isnan(value):
+        return float(value)
+    return _check.real(name, value, finite=False)
 
 
 def _log_points(ax, values: np.ndarray, red: np.ndarray, bounds: tuple[float, float]) -> None:

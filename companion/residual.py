@@ -39,7 +39,6 @@ Example::
 """
 from __future__ import annotations
 
-import math
 import numbers
 from collections.abc import Collection
 from typing import Callable
@@ -47,8 +46,8 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from .nets import (_GAIN_NAMES, _activation, _check_int, _check_seed, _linear,
-                   _norm_factory)
+from . import _check
+from .nets import _GAIN_NAMES, _activation, _linear, _norm_factory
 
 __all__ = ["ResidualMLP", "ResidualBlock", "Gate", "fixup_init_", "path_gradients",
            "TokenTransformer", "BRANCH_SCALES"]
@@ -72,6 +71,13 @@ class Gate(nn.Module):
         self.alpha = nn.Parameter(torch.zeros(()))
 
     def forward(self, f: Tensor) -> Tensor:
+        """:math:`\alpha f` for a branch's output ``f``.
+
+        Raises:
+            TypeError: ``f`` not a floating torch tensor, or not of ``alpha``'s dtype.
+            ValueError: ``f`` empty.
+        """
+        f = _tensor_like("f", f, self.alpha)
         return self.alpha * f
 
 
@@ -81,6 +87,22 @@ class ResidualBlock(nn.Module):
     Children, in the order they run: ``norm1`` (if any), ``act1``, ``fc1``, ``norm2``
     (if any), ``act2``, ``fc2`` and, for a learnable scale, ``gate``. A numeric
     :math:`\alpha` is the float attribute ``alpha``. Built by :class:`ResidualMLP`.
+
+    Args:
+        width: the stream's width (an int >= 1).
+        make_act: ``make_act()`` -> an activation module (called twice).
+        make_norm: ``None`` or ``make_norm(width)`` -> a norm module (called twice).
+        make_linear: ``make_linear()`` -> a ``width x width`` ``nn.Linear`` (called twice).
+        branch_scale, skip: as in :class:`ResidualMLP`.
+
+    Raises:
+        TypeError: ``width`` not an int; a factory that is not callable (a module class
+            such as ``nn.ReLU`` is a fine factory) or that does not return a module
+            (``make_linear``: an ``nn.Linear``); ``branch_scale`` neither a number nor a
+            name; ``skip`` not a bool.
+        ValueError: ``width`` < 1; a Linear layer that is not ``width x width``; a
+            negative or non-finite ``branch_scale`` or an unknown name; a learnable gate
+            with ``skip=False``.
     """
 
     def __init__(self, width: int, *, make_act: Callable[[], nn.Module],
@@ -88,35 +110,66 @@ class ResidualBlock(nn.Module):
                  make_linear: Callable[[], nn.Linear], branch_scale: float | str,
                  skip: bool) -> None:
         super().__init__()
-        self.skip = skip
+        self.width = width = _check.integer("width", width, minimum=1)
+        _factory("make_act", make_act, "a callable make_act() -> nn.Module")
         if make_norm is not None:
-            self.norm1 = make_norm(width)
-        self.act1 = make_act()
-        self.fc1 = make_linear()
+            _factory("make_norm", make_norm, "None or a callable make_norm(width) -> nn.Module")
+        _factory("make_linear", make_linear, "a callable make_linear() -> nn.Linear")
+        branch_scale = _check_branch_scale(branch_scale)
+        self.skip = skip = _check.flag("skip", skip)
+        _check_gate_needs_skip(branch_scale, skip)
         if make_norm is not None:
-            self.norm2 = make_norm(width)
-        self.act2 = make_act()
-        self.fc2 = make_linear()
+            self.norm1 = _made("make_norm", make_norm(width))
+        self.act1 = _made("make_act", make_act())
+        self.fc1 = _made_linear(make_linear(), width)
+        if make_norm is not None:
+            self.norm2 = _made("make_norm", make_norm(width))
+        self.act2 = _made("make_act", make_act())
+        self.fc2 = _made_linear(make_linear(), width)
         if isinstance(branch_scale, str):
             self.gate = Gate()
             self.alpha = None
         else:
             self.alpha = float(branch_scale)
 
+    def _input(self, x: object) -> Tensor:
+        return _batch("x", x, self.width, self.fc1.weight.dtype)
+
     def branch(self, x: Tensor) -> Tensor:
-        """:math:`F(x) = W_2\\,\\phi(N_2(W_1\\,\\phi(N_1(x))))`, without the scale."""
+        """:math:`F(x) = W_2\\,\\phi(N_2(W_1\\,\\phi(N_1(x))))`, without the scale.
+
+        Raises:
+            TypeError: ``x`` not a floating torch tensor, or not of the block's dtype.
+            ValueError: ``x`` not of shape ``(B, width)`` with ``B >= 1``.
+        """
+        return self._branch(self._input(x))
+
+    def _branch(self, x: Tensor) -> Tensor:
         h = self.norm1(x) if hasattr(self, "norm1") else x
         h = self.fc1(self.act1(h))
         h = self.norm2(h) if hasattr(self, "norm2") else h
         return self.fc2(self.act2(h))
 
     def scaled_branch(self, x: Tensor) -> Tensor:
-        """:math:`\alpha F(x)`: what the block adds to the stream."""
-        f = self.branch(x)
+        r""":math:`\alpha F(x)`: what the block adds to the stream.
+
+        Raises:
+            TypeError, ValueError: as :meth:`branch`.
+        """
+        return self._scaled_branch(self._input(x))
+
+    def _scaled_branch(self, x: Tensor) -> Tensor:
+        f = self._branch(x)
         return self.gate(f) if self.alpha is None else self.alpha * f
 
     def forward(self, x: Tensor) -> Tensor:
-        f = self.scaled_branch(x)
+        r""":math:`x + \alpha F(x)` (:math:`\alpha F(x)` without the skip).
+
+        Raises:
+            TypeError, ValueError: as :meth:`branch`.
+        """
+        x = self._input(x)
+        f = self._scaled_branch(x)
         return x + f if self.skip else f
 
     def extra_repr(self) -> str:
@@ -166,11 +219,13 @@ class ResidualMLP(nn.Module):
             is untouched. ``None`` draws from the global RNG.
 
     Raises:
-        TypeError: a size that is not an int, a ``branch_scale`` that is neither a
-            number nor a name, a non-bool ``skip``, an ``init`` that is neither a name nor
-            callable.
+        TypeError: a size that is not an int, an ``activation`` that is not a name, a
+            ``norm`` that is neither a name nor callable, a ``branch_scale`` that is
+            neither a number nor a name, a non-bool ``skip``, an ``init`` that is neither
+            a name nor a function (a class included), a ``seed`` that is not an int.
         ValueError: a size < 1, a negative or non-finite ``branch_scale``, an unknown
-            name, or a learnable gate with ``skip=False``.
+            name, a learnable gate with ``skip=False``, a ``seed`` outside
+            [0, 2**64 - 1].
 
     References:
         He, Zhang, Ren & Sun, *Deep Residual Learning* (2016) and *Identity Mappings in
@@ -192,23 +247,20 @@ class ResidualMLP(nn.Module):
                  init: str | Callable[[Tensor], object] = "kaiming_normal",
                  seed: int | None = None) -> None:
         super().__init__()
-        self.in_features = _check_int("in_features", in_features)
-        self.out_features = _check_int("out_features", out_features)
-        self.width = _check_int("width", width)
-        self.depth = _check_int("depth", depth)
-        if not isinstance(skip, bool):
-            raise TypeError(f"skip must be a bool, got {skip!r}")
-        self.branch_scale = _check_branch_scale(branch_scale)
-        if isinstance(self.branch_scale, str) and not skip:
-            raise ValueError(f"branch_scale={branch_scale!r} needs skip=True: without the "
-                             f"identity a gate at 0 makes every block output 0")
-        if init is None or (not isinstance(init, str) and not callable(init)):
-            raise TypeError(f"init must be an initializer name or a callable, got {init!r}")
-        self.skip = skip
-        make_norm = _norm_factory(norm)
+        self.in_features = _check.integer("in_features", in_features, minimum=1)
+        self.out_features = _check.integer("out_features", out_features, minimum=1)
+        self.width = _check.integer("width", width, minimum=1)
+        self.depth = _check.integer("depth", depth, minimum=1)
         act = _activation(activation)
+        make_norm = _norm_factory(norm)
+        self.branch_scale = _check_branch_scale(branch_scale)
+        skip = _check.flag("skip", skip)
+        _check_gate_needs_skip(self.branch_scale, skip)
+        _check_init(init)
+        seed = _check.optional_seed(seed)
+        self.skip = skip
         nonlinearity = act.name if act.name in _GAIN_NAMES else "relu"
-        generator = _check_seed(seed)
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
         # a callable init draws from the global RNG: seed a fork of it (restored after)
         seeded_callable = seed is not None and callable(init)
         with torch.random.fork_rng(devices=[], enabled=seeded_callable):
@@ -239,18 +291,24 @@ class ResidualMLP(nn.Module):
         """``[block1, ..., block{depth}]``."""
         return [getattr(self, f"block{l}") for l in range(1, self.depth + 1)]
 
+    def _dtype(self) -> torch.dtype:
+        return self.inp.weight.dtype
+
     def forward(self, x: Tensor, *, drop: Collection[int] = ()) -> Tensor:
         """``x``: ``(B, in_features)`` -> ``(B, out_features)``.
 
         ``drop``: block numbers (1..depth) to delete at test time: a deleted block passes
         its input on unchanged, :math:`x_\\ell = x_{\\ell-1}` (Veit et al., 2016), in the
         plain network too.
+
+        Raises:
+            TypeError: ``x`` not a floating torch tensor or not of the model's dtype;
+                ``drop`` not a collection (a str or a number).
+            ValueError: ``x`` not of shape ``(B, in_features)`` with ``B >= 1``; a
+                ``drop`` item that is not a block number in ``[1, depth]``.
         """
+        x = _batch("x", x, self.in_features, self._dtype())
         drop = _check_drop(drop, self.depth)
-        if not isinstance(x, Tensor):
-            raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
-        if x.dim() != 2 or x.shape[1] != self.in_features:
-            raise ValueError(f"x must have shape (B, {self.in_features}), got {tuple(x.shape)}")
         h = self.inp(x)                                   # x_0: (B, width)
         self.stream = [h]
         for l, block in enumerate(self.blocks, start=1):
@@ -260,18 +318,31 @@ class ResidualMLP(nn.Module):
         for h_l in self.stream:
             if h_l.requires_grad:
                 h_l.retain_grad()
-        return self.head(h)
+        return self._head(h)
 
     def head(self, x_L: Tensor) -> Tensor:
-        """The output from the last stream tensor: ``out(act(norm(x_L)))``."""
+        """The output from the last stream tensor: ``out(act(norm(x_L)))``.
+
+        Raises:
+            TypeError: ``x_L`` not a floating torch tensor or not of the model's dtype.
+            ValueError: ``x_L`` not of shape ``(B, width)`` with ``B >= 1``.
+        """
+        x_L = _batch("x_L", x_L, self.width, self._dtype())
+        return self._head(x_L)
+
+    def _head(self, x_L: Tensor) -> Tensor:
         h = self.norm(x_L) if hasattr(self, "norm") else x_L
         return self.out(self.act(h))
 
     def stream_at(self, x: Tensor, l: int) -> Tensor:
-        """:math:`x_\\ell`, the stream after block ``l`` (0: the stem's output), for input ``x``."""
-        l = _check_int("l", l, minimum=0)
-        if l > self.depth:
-            raise ValueError(f"l must be in [0, {self.depth}], got {l}")
+        """:math:`x_\\ell`, the stream after block ``l`` (0: the stem's output), for input ``x``.
+
+        Raises:
+            TypeError: ``x`` as in :meth:`forward`; ``l`` not an int.
+            ValueError: ``x`` as in :meth:`forward`; ``l`` outside ``[0, depth]``.
+        """
+        x = _batch("x", x, self.in_features, self._dtype())
+        l = _check.integer("l", l, minimum=0, maximum=self.depth)
         h = self.inp(x)
         for block in self.blocks[:l]:
             h = block(h)
@@ -288,18 +359,83 @@ class ResidualMLP(nn.Module):
         return state
 
 
+# ------------------------------------------------------------------------------ checks
 def _check_branch_scale(value: object) -> float | str:
+    """``branch_scale``: a finite number >= 0, or one of :data:`BRANCH_SCALES`."""
     if isinstance(value, str):
         if value not in BRANCH_SCALES:
             raise ValueError(f"branch_scale must be a number >= 0 or one of {BRANCH_SCALES}, "
                              f"got {value!r}")
         return value
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"branch_scale must be a number or one of {BRANCH_SCALES}, "
-                        f"got {value!r} ({type(value).__name__})")
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"branch_scale must be finite and >= 0, got {value}")
-    return float(value)
+        raise TypeError(f"branch_scale must be a number >= 0 or one of {BRANCH_SCALES}, "
+                        f"got {_check.show(value)} ({type(value).__name__})")
+    return _check.nonnegative("branch_scale", value)
+
+
+def _check_gate_needs_skip(branch_scale: float | str, skip: bool) -> None:
+    if isinstance(branch_scale, str) and not skip:
+        raise ValueError(f"branch_scale={branch_scale!r} needs skip=True: without the "
+                         f"identity a gate at 0 makes every block output 0")
+
+
+def _check_init(init: object) -> None:
+    """``init``: the name of a :mod:`companion.init` initializer or a function ``f(weight)``."""
+    if isinstance(init, str):
+        from .init import INITIALIZERS  # imported lazily: sibling module
+
+        _check.choice("init", init, INITIALIZERS)
+        return
+    _check.function("init", init, "an initializer name or a callable f(weight)")
+
+
+def _tensor_like(name: str, x: object, ref: Tensor) -> Tensor:
+    """A non-empty floating tensor with ``ref``'s dtype (torch's layers refuse a mix)."""
+    x = _check.tensor(name, x)
+    if x.dtype != ref.dtype:
+        want = str(ref.dtype).replace("torch.", "")
+        raise TypeError(f"{name} must have the model's dtype {want}, got {_check.show(x)} "
+                        f"(convert it with .to({ref.dtype}))")
+    return x
+
+
+def _batch(name: str, x: object, features: int, dtype: torch.dtype) -> Tensor:
+    """A ``(B, features)`` floating tensor, B >= 1, of the model's ``dtype``. No NaN scan:
+    a forward pass runs every step (the measuring functions scan their data)."""
+    x = _check.tensor(name, x)
+    if x.ndim != 2 or x.shape[1] != features:
+        raise ValueError(f"{name} must have shape (B, {features}), got {tuple(x.shape)}")
+    if x.dtype != dtype:
+        raise TypeError(f"{name} must have the model's dtype "
+                        f"{str(dtype).replace('torch.', '')}, got {_check.show(x)} "
+                        f"(convert it with .to({dtype}))")
+    return x
+
+
+def _factory(name: str, value: object, what: str) -> Callable:
+    """A factory: anything callable, classes included (``nn.ReLU`` builds a ReLU); what it
+    builds is checked by :func:`_made`."""
+    if not callable(value):
+        raise TypeError(f"{name} must be {what}, got {_check.show(value)} "
+                        f"({type(value).__name__})")
+    return value
+
+
+def _made(factory: str, module: object) -> nn.Module:
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"{factory} must return an nn.Module, got {_check.show(module)} "
+                        f"({type(module).__name__})")
+    return module
+
+
+def _made_linear(linear: object, width: int) -> nn.Linear:
+    if not isinstance(linear, nn.Linear):
+        raise TypeError(f"make_linear must return an nn.Linear, got {_check.show(linear)} "
+                        f"({type(linear).__name__})")
+    if (linear.in_features, linear.out_features) != (width, width):
+        raise ValueError(f"make_linear must return a {width} x {width} nn.Linear "
+                         f"(width={width}), got {linear}")
+    return linear
 
 
 def _check_drop(drop: object, depth: int) -> frozenset[int]:
@@ -338,14 +474,13 @@ def fixup_init_(model: ResidualMLP) -> ResidualMLP:
             make the network constant) or a learnable gate (a gate at 0 in front of a
             zero layer gets no gradient, and neither does the layer).
     """
-    if not isinstance(model, ResidualMLP):
-        raise TypeError(f"model must be a ResidualMLP, got {type(model).__name__}")
+    _check.instance("model", model, ResidualMLP, "a ResidualMLP")
     if not model.skip:
-        raise ValueError("fixup_init_ needs a network with skip=True: without the identity "
-                         "zero branches make the output constant")
+        raise ValueError("fixup_init_ needs a network with skip=True (model has skip=False): "
+                         "without the identity zero branches make the output constant")
     if isinstance(model.branch_scale, str):
         raise ValueError(f"fixup_init_ needs a numeric branch_scale, got "
-                         f"{model.branch_scale!r}: a gate at 0 in front of a zero layer "
+                         f"{model.branch_scale!r} in model: a gate at 0 in front of a zero layer "
                          f"would never receive a gradient")
     L, m = model.depth, 2
     scale = L ** (-1.0 / (2 * m - 2))
@@ -391,30 +526,32 @@ def path_gradients(model: ResidualMLP, x: Tensor,
         ``u.sum(0)`` is :math:`\partial\mathcal L/\partial x_0`.
 
     Raises:
-        TypeError: ``model`` is not a :class:`ResidualMLP`, ``loss`` not callable.
+        TypeError: ``model`` is not a :class:`ResidualMLP`; ``x`` not a floating tensor
+            of the model's dtype; ``loss`` neither None nor a function (a class
+            included), or returning something that is not a tensor.
         ValueError: ``model`` has ``skip=False`` (then there is one path, through every
-            branch), or ``loss`` does not return a scalar.
+            branch); ``x`` not of shape ``(B, in_features)`` with ``B >= 1``, or with NaN
+            or infinite values; ``loss`` does not return a scalar.
     """
-    if not isinstance(model, ResidualMLP):
-        raise TypeError(f"model must be a ResidualMLP, got {type(model).__name__}")
+    _check.instance("model", model, ResidualMLP, "a ResidualMLP")
     if not model.skip:
-        raise ValueError("path_gradients needs skip=True: a plain network has one path")
-    if loss is not None and not callable(loss):
-        raise TypeError(f"loss must be callable or None, got {loss!r}")
+        raise ValueError("path_gradients needs skip=True (model has skip=False): a plain "
+                         "network has one path")
+    x = _batch("x", x, model.in_features, model._dtype())
+    _check.finite_values("x", x)
+    if loss is not None:
+        _check.function("loss", loss, "None or a callable loss(output)")
     with torch.enable_grad():
         h = model.inp(x).detach()
         steps = []                                     # (x_{l-1}, alpha F_l(x_{l-1}))
         for block in model.blocks:
             h_in = h.requires_grad_(True)
-            f = block.scaled_branch(h_in)
+            f = block._scaled_branch(h_in)
             steps.append((h_in, f))
             h = (h_in + f).detach()
         top = h.requires_grad_(True)
-        y = model.head(top)
-        value = y.sum() if loss is None else loss(y)
-        if not isinstance(value, Tensor) or value.numel() != 1:
-            raise ValueError(f"loss must return a scalar tensor, got "
-                             f"{getattr(value, 'shape', type(value).__name__)}")
+        y = model._head(top)
+        value = _check.scalar_loss("loss", y.sum() if loss is None else loss(y))
         (g,) = torch.autograd.grad(value, top)
         L = len(steps)
         u = torch.zeros((L + 1,) + tuple(g.shape), dtype=g.dtype, device=g.device)
@@ -451,25 +588,29 @@ class TokenTransformer(nn.Module):
         seed: seeds torch's RNG in a fork (the global RNG is restored afterwards).
 
     Forward: ``(B, seq_len)`` int64 tokens -> ``(B, seq_len, vocab_size)`` logits.
+
+    Raises:
+        TypeError: a size that is not an int, ``norm_first`` not a bool, ``init`` not a
+            str, ``seed`` not an int.
+        ValueError: a size < 1, ``d_model`` not divisible by ``nhead``, an unknown
+            ``init``, a ``seed`` outside [0, 2**64 - 1].
     """
 
     def __init__(self, vocab_size: int, seq_len: int, d_model: int = 32, nhead: int = 4,
                  dim_feedforward: int = 64, num_layers: int = 6, *, norm_first: bool = True,
                  init: str = "xavier", seed: int | None = None) -> None:
         super().__init__()
-        self.vocab_size = _check_int("vocab_size", vocab_size)
-        self.seq_len = _check_int("seq_len", seq_len)
-        d_model = _check_int("d_model", d_model)
-        nhead = _check_int("nhead", nhead)
+        self.vocab_size = _check.integer("vocab_size", vocab_size, minimum=1)
+        self.seq_len = _check.integer("seq_len", seq_len, minimum=1)
+        d_model = _check.integer("d_model", d_model, minimum=1)
+        nhead = _check.integer("nhead", nhead, minimum=1)
         if d_model % nhead:
             raise ValueError(f"d_model must be divisible by nhead, got {d_model} and {nhead}")
-        _check_int("dim_feedforward", dim_feedforward)
-        _check_int("num_layers", num_layers)
-        if not isinstance(norm_first, bool):
-            raise TypeError(f"norm_first must be a bool, got {norm_first!r}")
-        if init not in ("xavier", "torch"):
-            raise ValueError(f"init must be 'xavier' or 'torch', got {init!r}")
-        seed = None if seed is None else _check_int("seed", seed, minimum=0)
+        dim_feedforward = _check.integer("dim_feedforward", dim_feedforward, minimum=1)
+        num_layers = _check.integer("num_layers", num_layers, minimum=1)
+        norm_first = _check.flag("norm_first", norm_first)
+        init = _check.choice("init", init, ("xavier", "torch"))
+        seed = _check.optional_seed(seed)
         self.norm_first = norm_first
         with torch.random.fork_rng(devices=[], enabled=seed is not None):
             if seed is not None:
@@ -489,9 +630,21 @@ class TokenTransformer(nn.Module):
             self.head = nn.Linear(d_model, self.vocab_size)
 
     def forward(self, tokens: Tensor) -> Tensor:
-        if tokens.dim() != 2 or tokens.shape[1] != self.seq_len or tokens.is_floating_point():
+        """``(B, seq_len)`` integer tokens -> ``(B, seq_len, vocab_size)`` logits.
+
+        Raises:
+            TypeError: ``tokens`` not a torch tensor of an integer dtype.
+            ValueError: ``tokens`` not of shape ``(B, seq_len)`` with ``B >= 1``, or
+                holding values outside ``[0, vocab_size)``.
+        """
+        tokens = _check.tensor("tokens", tokens, floating=False, integral=True)
+        if tokens.dim() != 2 or tokens.shape[1] != self.seq_len:
             raise ValueError(f"tokens must be an integer tensor of shape (B, {self.seq_len}), "
-                             f"got {tokens.dtype} {tuple(tokens.shape)}")
+                             f"got {_check.show(tokens)}")
+        lo, hi = int(tokens.min()), int(tokens.max())
+        if lo < 0 or hi >= self.vocab_size:
+            raise ValueError(f"tokens must hold token ids in [0, {self.vocab_size - 1}] "
+                             f"(vocab_size={self.vocab_size}), got values from {lo} to {hi}")
         h = self.embed(tokens) + self.pos                 # (B, T, d_model)
         for layer in self.layers:
             h = layer(h)

@@ -39,12 +39,13 @@ Example::
 from __future__ import annotations
 
 import math
-import numbers
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
+
+from . import _check
 
 __all__ = ["ScratchMLP", "Gradients"]
 
@@ -65,14 +66,34 @@ class Gradients:
 
 
 def _check_sizes(sizes: object) -> list[int]:
-    if isinstance(sizes, (str, bytes)) or not isinstance(sizes, Sequence):
-        raise TypeError(f"sizes must be a list of ints, got {sizes!r}")
-    if len(sizes) < 2:
-        raise ValueError(f"sizes must have at least 2 entries [in, ..., out], got {list(sizes)}")
-    for s in sizes:
-        if isinstance(s, bool) or not isinstance(s, numbers.Integral) or s < 1:
-            raise ValueError(f"sizes must be positive ints, got {list(sizes)}")
-    return [int(s) for s in sizes]
+    items = _check.sequence("sizes", sizes, what="a list of ints [in, ..., out]")
+    if len(items) < 2:
+        raise ValueError(f"sizes must have at least 2 entries [in, ..., out], got {items}")
+    return [_check.integer(f"sizes[{i}]", s, minimum=1) for i, s in enumerate(items)]
+
+
+def _real_array(name: str, x: object) -> np.ndarray:
+    """A numpy array of a real dtype (float, or int promoted), as float64."""
+    if not isinstance(x, np.ndarray):
+        hint = " (ScratchMLP is numpy: pass x.numpy())" if hasattr(x, "numpy") else ""
+        raise TypeError(f"{name} must be a numpy array, got {_check.show(x)} "
+                        f"({type(x).__name__}){hint}")
+    if x.dtype.kind not in "iuf":
+        raise TypeError(f"{name} must have a real (float or int) dtype, got {_check.show(x)}")
+    return np.asarray(x, dtype=np.float64)
+
+
+def _float_dtype(name: str, dtype: object):
+    """A real floating ``torch.dtype`` (``torch.float64``, ``torch.float32``, ...)."""
+    import torch
+
+    if not isinstance(dtype, torch.dtype):
+        raise TypeError(f"{name} must be None or a torch floating dtype such as torch.float64, "
+                        f"got {_check.show(dtype)} ({type(dtype).__name__})")
+    if not dtype.is_floating_point:
+        raise ValueError(f"{name} must be a torch floating dtype such as torch.float64, "
+                         f"got {dtype}")
+    return dtype
 
 
 class ScratchMLP:
@@ -86,7 +107,13 @@ class ScratchMLP:
         weight_scale: :math:`\sigma_w > 0`; :math:`W_\ell \sim \mathcal N(0,
             \sigma_w^2/n_{\ell-1})`, shaped (fan_out, fan_in) like ``nn.Linear.weight``,
             the same law as :func:`companion.nets.mlp`. Biases start at zero.
-        seed: seeds a private ``np.random.default_rng``.
+        seed: seeds a private ``np.random.default_rng``: an int in ``[0, 2**64 - 1]``.
+
+    Raises:
+        TypeError: ``sizes`` is not a list or tuple of ints, ``activation`` not a str,
+            ``weight_scale`` not a real number, ``seed`` not an int.
+        ValueError: fewer than 2 sizes or a size < 1, an unknown activation,
+            ``weight_scale`` <= 0 (or NaN, infinite), ``seed`` outside ``[0, 2**64 - 1]``.
 
     Attributes:
         W, b: lists of the weights (fan_out, fan_in) and biases (fan_out,).
@@ -99,13 +126,10 @@ class ScratchMLP:
         from companion import activations  # sibling module, imported lazily
 
         self.sizes = _check_sizes(sizes)
-        self.f = activations.get(activation)  # raises ValueError listing valid names
+        self.f = activations.get(activation)  # raises TypeError/ValueError listing names
         self.activation = activation
-        if isinstance(weight_scale, bool) or not isinstance(weight_scale, numbers.Real) \
-                or not math.isfinite(weight_scale) or weight_scale <= 0:
-            raise ValueError(f"weight_scale must be finite and positive, got {weight_scale!r}")
-        if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-            raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+        weight_scale = _check.positive("weight_scale", weight_scale)
+        seed = _check.seed(seed)
         rng = np.random.default_rng(int(seed))
         self.W = [rng.standard_normal((n_out, n_in)) * (weight_scale / math.sqrt(n_in))
                   for n_in, n_out in zip(self.sizes[:-1], self.sizes[1:])]
@@ -120,13 +144,20 @@ class ScratchMLP:
 
     # ---------------------------------------------------------------------- forward
     def _input(self, x: object) -> np.ndarray:
-        x = np.asarray(x, dtype=np.float64)
+        x = _real_array("x", x)
         if x.ndim != 2 or x.shape[1] != self.sizes[0]:
             raise ValueError(f"x must have shape (batch, {self.sizes[0]}), got {x.shape}")
-        return x
+        if x.shape[0] == 0:
+            raise ValueError(f"x must have at least one row (example), got shape {x.shape}")
+        return _check.finite_values("x", x)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """:math:`\\hat y` for a batch ``x`` of shape (B, in); caches ``z`` and ``h``."""
+        """:math:`\\hat y` for a batch ``x`` of shape (B, in); caches ``z`` and ``h``.
+
+        Raises:
+            TypeError: ``x`` is not a numpy array of a real (float or int) dtype.
+            ValueError: ``x`` is not (B, in) with B >= 1, or holds NaN or infinite values.
+        """
         h = self._input(x)                        # h_0 = x: (B, n_0)
         self.z, self.h = [], [h]
         for l, (W, b) in enumerate(zip(self.W, self.b)):
@@ -147,13 +178,17 @@ class ScratchMLP:
         Returns :class:`Gradients` with ``dW``, ``db`` (summed over the batch, i.e. for
         :math:`L = \sum_{\text{examples}}`), the per-example ``delta`` and ``dx``.
 
+        ``grad_output`` may hold NaN or infinity (a diverging run); they propagate.
+
         Raises:
             RuntimeError: :meth:`forward` was not called first.
+            TypeError: ``grad_output`` is not a numpy array of a real dtype.
             ValueError: ``grad_output`` does not have the output's shape.
         """
         if not self.z:
-            raise RuntimeError("call forward(x) before backward(grad_output)")
-        delta = np.asarray(grad_output, dtype=np.float64)
+            raise RuntimeError("backward(grad_output) needs the cache of a forward pass: "
+                               "call net.forward(x) first, then net.backward(grad_output)")
+        delta = _real_array("grad_output", grad_output)
         if delta.shape != self.z[-1].shape:
             raise ValueError(f"grad_output must have the output's shape {self.z[-1].shape}, "
                              f"got {delta.shape}")
@@ -178,6 +213,9 @@ class ScratchMLP:
         W_{l+1}`, shape (B, n_{l+1}, n_l), one matrix per example of ``x`` (B, in); the
         last entry is the output layer's :math:`W_L` (linear, :math:`f' = 1`), repeated
         over the batch. :meth:`input_jacobian` multiplies them. Runs :meth:`forward`.
+
+        Raises:
+            TypeError, ValueError: a bad ``x``, as in :meth:`forward`.
         """
         self.forward(x)
         B = self.z[0].shape[0]
@@ -188,7 +226,11 @@ class ScratchMLP:
 
     def input_jacobian(self, x: np.ndarray) -> np.ndarray:
         r""":math:`\partial\hat y/\partial x` per example, (B, out, in): the product of
-        :meth:`chain_factors`, output side on the left."""
+        :meth:`chain_factors`, output side on the left.
+
+        Raises:
+            TypeError, ValueError: a bad ``x``, as in :meth:`forward`.
+        """
         factors = self.chain_factors(x)
         J = factors[0]                                  # (B, n_1, n_0)
         for F in factors[1:]:
@@ -201,7 +243,17 @@ class ScratchMLP:
         ``ord=2`` (spectral norm, the most one factor can stretch a vector) or ``"fro"``.
         By submultiplicativity :math:`\lVert\partial\hat y/\partial x\rVert_2 \le
         \prod_\ell \lVert J_\ell\rVert_2`.
+
+        Raises:
+            TypeError: a bad ``x`` (as in :meth:`forward`); ``ord`` neither a number nor
+                a str.
+            ValueError: a bad ``x``; ``ord`` not 2 or ``"fro"``.
         """
+        self._input(x)
+        if isinstance(ord, bool) or not isinstance(ord, (str, int, float, np.integer,
+                                                         np.floating)):
+            raise TypeError(f"ord must be 2 or 'fro', got {_check.show(ord)} "
+                            f"({type(ord).__name__})")
         if ord not in (2, "fro"):
             raise ValueError(f"ord must be one of [2, 'fro'], got {ord!r}")
         return np.stack([np.linalg.norm(F, ord=ord, axis=(1, 2))
@@ -216,12 +268,12 @@ class ScratchMLP:
         Returns ``self``.
 
         Raises:
+            TypeError: ``sequential`` is not a ``torch.nn.Module`` instance.
             ValueError: the number of Linear layers or a weight shape differs.
         """
         from torch import nn
 
-        if not isinstance(sequential, nn.Module):
-            raise TypeError(f"sequential must be a torch nn.Module, got {type(sequential).__name__}")
+        _check.module("sequential", sequential)
         linears = [m for m in sequential.modules() if isinstance(m, nn.Linear)]
         if len(linears) != self.num_layers:
             raise ValueError(f"sequential must have {self.num_layers} Linear layers, "
@@ -238,11 +290,16 @@ class ScratchMLP:
 
     def to_torch(self, dtype=None):
         """An ``nn.Sequential`` with :func:`companion.nets.mlp`'s module names
-        (``fc1, act1, ..., out``) holding copies of ``W`` and ``b`` (float64 by default)."""
+        (``fc1, act1, ..., out``) holding copies of ``W`` and ``b`` (float64 by default).
+
+        Raises:
+            TypeError: ``dtype`` is neither None nor a ``torch.dtype``.
+            ValueError: ``dtype`` is not a floating dtype (``torch.int64``, ...).
+        """
         import torch
         from torch import nn
 
-        dtype = torch.float64 if dtype is None else dtype
+        dtype = torch.float64 if dtype is None else _float_dtype("dtype", dtype)
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         for l, (W, b) in enumerate(zip(self.W, self.b)):
             last = l == self.num_layers - 1

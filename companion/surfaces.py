@@ -26,11 +26,15 @@ Example::
 """
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, NamedTuple, Optional, Union
 
 import numpy as np
+import torch
+
+from . import _check
+from . import optim as _optim
+from .optim._functional import UNCHECKED as _UNCHECKED
 
 __all__ = ["Surface", "Trajectory", "quadratic", "get", "names", "run", "DIVERGED_NORM"]
 
@@ -38,9 +42,44 @@ __all__ = ["Surface", "Trajectory", "quadratic", "get", "names", "run", "DIVERGE
 DIVERGED_NORM = 1e6
 
 
+def _point(name: str, value: Any) -> tuple[float, float]:
+    """A point ``(x1, x2)``: a list/tuple of 2 finite reals, or an array of shape (2,)
+    (numpy or torch) of them; returned as a tuple of floats."""
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        if tuple(value.shape) != (2,):
+            raise ValueError(f"{name} must be a point (x1, x2) of 2 finite reals, got "
+                             f"{_check.show(value)}")
+        value = value.tolist()
+    if isinstance(value, (list, tuple)) and len(value) != 2:
+        raise ValueError(f"{name} must be a point (x1, x2) of 2 finite reals, got "
+                         f"{_check.show(value)}")
+    items = _check.sequence(name, value, length=2, what="a point (x1, x2) of 2 finite reals")
+    return tuple(_check.real(f"{name}[{i}]", v) for i, v in enumerate(items))
+
+
+def _interval(name: str, value: Any) -> tuple[float, float]:
+    """Plot limits ``(low, high)``: 2 finite reals, low < high."""
+    items = _check.sequence(name, value, length=2, what="a pair (low, high)")
+    low, high = (_check.real(f"{name}[{i}]", v) for i, v in enumerate(items))
+    if not low < high:
+        raise ValueError(f"{name} must be a pair (low, high) with low < high, got {value!r}")
+    return low, high
+
+
 @dataclass(frozen=True, eq=False)
 class Surface:
-    """A 2-D loss :math:`f(x_1, x_2)` with its gradient and plotting defaults."""
+    """A 2-D loss :math:`f(x_1, x_2)` with its gradient and plotting defaults.
+
+    The fields are checked when the surface is built (a bad ``start`` is refused here, not
+    at the first step of :func:`run`); points become tuples of floats.
+
+    Raises:
+        TypeError: ``name`` not a str, ``f`` or ``df`` not callable, ``start``,
+            ``minimum``, ``xlim`` or ``ylim`` not a pair of reals, ``hessian`` not a
+            numpy array.
+        ValueError: an empty ``name``, a point or limit that is not finite, ``xlim`` /
+            ``ylim`` with low >= high, ``hessian`` not a finite (2, 2) matrix.
+    """
 
     name: str
     f: Callable[[Any, Any], Any]                     #: f(x1, x2), elementwise on arrays
@@ -51,12 +90,46 @@ class Surface:
     ylim: tuple[float, float]
     hessian: Optional[np.ndarray] = None             #: constant Hessian (quadratics only)
 
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        _check.string("name", self.name, nonempty=True)
+        _check.function("f", self.f, "a callable f(x1, x2)")
+        _check.function("df", self.df, "a callable df(x1, x2) -> (df/dx1, df/dx2)")
+        set_(self, "start", _point("start", self.start))
+        if self.minimum is not None:
+            set_(self, "minimum", _point("minimum", self.minimum))
+        set_(self, "xlim", _interval("xlim", self.xlim))
+        set_(self, "ylim", _interval("ylim", self.ylim))
+        if self.hessian is not None:
+            _check.instance("hessian", self.hessian, np.ndarray, "None or a (2, 2) numpy array")
+            _check.array("hessian", self.hessian, ndim=2, finite=True)
+            if self.hessian.shape != (2, 2):
+                raise ValueError(f"hessian must be a (2, 2) matrix, got "
+                                 f"{_check.show(self.hessian)}")
+
     def grad(self, p: Any) -> np.ndarray:
-        """:math:`\\nabla f(p)` as a float64 array of shape (2,)."""
+        """:math:`\\nabla f(p)` as a float64 array of shape (2,).
+
+        Raises:
+            TypeError: ``p`` not a pair of reals (a list, tuple or array of shape (2,)).
+            ValueError: ``p`` of another length or shape, or not finite.
+        """
+        return self._grad(_point("p", p))
+
+    def _grad(self, p: Any) -> np.ndarray:
         d1, d2 = self.df(float(p[0]), float(p[1]))
         return np.array([d1, d2], dtype=np.float64)
 
     def loss(self, p: Any) -> float:
+        """:math:`f(p)` as a float.
+
+        Raises:
+            TypeError: ``p`` not a pair of reals (a list, tuple or array of shape (2,)).
+            ValueError: ``p`` of another length or shape, or not finite.
+        """
+        return self._loss(_point("p", p))
+
+    def _loss(self, p: Any) -> float:
         return float(self.f(float(p[0]), float(p[1])))
 
     @property
@@ -65,15 +138,15 @@ class Surface:
         return None if self.hessian is None else float(np.linalg.eigvalsh(self.hessian).max())
 
     def grid(self, n: int = 200) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """``X1, X2, F`` on an n x n grid over xlim x ylim, ready for ``ax.contour``."""
+        """``X1, X2, F`` on an n x n grid over xlim x ylim, ready for ``ax.contour``.
+
+        Raises:
+            TypeError: ``n`` not an int.
+            ValueError: ``n`` < 2.
+        """
+        n = _check.integer("n", n, minimum=2)
         x1, x2 = np.meshgrid(np.linspace(*self.xlim, n), np.linspace(*self.ylim, n))
         return x1, x2, self.f(x1, x2)
-
-
-def _real(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {value!r} ({type(value).__name__})")
-    return float(value)
 
 
 def quadratic(a: float, b: float, *, name: Optional[str] = None,
@@ -85,11 +158,19 @@ def quadratic(a: float, b: float, *, name: Optional[str] = None,
     Gradient descent acts on each coordinate alone: :math:`x_{i,t} = (1 - 2\eta a_i)^t x_{i,0}`,
     stable iff :math:`\eta < 1 / \max(a, b) = 2/\lambda_{\max}`. Condition number
     :math:`\max(a,b)/\min(a,b)` when both are positive; a negative coefficient makes a saddle.
+
+    Raises:
+        TypeError: ``a`` or ``b`` not a real number, ``name`` neither None nor a str,
+            ``start``, ``xlim`` or ``ylim`` not a pair of reals.
+        ValueError: ``a`` or ``b`` zero or not finite, ``start`` not finite, limits with
+            low >= high or not finite.
     """
-    a, b = _real("a", a), _real("b", b)
+    a, b = _check.real("a", a), _check.real("b", b)
     for arg, value in (("a", a), ("b", b)):
-        if value == 0 or not np.isfinite(value):
+        if value == 0:
             raise ValueError(f"{arg} must be finite and non-zero, got {value}")
+    if name is not None:
+        _check.string("name", name, nonempty=True)
     return Surface(
         name=name or f"quadratic({a:g}, {b:g})",
         f=lambda x1, x2: a * x1 ** 2 + b * x2 ** 2,
@@ -132,16 +213,55 @@ def names() -> tuple[str, ...]:
 
 
 def get(name: str) -> Surface:
-    """The surface called ``name`` (one of :func:`names`)."""
-    if name not in _SURFACES:
-        raise ValueError(f"unknown surface {name!r}; valid names: {', '.join(_SURFACES)}")
-    return _SURFACES[name]
+    """The surface called ``name`` (one of :func:`names`).
+
+    Raises:
+        TypeError: ``name`` not a str.
+        ValueError: ``name`` not one of :func:`names` (the message lists them).
+    """
+    return _SURFACES[_check.choice("name", name, _SURFACES)]
 
 
 class Trajectory(NamedTuple):
     points: np.ndarray             #: (steps + 1, 2): p_0 .. p_steps; NaN from divergence on
     losses: np.ndarray             #: (steps + 1,): f(p_t); NaN from divergence on
     diverged_at: Optional[int]     #: first t with p_t non-finite or |p_t| > 1e6, else None
+
+
+_UPDATE = "a callable update(p, g, state, **hyper) returning (p, state)"
+
+
+def _check_update(update: Any) -> Callable:
+    """A function, not an optimizer: ``optim.Adam`` for ``optim.adam_update`` is named."""
+    optimizer = isinstance(update, torch.optim.Optimizer)
+    if optimizer or (isinstance(update, type) and issubclass(update, torch.optim.Optimizer)):
+        cls = type(update) if optimizer else update
+        pure = f"{cls.__name__.lower()}_update"
+        hint = (f"pass the pure function optim.{pure}" if pure in _optim.__all__
+                else "pass a pure update function such as optim.sgd_update")
+        got = f"an instance of {cls.__name__}" if optimizer else f"the class {cls.__name__}"
+        raise TypeError(f"update must be {_UPDATE}, got {got} (a torch.optim-style "
+                        f"optimizer steps a model's parameters; {hint})")
+    return _check.function("update", update, _UPDATE)
+
+
+def _returned_point(out: Any, update: Callable) -> np.ndarray:
+    """What an update returned: a pair ``(p, state)`` with p a real point of shape (2,)."""
+    fname = getattr(update, "__name__", "update")
+    if not isinstance(out, (tuple, list)) or len(out) != 2 or hasattr(out, "_fields"):
+        raise TypeError(f"update must return a pair (p, state), got {_check.show(out)} "
+                        f"from {fname} (a custom update returns its state too, e.g. "
+                        f"'return p - lr * g, state')")
+    new = out[0]
+    kind = getattr(getattr(new, "dtype", None), "kind", None)
+    try:
+        p = np.asarray(new, dtype=np.float64) if kind not in ("c", "b", "U", "S", "O") else None
+    except (TypeError, ValueError):
+        p = None
+    if p is None or p.shape != (2,):
+        raise ValueError(f"update must return (p, state) with p a real point of shape (2,), "
+                         f"got p = {_check.show(new)} from {fname}")
+    return p
 
 
 def run(surface: Union[Surface, str], update: Callable, state: Any = None, *, steps: int,
@@ -154,27 +274,51 @@ def run(surface: Union[Surface, str], update: Callable, state: Any = None, *, st
     ``diverged_at = t`` and rows t.. of ``points`` and ``losses`` are NaN, so a plot can
     show "diverged at step t".
 
+    A companion update checks ``state`` and ``hyper`` on the first call (even for
+    ``steps=0``); the later steps call its unchecked core, so a widget frame of thousands
+    of steps pays for the checks once.
+
     >>> from companion.optim import sgd_update
     >>> run("ravine", sgd_update, steps=20, lr=0.6).points[-1].round(1).tolist()  # |1 - 0.6*4| > 1
     [-0.4, -1673.4]
+
+    Raises:
+        TypeError: ``surface`` neither a :class:`Surface` nor a name, ``update`` not
+            callable or an optimizer class (``optim.Adam`` for ``optim.adam_update``),
+            an update that does not return a pair ``(p, state)``, ``steps`` not an int,
+            ``start`` not a pair of reals; the update's own errors for a bad ``state`` or
+            hyperparameter.
+        ValueError: an unknown surface name, ``steps`` < 0, ``start`` of another length
+            or not finite, an update returning p of another shape than (2,); the
+            update's own for a hyperparameter out of range.
     """
-    surface = get(surface) if isinstance(surface, str) else surface
-    if not isinstance(surface, Surface):
-        raise TypeError(f"surface must be a Surface or one of {names()}, got {surface!r}")
-    if not callable(update):
-        raise TypeError(f"update must be callable, got {update!r}")
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 0:
-        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    if isinstance(surface, str):
+        surface = _SURFACES[_check.choice("surface", surface, _SURFACES)]
+    elif not isinstance(surface, Surface):
+        raise TypeError(f"surface must be a Surface or one of {names()}, got "
+                        f"{_check.show(surface)}")
+    update = _check_update(update)
+    steps = _check.integer("steps", steps, minimum=0)
+    p = np.array(surface.start if start is None else _point("start", start), dtype=np.float64)
+    core = _UNCHECKED.get(update)
+    grad, loss = surface._grad, surface._loss
     points = np.full((steps + 1, 2), np.nan)
     losses = np.full(steps + 1, np.nan)
-    p = np.array(surface.start if start is None else start, dtype=np.float64)
-    if p.shape != (2,):
-        raise ValueError(f"start must be a point (x1, x2), got {start!r}")
-    points[0], losses[0] = p, surface.loss(p)
+    points[0], losses[0] = p, loss(p)
+    if core is not None and steps == 0:
+        update(p, grad(p), state, **hyper)  # checks state and hyper; the result is unused
+    step = update
     for t in range(1, steps + 1):
-        p, state = update(p, surface.grad(p), state, **hyper)
-        p = np.asarray(p, dtype=np.float64)
+        out = step(p, grad(p), state, **hyper)
+        if step is not core and core is not None:  # checked once: the core from now on
+            step, hyper = core, {**update.__kwdefaults__, **hyper}
+        new = out[0] if type(out) is tuple and len(out) == 2 else None
+        if type(new) is np.ndarray and new.dtype == np.float64 and new.shape == (2,):
+            p = new
+        else:
+            p = _returned_point(out, update)
+        state = out[1]
         if not np.all(np.isfinite(p)) or np.linalg.norm(p) > DIVERGED_NORM:
             return Trajectory(points, losses, t)
-        points[t], losses[t] = p, surface.loss(p)
+        points[t], losses[t] = p, loss(p)
     return Trajectory(points, losses, None)

@@ -42,6 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import _check
 from . import clip as _clip
 
 __all__ = ["History", "train", "OPTIMIZERS", "LOSSES", "DIVERGENCE_FACTOR"]
@@ -108,12 +109,51 @@ class History:
 
 
 # ---------------------------------------------------------------------------- checks
-def _choice(name: str, value: Any, table: dict, what: str) -> Callable:
-    if callable(value):
-        return value
-    if isinstance(value, str) and value in table:
+def _choice(name: str, value: Any, table: dict, what: str, *, classes: bool) -> Callable:
+    """A name of ``table`` (its function) or a callable; ``classes``: a class counts as a
+    callable (``torch.optim.SGD`` for an optimizer), else it is refused (``nn.MSELoss``
+    for a loss must be called first)."""
+    if isinstance(value, str):
+        if value not in table:
+            raise ValueError(f"{name} must be one of {list(table)} or a callable {what}, "
+                             f"got {value!r}")
         return table[value]
-    raise ValueError(f"{name} must be one of {list(table)} or a callable {what}, got {value!r}")
+    if classes and isinstance(value, type):
+        return value
+    return _check.function(name, value, f"one of {list(table)} or a callable {what}")
+
+
+def _check_data(name: str, value: Any) -> Tensor:
+    """A nonempty numpy array or tensor with at least one dimension, not complex, and
+    finite when floating (NaN in the data is bad data, not a divergence); as a tensor."""
+    value = _check.array(name, value, floating=False, min_ndim=1)
+    value = torch.as_tensor(value)
+    if value.is_complex():
+        raise TypeError(f"{name} must have a real dtype, got {_check.show(value)}")
+    if value.is_floating_point():
+        _check.finite_values(name, value)
+    return value
+
+
+def _check_class_labels(name: str, y: Any, shape: tuple) -> Tensor:
+    """``y`` as cross-entropy's class labels for logits of shape ``shape`` (classes in
+    dimension 1): an integer tensor of that shape without its class dimension, with
+    values in ``[0, C)``. (Soft labels and ignored indices: pass a loss function.)"""
+    shape = tuple(shape)
+    if len(shape) == 2:
+        return _check.labels(name, y, n=shape[0], classes=shape[1])
+    y = _check.tensor(name, y, floating=False, integral=True, nonempty=False)
+    classes = shape[1] if len(shape) >= 2 else shape[0] if shape else 0
+    want = (shape[0],) + shape[2:] if len(shape) >= 2 else ()
+    if tuple(y.shape) != want:
+        raise ValueError(f"{name} must have the shape {want} of the output {shape} without "
+                         f"its class dimension 1, got {_check.show(y)}")
+    if y.numel():
+        lo, hi = (int(v) for v in torch.aminmax(y))
+        if lo < 0 or hi >= classes:
+            raise ValueError(f"{name} must hold class indices in [0, {classes - 1}] (the output "
+                             f"has {classes} classes), got values from {lo} to {hi}")
+    return y
 
 
 def _make_batches(n: int, batch_size: Optional[int], seed: int):
@@ -130,14 +170,14 @@ def _make_batches(n: int, batch_size: Optional[int], seed: int):
 
 def _check_clip(clip: Any) -> Union[None, float, Callable]:
     """None, a positive finite max_norm (as float), or a callable f(params)."""
-    if clip is None or callable(clip):
+    what = "None, a positive max_norm or a callable f(params)"
+    if clip is None:
         return clip
+    if callable(clip):
+        return _check.function("clip", clip, what)
     if isinstance(clip, bool) or not isinstance(clip, numbers.Real):
-        raise TypeError(f"clip must be None, a positive max_norm or a callable f(params), "
-                        f"got {clip!r} ({type(clip).__name__})")
-    if not 0 < clip < math.inf:
-        raise ValueError(f"clip (the max_norm) must be positive and finite, got {clip!r}")
-    return float(clip)
+        raise TypeError(f"clip must be {what}, got {clip!r} ({type(clip).__name__})")
+    return _check.positive("clip (the max_norm)", clip)
 
 
 def _tracked_weights(model: nn.Module) -> dict[str, Tensor]:
@@ -171,8 +211,10 @@ def train(
 
     Args:
         model: any ``nn.Module`` mapping ``x`` to predictions.
-        x, y: tensors (or arrays) with the same first dimension. Floating ``x`` and ``y``
-            are cast to the model's dtype; integer ``y`` (class labels) is kept.
+        x, y: tensors or numpy arrays with the same first dimension (one row per
+            example), of finite values. Floating ``x`` and ``y`` are cast to the model's
+            dtype; an integer ``x`` (token indices for an embedding) is kept as it is, and
+            integer ``y`` (class labels) too (as int64 for ``"cross_entropy"``).
         steps: number of steps, >= 1.
         lr: learning rate, > 0.
         optimizer: ``"sgd"``, ``"momentum"`` (SGD, momentum 0.9), ``"adam"``, or a callable
@@ -200,49 +242,67 @@ def train(
         A :class:`History`.
 
     Raises:
-        TypeError: ``model`` is not an ``nn.Module``; ``callback`` not callable;
-            ``optimizer_kwargs`` not a dict; ``clip`` neither a number nor a callable;
-            ``schedule`` not callable.
-        ValueError: ``steps < 1``, ``lr <= 0``, an unknown optimizer or loss name, a bad
-            ``batch_size``, ``x``/``y`` of different lengths, (``"mse"``) ``y`` not
-            shaped like the model's output, or ``clip`` a number <= 0 or not finite.
+        TypeError: ``model`` not an ``nn.Module``; ``x`` or ``y`` not an array or
+            tensor, or complex; ``x`` not floating and refused by the model's first
+            forward pass; ``y`` not floating for ``"mse"``, not integer labels for
+            ``"cross_entropy"``; a non-int ``steps``, ``batch_size`` or ``seed``, a
+            non-number ``lr``; ``optimizer`` or ``loss`` neither a name nor a callable
+            (a class for ``loss``); ``optimizer`` not returning an optimizer;
+            ``optimizer_kwargs`` not a dict of names (or refused by the optimizer);
+            ``track_update_ratios`` not a bool; ``callback`` or ``schedule`` not a
+            function; ``clip`` neither a number nor a callable; a ``loss`` that does not
+            return a tensor.
+        ValueError: NaN or infinity in ``x`` or ``y`` (bad data, not a divergence);
+            an empty or 0-dimensional ``x`` or ``y``; ``x``/``y`` of different lengths;
+            ``steps < 1``; ``lr`` not finite and > 0; an unknown optimizer or loss name;
+            ``batch_size`` outside ``[1, n]``; ``seed`` outside ``[0, 2**64 - 1]``;
+            ``clip`` a number <= 0 or not finite; a model without trainable parameters;
+            (``"mse"``) ``y`` not shaped like the model's output; (``"cross_entropy"``)
+            labels not of shape (n,) or outside ``[0, C)``; a loss that is not a scalar
+            or has no gradient; an optimizer refusing ``optimizer_kwargs``' values.
     """
-    # 1. check the arguments at the boundary
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch nn.Module, got {type(model).__name__}")
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (0 < lr < math.inf):
-        raise ValueError(f"lr must be positive and finite, got {lr!r}")
-    make_opt = _choice("optimizer", optimizer, OPTIMIZERS, "f(params, lr)")
-    loss_fn = _choice("loss", loss, LOSSES, "f(prediction, target)")
-    if optimizer_kwargs is not None and not isinstance(optimizer_kwargs, dict):
-        raise TypeError(f"optimizer_kwargs must be a dict or None, got {optimizer_kwargs!r}")
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback must be callable or None, got {callback!r}")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    # 1. check the arguments at the boundary, in the order of the signature
+    model = _check.module("model", model)
+    x = _check_data("x", x)
+    y = _check_data("y", y)
+    steps = _check.integer("steps", steps, minimum=1)
+    lr = _check.positive("lr", lr)
+    make_opt = _choice("optimizer", optimizer, OPTIMIZERS, "f(params, lr)", classes=True)
+    loss_fn = _choice("loss", loss, LOSSES, "f(prediction, target)", classes=False)
+    kind = loss if isinstance(loss, str) else None   # a named loss: its targets are checked
+    n = x.shape[0]
+    if y.shape[0] != n:
+        raise ValueError(f"x and y must have the same nonzero first dimension (one row per "
+                         f"example), got x {tuple(x.shape)} and y {tuple(y.shape)}")
+    if kind == "mse" and not y.is_floating_point():
+        raise TypeError(f"y must be floating-point targets for loss='mse', got "
+                        f"{_check.show(y)} (class labels go with loss='cross_entropy')")
+    if kind == "cross_entropy" and not y.is_floating_point() and y.dtype != torch.bool:
+        y = y.long()             # cross_entropy takes int64 labels (no copy when they are)
+    batch_size = _check.optional_integer("batch_size", batch_size, minimum=1, maximum=n)
+    seed = _check.seed(seed)
+    track_update_ratios = _check.flag("track_update_ratios", track_update_ratios)
+    if optimizer_kwargs is not None:
+        _check.mapping("optimizer_kwargs", optimizer_kwargs, nonempty=False)
+        for key in optimizer_kwargs:
+            if not isinstance(key, str):
+                raise TypeError(f"optimizer_kwargs must have str keys (argument names), "
+                                f"got the key {key!r}")
+    if callback is not None:
+        _check.function("callback", callback, "None or a callable callback(step, loss)")
     clip = _check_clip(clip)
-    if schedule is not None and not callable(schedule):
-        raise TypeError(f"schedule must be a callable f(step) -> factor or None, got {schedule!r}")
+    if schedule is not None:
+        _check.function("schedule", schedule, "a callable f(step) -> factor or None")
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("model has no parameters that require grad")
     dtype = params[0].dtype
-    x, y = torch.as_tensor(x), torch.as_tensor(y)
     x = x.to(device=params[0].device, dtype=dtype if x.is_floating_point() else x.dtype)
     y = y.to(device=params[0].device, dtype=dtype if y.is_floating_point() else y.dtype)
-    n = x.shape[0] if x.dim() else 0
-    if n < 1 or y.dim() == 0 or y.shape[0] != n:
-        raise ValueError(f"x and y must have the same nonzero first dimension, "
-                         f"got x {tuple(x.shape)} and y {tuple(y.shape)}")
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(
-            batch_size, numbers.Integral) or not 1 <= batch_size <= n):
-        raise ValueError(f"batch_size must be None or an int in [1, {n}], got {batch_size!r}")
 
     # 2. set up: optimizer, batch order, preallocated records
-    opt = make_opt(params, lr, **(optimizer_kwargs or {}))
-    scheduler = None if schedule is None else torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+    opt = _make_optimizer(make_opt, params, lr, optimizer_kwargs)
+    scheduler = None if schedule is None else _make_scheduler(opt, schedule)
     batches = _make_batches(n, batch_size, int(seed))
     losses = np.full(steps, np.nan)
     tracked = _tracked_weights(model) if track_update_ratios else {}
@@ -259,11 +319,12 @@ def train(
     for t in range(steps):
         idx = next(batches)
         xb, yb = (x, y) if idx is None else (x[idx], y[idx])
-        pred = model(xb)
-        if t == 0 and loss == "mse" and pred.shape != yb.shape:
-            raise ValueError(f"y must have the model output's shape for loss='mse': output "
-                             f"{tuple(pred.shape[1:])} per example, y {tuple(yb.shape[1:])}")
-        value = loss_fn(pred, yb)
+        if t == 0:       # the checks that need the model's output, before any update
+            pred = _first_forward(model, xb)
+            value = _first_loss(loss_fn, kind, pred, yb, y)
+        else:
+            pred = model(xb)
+            value = loss_fn(pred, yb)
         lv = value.item()
         if t == 0 and lv > 0:
             threshold = DIVERGENCE_FACTOR * lv
@@ -292,6 +353,73 @@ def train(
     return History(losses=losses, diverged_at=diverged_at, update_ratios=update_ratios,
                    steps_run=t_done, grad_norms=grad_norms.cpu().numpy(),
                    clipped=None if clip is None else clipped.cpu().numpy())
+
+
+def _make_optimizer(make_opt: Callable, params: list, lr: float,
+                    optimizer_kwargs: Optional[dict]) -> torch.optim.Optimizer:
+    """``make_opt(params, lr, **optimizer_kwargs)``; a refusal by the optimizer (an
+    unknown keyword, a bad momentum) is re-raised naming the arguments that caused it."""
+    kwargs = dict(optimizer_kwargs or {})
+    try:
+        opt = make_opt(params, lr, **kwargs)
+    except (TypeError, ValueError) as err:
+        kind = TypeError if isinstance(err, TypeError) else ValueError
+        raise kind(f"optimizer could not be built as optimizer(params, lr={lr:g}, "
+                   f"**optimizer_kwargs) with optimizer_kwargs={kwargs!r}: {err}") from err
+    return _check.instance("optimizer", opt, torch.optim.Optimizer,
+                           "a name or a callable returning a torch.optim.Optimizer")
+
+
+def _make_scheduler(opt: torch.optim.Optimizer, schedule: Callable) -> Any:
+    """LambdaLR(opt, schedule), after checking that ``schedule(0)`` is a number."""
+    try:
+        factor = schedule(0)
+    except TypeError as err:
+        raise TypeError(f"schedule must be a callable f(step) -> factor, but schedule(0) "
+                        f"failed: {err}") from err
+    _check.real("schedule(0)", factor, finite=True)
+    return torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+
+
+def _first_forward(model: nn.Module, xb: Tensor) -> Any:
+    """``model(xb)``; a non-floating ``x`` (kept as it is, for token models) that the
+    model cannot take is refused naming ``x``, with the model's error chained."""
+    if xb.is_floating_point():
+        return model(xb)
+    try:
+        return model(xb)
+    except (RuntimeError, TypeError, IndexError) as err:
+        raise TypeError(f"x must be floating-point data for this model (or token indices "
+                        f"it can take), got {_check.show(xb)}: an x that is not floating is "
+                        f"passed as it is, and model(x) failed with {type(err).__name__}: "
+                        f"{err} (for a model of floats, convert with x.float())") from err
+
+
+def _first_loss(loss_fn: Callable, kind: Optional[str], pred: Any, yb: Tensor,
+                y: Tensor) -> Tensor:
+    """The first step's loss, after checking ``y`` against the output (all of ``y``, not
+    only the first batch) and that the loss is a scalar tensor with a gradient."""
+    if kind == "mse" and isinstance(pred, Tensor) and pred.shape != yb.shape:
+        raise ValueError(f"y must have the model output's shape for loss='mse': output "
+                         f"{tuple(pred.shape[1:])} per example, y {tuple(yb.shape[1:])}")
+    if kind == "cross_entropy" and isinstance(pred, Tensor) and pred.dim() >= 2:
+        if pred.shape[0] != yb.shape[0]:
+            raise ValueError(f"y must have one label per example: the output has "
+                             f"{pred.shape[0]} rows for a batch of {yb.shape[0]} labels")
+        _check_class_labels("y", y, (y.shape[0],) + tuple(pred.shape[1:]))
+    try:
+        value = loss_fn(pred, yb)
+    except TypeError as err:
+        if kind is not None:
+            raise
+        raise TypeError(f"loss must be a callable f(prediction, target), but "
+                        f"loss(prediction, y) failed: {err}") from err
+    value = _check.scalar_loss("loss", value)
+    if not value.requires_grad:
+        raise ValueError("loss must return a tensor computed from the prediction, got one "
+                         "without a gradient (built from .item() or numpy, or under "
+                         "torch.no_grad()?)")
+    return value
 
 
 def _clip_step(params: list[Tensor], clip: Union[None, float, Callable]) -> tuple[Tensor, Tensor]:

@@ -196,19 +196,28 @@ def test_names_lists_every_activation_once():
 
 # ----------------------------------------------------------------------------- errors
 def test_unknown_name_raises_value_error_listing_names():
-    with pytest.raises(ValueError, match=r"activation must be one of \[.*'relu'.*\], got 'foo'"):
+    with pytest.raises(ValueError, match=r"activation name must be one of \[.*'relu'.*\], got 'foo'"):
         get("foo")
     with pytest.raises(ValueError, match="activation"):
         derivative_bound("Relu")
 
 
 def test_non_str_name_raises_type_error():
-    with pytest.raises(TypeError, match="activation must be a str"):
+    with pytest.raises(TypeError, match="activation name must be a str"):
         get(nn.ReLU)
-    with pytest.raises(TypeError, match="activation must be a str"):
+    with pytest.raises(TypeError, match="activation name must be a str"):
         activations.derivative_bound(None)
 
 
 def test_non_numeric_input_raises_type_error():
     with pytest.raises(TypeError, match="x must be a real"):
         get("relu").forward(np.array(["a", "b"]))
+
+
+def test_complex_bool_and_ragged_inputs_raise_type_error():
+    """Formerly a complex tensor lost its imaginary part silently."""
+    act = get("tanh")
+    for x in (torch.ones(3, dtype=torch.complex64), torch.ones(3, dtype=torch.bool),
+              np.ones(3, dtype=bool), None, "x", [[1.0], [1.0, 2.0]]):
+        with pytest.raises(TypeError, match="x must be a real"):
+            act.derivative(x)

@@ -301,58 +301,116 @@ G = [np.ones(3)]
 
 
 @pytest.mark.parametrize("call, exc, message", [
-    (lambda: cc.clip_grad_norm_(_p(), -1.0), ValueError, "max_norm must be positive, got -1.0"),
-    (lambda: cc.clip_grad_norm_(_p(), 0), ValueError, "max_norm must be positive, got 0"),
-    (lambda: cc.clip_grad_norm_(_p(), math.inf), ValueError, "max_norm must be finite, got inf"),
-    (lambda: cc.clip_grad_norm_(_p(), math.nan), ValueError, "max_norm must be finite, got nan"),
+    (lambda: cc.clip_grad_norm_(_p(), -1.0), ValueError, "max_norm must be a finite number > 0, got -1.0"),
+    (lambda: cc.clip_grad_norm_(_p(), 0), ValueError, "max_norm must be a finite number > 0, got 0.0"),
+    (lambda: cc.clip_grad_norm_(_p(), math.inf), ValueError, "max_norm must be a finite number > 0, got inf"),
+    (lambda: cc.clip_grad_norm_(_p(), math.nan), ValueError, "max_norm must be a finite number > 0, got nan"),
     (lambda: cc.clip_grad_norm_(_p(), "1"), TypeError,
-     "max_norm must be a positive number, got '1' (str)"),
+     "max_norm must be a real number, got '1'"),
     (lambda: cc.clip_grad_norm_(_p(), True), TypeError,
-     "max_norm must be a positive number, got True (bool)"),
+     "max_norm must be a real number, got True (bool)"),
     (lambda: cc.clip_grad_norm_(_p(), 1.0, 0), ValueError,
-     "norm_type must be a positive number or inf, got 0"),
+     "norm_type must be a number > 0 or inf, got 0.0"),
     (lambda: cc.clip_grad_norm_(_p(), 1.0, -2.0), ValueError,
-     "norm_type must be a positive number or inf, got -2.0"),
+     "norm_type must be a number > 0 or inf, got -2.0"),
     (lambda: cc.get_total_norm([torch.ones(2)], "two"), ValueError,
-     "norm_type must be a positive number or inf, got 'two'"),
+     "norm_type must be a number > 0 or inf (or the string 'inf'), got 'two'"),
     (lambda: cc.global_norm(G, math.nan), ValueError,
-     "norm_type must be a positive number or inf, got nan"),
+     "norm_type must be a number > 0 or inf, got nan"),
     (lambda: cc.clip_grad_norm_([1.0], 1.0), TypeError,
-     "parameters must be tensors, got float at index 0"),
+     "parameters[0] must be a torch tensor, got 1.0 (float)"),
     (lambda: cc.get_total_norm([torch.ones(1), np.ones(2)]), TypeError,
-     "tensors must be tensors, got ndarray at index 1"),
+     "tensors[1] must be a torch tensor, got a float64 array of shape (2,)"),
     (lambda: cc.clip_grad_norm_(_p(), 1.0, foreach="yes"), TypeError,
      "foreach must be None, True or False, got 'yes'"),
     (lambda: cc.clip_grads_with_norm_(_p(), 1.0, "big"), TypeError,
      "total_norm must be a tensor or a number, got 'big'"),
     (lambda: cc.clip_grads_with_norm_(_p(), -3, torch.tensor(1.0)), ValueError,
-     "max_norm must be positive, got -3"),
-    (lambda: cc.clip_grad_value_(_p(), 0.0), ValueError, "clip_value must be positive, got 0.0"),
+     "max_norm must be a finite number > 0, got -3.0"),
+    (lambda: cc.clip_grad_value_(_p(), 0.0), ValueError, "clip_value must be a finite number > 0, got 0.0"),
     (lambda: cc.clip_grad_value_(_p(), None), TypeError,
-     "clip_value must be a positive number, got None (NoneType)"),
+     "clip_value must be a real number, got None"),
     (lambda: cc.adaptive_clip_grad_(_p(), clip_factor=-0.1), ValueError,
-     "clip_factor must be positive, got -0.1"),
+     "clip_factor must be a finite number > 0, got -0.1"),
     (lambda: cc.adaptive_clip_grad_(_p(), eps=-1e-3), ValueError,
-     "eps must be non-negative, got -0.001"),
+     "eps must be a finite number >= 0, got -0.001"),
     (lambda: cc.adaptive_clip_grad_(_p(), eps="0"), TypeError,
-     "eps must be a non-negative number, got '0' (str)"),
+     "eps must be a real number, got '0'"),
     (lambda: cc.adaptive_clip_grad_(_p(), norm_type=-1), ValueError,
-     "norm_type must be a positive number or inf, got -1"),
-    (lambda: cc.clip_by_value(G, -1), ValueError, "clip_value must be positive, got -1"),
-    (lambda: cc.clip_by_global_norm(G, 0.0), ValueError, "max_norm must be positive, got 0.0"),
+     "norm_type must be a number > 0 or inf, got -1.0"),
+    (lambda: cc.clip_by_value(G, -1), ValueError, "clip_value must be a finite number > 0, got -1.0"),
+    (lambda: cc.clip_by_global_norm(G, 0.0), ValueError, "max_norm must be a finite number > 0, got 0.0"),
     (lambda: cc.adaptive_clip(G, G, clip_factor=math.inf), ValueError,
-     "clip_factor must be finite, got inf"),
-    (lambda: cc.adaptive_clip(G, G, eps=math.inf), ValueError, "eps must be finite, got inf"),
+     "clip_factor must be a finite number > 0, got inf"),
+    (lambda: cc.adaptive_clip(G, G, eps=math.inf), ValueError, "eps must be a finite number >= 0, got inf"),
     (lambda: cc.adaptive_clip(G, G + G), ValueError,
      "grads and params must have the same length, got 1 and 2"),
     (lambda: cc.unitwise_norm(G[0], 0.0), ValueError,
-     "norm_type must be a positive number or inf, got 0.0"),
+     "norm_type must be a number > 0 or inf, got 0.0"),
 ])
 def test_error_messages(call, exc, message):
     """Each bad argument raises the named error; the message names the argument and value
     (where torch accepts max_norm <= 0, we refuse it: see the module docstring)."""
     with pytest.raises(exc, match=re.escape(message)):
         call()
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(max_norm=None), "max_norm"),
+    (dict(max_norm=[1.0]), "max_norm"),
+    (dict(max_norm=torch.ones(2)), "max_norm"),
+    (dict(norm_type=None), "norm_type"),
+    (dict(norm_type="two"), "norm_type"),
+    (dict(norm_type=[2.0]), "norm_type"),
+    (dict(parameters=None), "parameters"),
+    (dict(parameters=3), "parameters"),
+    (dict(parameters=torch.nn.Linear), "parameters"),
+])
+def test_where_torch_raises_a_clear_error_we_raise_the_same_type_naming_the_argument(kwargs, name):
+    """Reference: torch.nn.utils.clip_grad_norm_ on the same bad value (torch 2.13: a
+    TypeError for None, a list or a class, a ValueError for 'two' or a two-element
+    tensor); ours raises the same type, from companion.clip, naming the argument."""
+    args = dict(parameters=_p(), max_norm=1.0) | kwargs
+    with pytest.raises((TypeError, ValueError)) as theirs:
+        tu.clip_grad_norm_(**args)
+    args = dict(parameters=_p(), max_norm=1.0) | kwargs
+    with pytest.raises(theirs.type, match=rf"^{name}\b") as ours:
+        cc.clip_grad_norm_(**args)
+    assert ours.traceback[-1].path.name in ("clip.py", "_check.py")
+
+
+def test_the_string_inf_is_a_norm_type_as_in_torch():
+    """Reference: torch's float(norm_type) reads "inf"; the max-norm is the same."""
+    ours, ref = _twin_params([(3, 4), (5,)], torch.float64, 7, scale=3.0)
+    torch.testing.assert_close(cc.clip_grad_norm_(ours, 1.0, "inf"),
+                               tu.clip_grad_norm_(ref, 1.0, "inf"), rtol=0, atol=0)
+    assert_same_grads(ours, ref)
+    with pytest.raises(ValueError, match="norm_type must be a number > 0 or inf"):
+        cc.clip_grad_norm_(ours, 1.0, "2")          # torch reads it; we take numbers only
+
+
+def test_a_module_for_parameters_is_named():
+    with pytest.raises(TypeError, match=r"model\.parameters\(\)\), got the module Linear"):
+        cc.clip_grad_norm_(torch.nn.Linear(2, 2), 1.0)
+
+
+def test_clip_grad_value_of_nothing_returns_none():
+    """torch 2.13 raises an internal RuntimeError for an empty list; there is nothing to
+    clip, so we return None as clip_grad_norm_([]) returns its zero norm."""
+    assert cc.clip_grad_value_([], 1.0) is None
+
+
+def test_adaptive_clip_refuses_broadcasting_shapes():
+    """A (1, 3) gradient for a (2, 3) weight would broadcast silently: refused."""
+    with pytest.raises(ValueError, match=r"grads\[0\] must have the shape of params\[0\], \(2, 3\)"):
+        cc.adaptive_clip([np.ones((1, 3))], [np.ones((2, 3))])
+
+
+def test_descent_steps_checks_the_first_gradient():
+    with pytest.raises(ValueError, match=r"grad must return an array of x0's shape \(2,\)"):
+        cc.descent_steps(lambda x: np.ones(3), np.ones(2), lr=0.1)
+    with pytest.raises(TypeError, match="grad must be a callable grad\\(x\\), got the class float"):
+        cc.descent_steps(float, 1.0, lr=0.1)
 
 
 def test_error_if_nonfinite_message_names_the_norm():
@@ -426,17 +484,17 @@ def test_descent_steps_reports_divergence_and_the_step_limit_as_none():
 
 
 @pytest.mark.parametrize("call, exc, message", [
-    (lambda: cc.descent_steps(_quartic_grad, 1.0, lr=0.0), ValueError, "lr must be positive, got 0.0"),
+    (lambda: cc.descent_steps(_quartic_grad, 1.0, lr=0.0), ValueError, "lr must be a finite number > 0, got 0.0"),
     (lambda: cc.descent_steps(_quartic_grad, 1.0, lr=0.1, max_norm=-1), ValueError,
-     "max_norm must be positive, got -1"),
+     "max_norm must be a finite number > 0, got -1.0"),
     (lambda: cc.descent_steps(_quartic_grad, 1.0, lr=0.1, tol=0), ValueError,
-     "tol must be positive, got 0"),
+     "tol must be a finite number > 0, got 0.0"),
     (lambda: cc.descent_steps(_quartic_grad, 1.0, lr=0.1, max_steps=0), ValueError,
      "max_steps must be an int >= 1, got 0"),
-    (lambda: cc.descent_steps(_quartic_grad, 1.0, lr=0.1, max_steps=2.5), ValueError,
-     "max_steps must be an int >= 1, got 2.5"),
+    (lambda: cc.descent_steps(_quartic_grad, 1.0, lr=0.1, max_steps=2.5), TypeError,
+     "max_steps must be an int, got 2.5 (float)"),
     (lambda: cc.descent_steps("x^2", 1.0, lr=0.1), TypeError,
-     "grad must be a callable grad(x), got str"),
+     "grad must be a callable grad(x), got 'x^2'"),
     (lambda: cc.descent_steps(_quartic_grad, np.ones((2, 2)), lr=0.1), ValueError,
      "x0 must be a number or a 1-D array, got shape (2, 2)"),
 ])

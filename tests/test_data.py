@@ -120,7 +120,6 @@ def test_rare_fraction_is_binomial():
 @pytest.mark.parametrize("call, match", [
     (lambda: data.teacher_regression(0), "n must"),
     (lambda: data.teacher_regression(10, in_features=0), "in_features"),
-    (lambda: data.teacher_regression(10, out_features=1.5), "out_features"),
     (lambda: data.teacher_regression(10, noise=-1.0), "noise"),
     (lambda: data.teacher_regression(10, seed=-3), "seed"),
     (lambda: data.spirals(2, 3), "n must be >= classes"),
@@ -137,3 +136,24 @@ def test_rare_fraction_is_binomial():
 def test_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: data.teacher_regression(10, out_features=1.5), "out_features must be an int"),
+    (lambda: data.spirals(10, classes=True), "classes must be an int"),
+    (lambda: data.sequence_sum("5", 3), "seq_len must be an int"),
+    (lambda: data.sparse_features(10, 4, rare_fraction="0.1"), "rare_fraction must be a real"),
+    (lambda: data.first_element(3, 2, seed=None), "seed must be an int"),
+])
+def test_wrong_types_raise_type_error(call, match):
+    """A wrong type is a TypeError, a wrong value a ValueError."""
+    with pytest.raises(TypeError, match=match):
+        call()
+
+
+@pytest.mark.parametrize("seed", [2**63, 2**64 - 1])
+def test_largest_seeds_work_and_are_deterministic(seed):
+    a, b = data.teacher_regression(4, 3, seed=seed), data.teacher_regression(4, 3, seed=seed)
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    with pytest.raises(ValueError, match=r"seed must be an int in \[0, 18446744073709551615\]"):
+        data.spirals(10, seed=2**64)

@@ -962,8 +962,11 @@ def test_watch_reports_dead_units_that_grew(killed):
 
 def test_watch_errors():
     net = nets.mlp(2, 1, 4, 1, seed=0)
-    for every in (0, -1, 1.5, True, "10"):
+    for every in (0, -1):
         with pytest.raises(ValueError, match="every must be an int >= 1"):
+            watch(net, None, every=every)
+    for every in (1.5, True, "10"):    # wrong types: TypeError (ValueError before)
+        with pytest.raises(TypeError, match="every must be an int, got"):
             watch(net, None, every=every)
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         watch("net")
@@ -1090,17 +1093,21 @@ def test_diagnose_errors():
     """Every message of diagnose, naming its argument."""
     net = nets.mlp(4, 2, 8, 2, seed=0)
     x, y = torch.randn(8, 4, generator=torch.Generator().manual_seed(0)), torch.zeros(8, 2)
-    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got str"):
+    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got 'net'"):
         diagnose("net", x)
     with pytest.raises(ValueError, match="model has no parameters.*ReLU"):
         diagnose(nn.ReLU(), x)
     with pytest.raises(TypeError, match="optimizer must be a torch.optim.Optimizer or None"):
         diagnose(net, x, y, optimizer="adam")
-    with pytest.raises(TypeError, match="loss must be None, one of .* or a callable, got 'l1'"):
+    # an unknown name is a wrong value: ValueError (a TypeError before the shared checks)
+    with pytest.raises(ValueError, match="loss must be None, one of .* or a callable, got 'l1'"):
         diagnose(net, x, y, loss="l1")
-    with pytest.raises(ValueError, match=r"loss must return a scalar tensor, got \(8, 2\)"):
+    with pytest.raises(ValueError, match=r"loss must return a scalar \(one-element\) tensor, "
+                       r"got a float32 tensor of shape \(8, 2\)"):
         diagnose(net, x, y, loss=lambda p, t: (p - t) ** 2)
-    with pytest.raises(ValueError, match="loss must return a scalar tensor, got float"):
+    # a loss that returns no tensor is a TypeError (a ValueError before the shared checks)
+    with pytest.raises(TypeError, match=r"loss must be a function returning a scalar tensor, "
+                       r"got 1.0 \(float\)"):
         diagnose(net, x, y, loss=lambda p, t: 1.0)
     with pytest.raises(ValueError, match=r"y must have the output's first dimension 8, "
                        r"got y of shape \(7, 2\)"):
@@ -1146,3 +1153,34 @@ def test_symptoms_table():
         assert s.name == key and s.title and s.cause and s.remedy
         assert (BOOK / f"{s.chapter}.ipynb").is_file(), s.chapter
     assert {entry.symptom for entry in gallery.RUNS.values()} <= set(SYMPTOMS)
+
+
+def test_watcher_log_takes_nan_and_refuses_what_is_no_loss():
+    """NaN and inf losses are a divergence (logged as they are); a loss per example, a
+    string or None is refused by name."""
+    w = watch(nets.mlp(2, 1, 4, 1, seed=0))
+    for loss in (math.nan, torch.tensor(math.inf), torch.tensor([0.5]), np.float32(0.25), 1):
+        w.log(loss)
+    assert np.array_equal(w.losses, [math.nan, math.inf, 0.5, 0.25, 1.0], equal_nan=True)
+    with pytest.raises(ValueError, match=r"loss must be a number or a one-element tensor, "
+                                         r"got a float32 tensor of shape \(3,\)"):
+        w.log(torch.ones(3))
+    for bad in ("0.5", None, True):
+        with pytest.raises(TypeError, match="loss must be a real number or a one-element"):
+            w.log(bad)
+    assert len(w.losses) == 5
+
+
+def test_diagnose_refuses_bad_data_and_broadcasting_targets():
+    net = nets.mlp(4, 2, 8, 2, seed=0)
+    x, y = torch.randn(8, 4, generator=torch.Generator().manual_seed(0)), torch.zeros(8, 2)
+    bad = x.clone()
+    bad[0, 0] = math.inf
+    with pytest.raises(ValueError, match=r"x must be finite data"):
+        diagnose(net, bad, y)
+    with pytest.raises(ValueError, match=r"y must have the output's shape \(8, 2\) for "
+                                         r"loss='mse' \(no broadcasting\), got y of shape \(8,\)"):
+        diagnose(net, x, y[:, 0])
+    with pytest.raises(ValueError, match=r"y must hold class indices in \[0, 1\]"):
+        diagnose(net, x, torch.full((8,), 2))
+    assert _hooks_removed(net)

@@ -257,7 +257,8 @@ def test_hooks_removed_after_exception():
 
 
 def test_record_rejects_non_module():
-    with pytest.raises(TypeError, match="model must be a torch.nn.Module, got list"):
+    with pytest.raises(TypeError,
+                       match=r"model must be a torch.nn.Module, got \[Linear\(.*\)\] \(list\)"):
         record([nn.Linear(2, 2)])
 
 
@@ -333,7 +334,7 @@ def test_update_ratios_errors():
     net = mlp(4, 2, 6, 2, seed=0)
     with pytest.raises(TypeError, match="before must be a dict"):
         update_ratios([1], net)
-    with pytest.raises(TypeError, match=r"before\['fc1'\] must be a Tensor"):
+    with pytest.raises(TypeError, match=r"before\['fc1'\] must be a torch tensor, got 1.0"):
         update_ratios({"fc1": 1.0}, net)
     with pytest.raises(ValueError, match="before has layer 'fc9', which model does not have"):
         update_ratios({"fc9": torch.zeros(2)}, net)
@@ -341,3 +342,17 @@ def test_update_ratios_errors():
         update_ratios({"fc1": torch.zeros(2)}, net)
     with pytest.raises(TypeError, match="model must be a torch.nn.Module"):
         update_ratios({}, None)
+
+
+def test_dead_units_refuses_an_empty_or_nonfinite_batch():
+    """An empty batch would report every unit dead (all() of nothing is True)."""
+    net = mlp(4, 1, 8, 2, activation="relu", seed=0)
+    with pytest.raises(ValueError,
+                       match=r"x must not be empty, got a float32 tensor of shape \(0, 4\)"):
+        dead_units(net, torch.ones(0, 4))
+    x = torch.randn(8, 4)
+    x[2, 3] = math.nan
+    with pytest.raises(ValueError, match=r"x must be finite data, got 1 NaN"):
+        dead_units(net, x)
+    with pytest.raises(TypeError, match=r"x must be a torch tensor, got None"):
+        dead_units(net, None)

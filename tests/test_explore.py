@@ -193,15 +193,55 @@ def test_grid_too_large_names_experiment_and_size():
 
 
 @pytest.mark.parametrize("controls, message", [
-    ({"kind": Choice([])}, r"control 'kind' \(Choice\) has no options"),
-    ({"depth": Slider([])}, r"control 'depth' \(Slider\) has no options"),
-    ({"depth": Slider([1, 2], value=5)}, r"control 'depth': value must be one of \[1, 2\], got 5"),
-    ({"depth": Slider([1, float("nan")])}, r"control 'depth' \(Slider\) values must be finite"),
-    ({}, r"controls must be a non-empty mapping"),
+    # the controls refuse their own arguments where they are made (a lambda, so that
+    # building them happens inside pytest.raises)
+    (lambda: {"kind": Choice([])}, r"options must not be empty"),
+    (lambda: {"depth": Slider([])}, r"values must not be empty"),
+    (lambda: {"depth": Slider([1, 2], value=5)}, r"value must be one of \[1, 2\], got 5"),
+    (lambda: {"depth": Slider([1, float("nan")])}, r"values\[1\] must be a finite number"),
+    (lambda: {}, r"controls must not be empty"),
 ])
 def test_bad_controls_are_refused_with_their_name(controls, message):
     with pytest.raises(ValueError, match=message):
+        explore(draw_colour, controls())
+
+
+def test_a_str_is_not_a_list_of_options():
+    with pytest.raises(TypeError, match=r"options must be a list or tuple of options.*'relu'"):
+        Choice("relu")
+    with pytest.raises(ValueError, match=r"options must not repeat an entry, got 'relu' twice"):
+        Choice(["relu", "relu"])
+    with pytest.raises(TypeError, match=r"label must be a str or None, got 3"):
+        Slider([1, 2], label=3)
+    with pytest.raises(TypeError, match=r"title must be a str or None, got 3"):
+        explore(draw_colour, {"depth": Slider(DEPTHS), "kind": Choice(KINDS)}, title=3)
+
+
+def test_draw_must_take_exactly_the_controls_names():
+    controls = {"depth": Slider(DEPTHS), "colour": Choice(KINDS)}
+    with pytest.raises(ValueError, match=r"draw must take .*takes \['depth', 'kind'\], the controls "
+                                         r"are \['depth', 'colour'\].*\['colour'\].*\['kind'\]"):
         explore(draw_colour, controls)
+
+    def extra_optional(fig, depth, kind, alpha=0.5):       # an optional extra parameter is fine
+        draw_colour(fig, depth, kind)
+
+    def any_names(fig, **params):                          # **params takes any control
+        draw_colour(fig, params["depth"], params["kind"])
+
+    for draw in (extra_optional, any_names):
+        explore(draw, {"depth": Slider(DEPTHS), "kind": Choice(KINDS)}, figsize=(1, 1), dpi=20)
+
+
+def test_index_is_checked_per_frame():
+    exp = make()
+    with pytest.raises(ValueError, match=r"index\[0\] \(control 'depth'\) must be an int in \[0, 3\], got 4"):
+        exp.render((4, 0))
+    with pytest.raises(ValueError, match=r"index must have one option index per control"):
+        exp.params((1,))
+    with pytest.raises(TypeError, match=r"index must be a tuple"):
+        exp.figure("10")
+    assert exp.params(np.array([1, 2])) == {"depth": 2, "kind": "blue"}
 
 
 def test_mode_comes_from_the_environment(monkeypatch):

@@ -17,7 +17,7 @@ from torch import nn
 
 from _gaussian import check_gaussian, std_tol
 
-from companion.nets import SimpleRNN, mlp, rnn_gradient_norms
+from companion.nets import BatchFirst, SimpleRNN, mlp, rnn_gradient_norms
 
 SETTINGS = settings(max_examples=25, deadline=None)
 
@@ -112,23 +112,23 @@ def test_mlp_orthogonal_zeros_and_callable_init():
 
 
 @pytest.mark.parametrize("kwargs, exc, match", [
-    (dict(depth=0), ValueError, "depth must be >= 1, got 0"),
-    (dict(width=0), ValueError, "width must be >= 1, got 0"),
-    (dict(in_features=0), ValueError, "in_features must be >= 1, got 0"),
-    (dict(out_features=-2), ValueError, "out_features must be >= 1, got -2"),
-    (dict(weight_scale=0.0), ValueError, "weight_scale must be finite and positive, got 0.0"),
-    (dict(weight_scale=-1.0), ValueError, "weight_scale must be finite and positive"),
-    (dict(weight_scale=math.inf), ValueError, "weight_scale must be finite"),
-    (dict(bias_std=-0.1), ValueError, "bias_std must be finite and non-negative"),
+    (dict(depth=0), ValueError, "depth must be an int >= 1, got 0"),
+    (dict(width=0), ValueError, "width must be an int >= 1, got 0"),
+    (dict(in_features=0), ValueError, "in_features must be an int >= 1, got 0"),
+    (dict(out_features=-2), ValueError, "out_features must be an int >= 1, got -2"),
+    (dict(weight_scale=0.0), ValueError, "weight_scale must be a finite number > 0, got 0.0"),
+    (dict(weight_scale=-1.0), ValueError, "weight_scale must be a finite number > 0"),
+    (dict(weight_scale=math.inf), ValueError, "weight_scale must be a finite number"),
+    (dict(bias_std=-0.1), ValueError, "bias_std must be a finite number >= 0"),
     (dict(bias=False, bias_std=0.1), ValueError, "bias_std must be 0 when bias=False"),
     (dict(depth=True), TypeError, "depth must be an int, got True"),
     (dict(width=4.0), TypeError, "width must be an int, got 4.0"),
     (dict(weight_scale="1"), TypeError, "weight_scale must be a real number"),
-    (dict(bias=1), TypeError, "bias must be a bool"),
+    (dict(bias=1), TypeError, "bias must be True or False"),
     (dict(init=3), TypeError, "init must be None, an initializer name or a callable"),
-    (dict(seed=-1), ValueError, "seed must be >= 0, got -1"),
+    (dict(seed=-1), ValueError, r"seed must be an int in \[0, 18446744073709551615\], got -1"),
     (dict(seed=1.5), TypeError, "seed must be an int"),
-    (dict(activation=None), TypeError, "activation must be a name"),
+    (dict(activation=None), TypeError, "activation name must be a str"),
     (dict(activation="swishy"), ValueError, "swishy"),
     (dict(init="not_an_init"), ValueError, "not_an_init"),
 ])
@@ -235,12 +235,12 @@ def test_linear_gaussian_rnn_gradient_grows_or_shrinks_with_radius():
 
 
 @pytest.mark.parametrize("kwargs, exc, match", [
-    (dict(input_size=0), ValueError, "input_size must be >= 1, got 0"),
-    (dict(hidden_size=0), ValueError, "hidden_size must be >= 1, got 0"),
-    (dict(output_size=0), ValueError, "output_size must be >= 1, got 0"),
+    (dict(input_size=0), ValueError, "input_size must be an int >= 1, got 0"),
+    (dict(hidden_size=0), ValueError, "hidden_size must be an int >= 1, got 0"),
+    (dict(output_size=0), ValueError, "output_size must be an int >= 1, got 0"),
     (dict(hidden_size=2.0), TypeError, "hidden_size must be an int"),
-    (dict(spectral_radius=0.0), ValueError, "spectral_radius must be finite and positive, got 0.0"),
-    (dict(spectral_radius=-1.0), ValueError, "spectral_radius must be finite and positive"),
+    (dict(spectral_radius=0.0), ValueError, "spectral_radius must be a finite number > 0, got 0.0"),
+    (dict(spectral_radius=-1.0), ValueError, "spectral_radius must be a finite number > 0"),
     (dict(recurrent_init="uniform"), ValueError, "recurrent_init must be one of"),
     (dict(activation="nope"), ValueError, "nope"),
 ])
@@ -256,9 +256,9 @@ def test_rnn_forward_and_gradient_norm_errors():
         rnn(torch.randn(4, 3))
     with pytest.raises(ValueError, match=r"x must have shape"):
         rnn(torch.randn(4, 1, 5))
-    with pytest.raises(ValueError, match="seq_len must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="seq_len must be an int >= 1, got 0"):
         rnn_gradient_norms(rnn, 0)
-    with pytest.raises(ValueError, match="batch must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="batch must be an int >= 1, got 0"):
         rnn_gradient_norms(rnn, 3, batch=0)
     with pytest.raises(TypeError, match="rnn must be a SimpleRNN"):
         rnn_gradient_norms(nn.RNN(2, 3), 3)
@@ -275,3 +275,40 @@ def test_rnn_deepcopy_after_a_forward_pass_with_grad():
     assert twin.hidden_states == [] and len(rnn.hidden_states) == 5
     for a, b in zip(rnn.parameters(), twin.parameters()):
         assert torch.equal(a, b) and a is not b
+
+
+def test_rnn_forward_checks_its_input():
+    """Named errors instead of torch's dtype mismatch or numpy's missing .dim()."""
+    rnn = SimpleRNN(2, 6, seed=0)
+    with pytest.raises(TypeError, match=r"x must have the model's dtype float32, got a float64"):
+        rnn(torch.randn(3, 4, 2, dtype=torch.float64))
+    with pytest.raises(TypeError, match="x must be a torch tensor, got a float64 array"):
+        rnn(np.zeros((3, 4, 2)))
+    with pytest.raises(TypeError, match="x must have a real floating-point dtype"):
+        rnn(torch.zeros(3, 4, 2, dtype=torch.int64))
+    with pytest.raises(ValueError, match="x must be finite data"):
+        rnn(torch.full((3, 4, 2), float("nan")))
+    assert rnn.double()(torch.randn(3, 4, 2, dtype=torch.float64)).dtype == torch.float64
+    wrapped = BatchFirst(SimpleRNN(2, 6, seed=0))
+    with pytest.raises(ValueError, match=r"x must have shape \(B, T, 2\)"):
+        wrapped(torch.randn(4, 3, 5))
+    with pytest.raises(TypeError, match="x must have the model's dtype"):
+        wrapped(torch.randn(4, 3, 2, dtype=torch.float64))
+    with pytest.raises(TypeError, match="rnn must be a torch.nn.Module"):
+        BatchFirst(SimpleRNN)
+
+
+@pytest.mark.parametrize("seed", [2**63, 2**64 - 1])
+def test_largest_seeds_work(seed):
+    """Seeds up to 2**64 - 1 reach torch.Generator.manual_seed (and the forked global RNG)."""
+    a, b = mlp(3, 2, 4, 2, seed=seed), mlp(3, 2, 4, 2, seed=seed)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    c = mlp(3, 2, 4, 2, init=lambda w: w.normal_(), seed=seed)
+    d = mlp(3, 2, 4, 2, init=lambda w: w.normal_(), seed=seed)
+    assert all(torch.equal(p, q) for p, q in zip(c.parameters(), d.parameters()))
+    rnn = SimpleRNN(2, 3, seed=seed)
+    assert torch.equal(rnn.W_hh, SimpleRNN(2, 3, seed=seed).W_hh)
+    g = rnn_gradient_norms(rnn, 4, seed=seed)
+    np.testing.assert_array_equal(g, rnn_gradient_norms(rnn, 4, seed=seed))
+    with pytest.raises(ValueError, match="seed must be an int in"):
+        mlp(3, 2, 4, 2, seed=2**64)

@@ -420,30 +420,31 @@ def test_decoupled_weight_decay_is_adamw_minus_adam():
 # ----------------------------------------------------------------------------- errors
 P = [torch.nn.Parameter(torch.zeros(2))]
 BAD = [
-    (co.SGD, dict(lr=-0.1), "lr must be non-negative, got -0.1"),
-    (co.Adam, dict(lr=-0.1), "lr must be non-negative, got -0.1"),
-    (co.Adam, dict(betas=(1.0, 0.999)), r"betas\[0\] must be in \[0, 1\), got 1.0"),
-    (co.AdamW, dict(betas=(0.9, -0.1)), r"betas\[1\] must be in \[0, 1\), got -0.1"),
-    (co.NAdam, dict(betas=(0.9, 1.0)), r"betas\[1\] must be in \[0, 1\), got 1.0"),
-    (co.Lion, dict(betas=(1.5, 0.99)), r"betas\[0\] must be in \[0, 1\), got 1.5"),
-    (co.RMSprop, dict(alpha=1.0), r"alpha must be in \[0, 1\), got 1.0"),
-    (co.RMSprop, dict(alpha=-0.5), r"alpha must be in \[0, 1\), got -0.5"),
-    (co.Adam, dict(eps=-1e-8), "eps must be non-negative, got -1e-08"),
-    (co.Adagrad, dict(eps=-1.0), "eps must be non-negative, got -1.0"),
-    (co.SGD, dict(momentum=-0.9), "momentum must be non-negative, got -0.9"),
-    (co.RMSprop, dict(momentum=-0.1), "momentum must be non-negative, got -0.1"),
-    (co.SignSGD, dict(momentum=-0.1), "momentum must be non-negative, got -0.1"),
-    (co.SignSGD, dict(momentum=1.0), r"momentum must be in \[0, 1\), got 1.0"),
-    (co.SGD, dict(weight_decay=-1e-4), "weight_decay must be non-negative, got -0.0001"),
-    (co.AdamW, dict(weight_decay=-0.01), "weight_decay must be non-negative, got -0.01"),
-    (co.Adagrad, dict(lr_decay=-1.0), "lr_decay must be non-negative, got -1.0"),
+    (co.SGD, dict(lr=-0.1), "lr must be a finite number >= 0, got -0.1"),
+    (co.Adam, dict(lr=-0.1), "lr must be a finite number >= 0, got -0.1"),
+    (co.Adam, dict(betas=(1.0, 0.999)), r"betas\[0\] must be a finite number in \[0, 1\), got 1.0"),
+    (co.AdamW, dict(betas=(0.9, -0.1)),
+     r"betas\[1\] must be a finite number in \[0, 1\), got -0.1"),
+    (co.NAdam, dict(betas=(0.9, 1.0)), r"betas\[1\] must be a finite number in \[0, 1\), got 1.0"),
+    (co.Lion, dict(betas=(1.5, 0.99)), r"betas\[0\] must be a finite number in \[0, 1\), got 1.5"),
+    (co.RMSprop, dict(alpha=1.0), r"alpha must be a finite number in \[0, 1\), got 1.0"),
+    (co.RMSprop, dict(alpha=-0.5), r"alpha must be a finite number in \[0, 1\), got -0.5"),
+    (co.Adam, dict(eps=-1e-8), "eps must be a finite number >= 0, got -1e-08"),
+    (co.Adagrad, dict(eps=-1.0), "eps must be a finite number >= 0, got -1.0"),
+    (co.SGD, dict(momentum=-0.9), "momentum must be a finite number >= 0, got -0.9"),
+    (co.RMSprop, dict(momentum=-0.1), "momentum must be a finite number >= 0, got -0.1"),
+    (co.SignSGD, dict(momentum=-0.1), r"momentum must be a finite number in \[0, 1\), got -0.1"),
+    (co.SignSGD, dict(momentum=1.0), r"momentum must be a finite number in \[0, 1\), got 1.0"),
+    (co.SGD, dict(weight_decay=-1e-4), "weight_decay must be a finite number >= 0, got -0.0001"),
+    (co.AdamW, dict(weight_decay=-0.01), "weight_decay must be a finite number >= 0, got -0.01"),
+    (co.Adagrad, dict(lr_decay=-1.0), "lr_decay must be a finite number >= 0, got -1.0"),
     (co.Adagrad, dict(initial_accumulator_value=-1.0),
-     "initial_accumulator_value must be non-negative, got -1.0"),
-    (co.NAdam, dict(momentum_decay=-1.0), "momentum_decay must be non-negative, got -1.0"),
+     "initial_accumulator_value must be a finite number >= 0, got -1.0"),
+    (co.NAdam, dict(momentum_decay=-1.0), "momentum_decay must be a finite number >= 0, got -1.0"),
     (co.SGD, dict(nesterov=True), "Nesterov momentum requires a momentum and zero dampening"),
     (co.SGD, dict(nesterov=True, momentum=0.9, dampening=0.1),
      "Nesterov momentum requires a momentum and zero dampening.*dampening=0.1"),
-    (co.Adam, dict(lr=float("nan")), "lr must be non-negative, got nan"),
+    (co.Adam, dict(lr=float("nan")), "lr must be a finite number >= 0, got nan"),
 ]
 
 
@@ -467,7 +468,7 @@ def test_invalid_types_raise_type_error(cls, kwargs, match):
 
 def test_pure_functions_validate_too():
     """The same checks guard the pure functions, and a scheduler-set bad lr at step time."""
-    with pytest.raises(ValueError, match="lr must be non-negative"):
+    with pytest.raises(ValueError, match="lr must be a finite number >= 0"):
         co.adam_update(np.zeros(2), np.ones(2), lr=-1.0)
     with pytest.raises(ValueError, match=r"betas\[0\]"):
         co.lion_update(np.zeros(2), np.ones(2), betas=(1.0, 0.9))
@@ -476,7 +477,7 @@ def test_pure_functions_validate_too():
     opt = co.Adam([w := torch.nn.Parameter(torch.zeros(2))], lr=1e-3)
     w.grad = torch.ones(2)
     opt.param_groups[0]["lr"] = -1.0
-    with pytest.raises(ValueError, match="lr must be non-negative, got -1.0"):
+    with pytest.raises(ValueError, match="lr must be a finite number >= 0, got -1.0"):
         opt.step()
 
 
@@ -486,3 +487,142 @@ def test_lr_zero_is_allowed_and_does_not_move():
     w.grad = torch.ones(3)
     co.Adam([w], lr=0).step()
     assert torch.equal(w.detach(), torch.ones(3))
+
+
+# ------------------------------------------------------- bad input (issue 12), specific
+def test_pure_updates_refuse_broadcasting_and_mixed_kinds():
+    """g of another shape than p used to broadcast ((3, 1) - (3,) -> (3, 3)); now refused."""
+    with pytest.raises(ValueError, match=r"g must have the shape of p, \(3, 1\), got \(3,\)"):
+        co.sgd_update(np.ones((3, 1)), np.ones(3), lr=0.1)
+    with pytest.raises(TypeError, match="g must be a numpy array like p"):
+        co.adam_update(np.ones(3), torch.ones(3))
+    _, state = co.adam_update(np.ones(3), np.ones(3))
+    with pytest.raises(ValueError, match=r"state.m must have the shape of p, \(2,\)"):
+        co.adam_update(np.ones(2), np.ones(2), state)
+
+
+def test_a_forgotten_unpack_is_named():
+    """state = adam_update(...) is a (p, state) pair: the message says how to unpack it."""
+    p, g = np.ones(2), np.ones(2)
+    pair = co.adam_update(p, g, lr=0.1)
+    with pytest.raises(TypeError, match=r"state must be None or the AdamState.*"
+                                        r"p, state = adam_update\(p, g, state, \.\.\.\)"):
+        co.adam_update(p, g, pair, lr=0.1)
+    with pytest.raises(TypeError, match="state must be None or the SGDState"):
+        co.sgd_update(p, g, co.adam_init(p))
+
+
+def test_every_hyperparameter_is_checked_before_any_work():
+    """adamw_update used to decay the weights first: lr="0.1" ended in numpy's message."""
+    with pytest.raises(TypeError, match="lr must be a real number, got '0.1'"):
+        co.adamw_update(np.ones(2), np.ones(2), lr="0.1")
+    with pytest.raises(ValueError, match=r"state.v_max is None but amsgrad=True needs it"):
+        co.adam_update(np.ones(2), np.ones(2), co.adam_init(np.ones(2)), amsgrad=True)
+    with pytest.raises(ValueError, match=r"state.b is None but momentum > 0 needs it"):
+        co.rmsprop_update(np.ones(2), np.ones(2), co.rmsprop_init(np.ones(2)), momentum=0.9)
+
+
+def test_building_blocks_check_their_coefficients():
+    with pytest.raises(ValueError, match=r"beta must be a finite number in \[0, 1\], got 1.5"):
+        co.ema(0.0, 1.0, 1.5)
+    with pytest.raises(ValueError, match=r"beta must be a finite number in \[0, 1\), got 1.0"):
+        co.bias_corrected(0.3, 1.0, 3)
+    with pytest.raises(ValueError, match="lr must be a finite number >= 0, got -0.1"):
+        co.decoupled_weight_decay(np.ones(2), lr=-0.1, weight_decay=0.1)
+    with pytest.raises(ValueError, match=r"x must have the shape of prev"):
+        co.ema(np.zeros((3, 1)), np.ones(3), 0.9)
+    assert co.ema(0.0, 1.0, 1.0) == 0.0 and co.ema(0.0, 2.0, 0.0) == 2.0
+
+
+@pytest.mark.parametrize("name", ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam"])
+def test_nan_gradients_are_not_refused(name):
+    """A diverging run's NaN gradients are stepped with, by the pure function and the class."""
+    p, g = np.ones(2), np.array([np.nan, 1.0])
+    new, _ = PURE[name](p, g)
+    assert np.isnan(new[0]) and np.isfinite(new[1])
+    w = torch.nn.Parameter(torch.ones(2))
+    w.grad = torch.tensor([float("nan"), 1.0])
+    CASES[name][0]([w], lr=0.1).step()
+    assert torch.isnan(w[0]) and torch.isfinite(w[1])
+
+
+@pytest.mark.parametrize("cls", [co.Adagrad, co.RMSprop, co.Adam, co.AdamW, co.NAdam,
+                                 co.SignSGD, co.Lion])
+def test_complex_parameters_are_refused_except_by_sgd(cls):
+    """torch.optim views complex parameters as real pairs; these classes do not, so they
+    refuse them at construction (and in add_param_group) instead of silently differing."""
+    c = torch.zeros(2, dtype=torch.complex128, requires_grad=True)
+    with pytest.raises(TypeError, match=f"params must be real tensors: {cls.__name__} does "
+                                        f"not support complex parameters"):
+        cls([c])
+    opt = cls([torch.nn.Parameter(torch.zeros(2))])
+    with pytest.raises(TypeError, match=r"param_group\['params'\] must be real tensors"):
+        opt.add_param_group({"params": [c]})
+    assert len(opt.param_groups) == 1
+
+
+@pytest.mark.parametrize("update", [co.adagrad_update, co.rmsprop_update, co.adam_update,
+                                    co.adamw_update, co.nadam_update, co.signsgd_update,
+                                    co.lion_update])
+def test_pure_updates_refuse_complex(update):
+    with pytest.raises(TypeError, match="p must be real"):
+        update(np.ones(2, dtype=complex), np.ones(2, dtype=complex))
+    with pytest.raises(TypeError, match="g must be real like p"):
+        update(torch.ones(2), torch.ones(2, dtype=torch.complex64))
+
+
+@pytest.mark.parametrize("foreach", [False, True])
+@pytest.mark.parametrize("momentum, nesterov", [(0.0, False), (0.9, False), (0.9, True)])
+def test_sgd_on_complex_parameters_matches_torch_optim(foreach, momentum, nesterov):
+    """SGD is linear in g, so complex parameters need no real view: == torch.optim.SGD,
+    for the class (both paths) and the pure function."""
+    gen = torch.Generator().manual_seed(0)
+    p0 = torch.randn(4, dtype=torch.complex128, generator=gen)
+    c = torch.randn(4, dtype=torch.complex128, generator=gen)
+    hyper = dict(lr=0.05, momentum=momentum, nesterov=nesterov, weight_decay=0.01)
+    ours, ref = torch.nn.Parameter(p0.clone()), torch.nn.Parameter(p0.clone())
+    opts = [co.SGD([ours], **hyper, foreach=foreach), torch.optim.SGD([ref], **hyper)]
+    p, state = p0.clone(), None
+    for _ in range(30):
+        for w, opt in zip((ours, ref), opts):
+            opt.zero_grad()
+            ((w - c).abs() ** 2).sum().backward()
+            opt.step()
+        p, state = co.sgd_update(p, 2 * (p - c), state, **hyper)  # torch's grad of abs^2
+    torch.testing.assert_close(ours.detach(), ref.detach(), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(p, ref.detach(), rtol=1e-12, atol=1e-12)
+
+
+def test_unchecked_cores_take_the_public_hyperparameters():
+    """surfaces.run and the classes call the cores with the public functions' keyword
+    defaults merged with the user's: the names must agree exactly."""
+    import inspect
+
+    from companion.optim._functional import UNCHECKED
+    assert set(UNCHECKED) == {getattr(co, n) for n in co.__all__ if n.endswith("_update")}
+    for public, core in UNCHECKED.items():
+        kw = [n for n, q in inspect.signature(core).parameters.items()
+              if q.kind is q.KEYWORD_ONLY]
+        assert kw == list(public.__kwdefaults__), public.__name__
+    for cls in (co.SGD, co.Adagrad, co.RMSprop, co.Adam, co.AdamW, co.SignSGD, co.NAdam,
+                co.Lion):
+        assert set(cls._hyper) == set(inspect.signature(cls._update).parameters) - {"p", "g",
+                                                                                     "state"}
+
+
+def test_step_load_and_add_group_check_their_arguments():
+    w = torch.nn.Parameter(torch.ones(2))
+    w.grad = torch.ones(2)
+    opt = co.Adam([w], lr=0.1)
+    with pytest.raises(TypeError, match="closure must be None or a callable"):
+        opt.step(3)
+    with pytest.raises(ValueError, match=r"param_group: lr must be a finite number >= 0"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(1))], "lr": -1.0})
+    assert len(opt.param_groups) == 1        # the bad group did not enter
+    other = co.Adam([v := torch.nn.Parameter(torch.ones(3))], lr=0.1)
+    v.grad = torch.ones(3)
+    other.step()
+    with pytest.raises(ValueError, match=r"state_dict\['state'\]\[0\]\['exp_avg'\] has shape "
+                                         r"\(3,\), its parameter \(2,\)"):
+        opt.load_state_dict(other.state_dict())
+    assert not opt.state                     # nothing was loaded

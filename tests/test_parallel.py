@@ -10,6 +10,7 @@ timeout keeps the file from ever hanging, and its processes are always joined.
 from __future__ import annotations
 
 import multiprocessing
+import os
 import time
 
 import numpy as np
@@ -18,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 import companion.optim as co
-from companion.parallel import (DEFAULT_CONFIG, _problem, check_config, run_ddp, run_ddp_many,
-                                run_single)
+from companion.parallel import (DEFAULT_CONFIG, _problem, check_config, ddp_train_worker,
+                                run_ddp, run_ddp_many, run_single)
 from companion.train import train
 
 TOL = 1e-6
@@ -128,16 +129,18 @@ def test_timeout_raises_and_processes_are_gone():
 
 @pytest.mark.parametrize("config, kwargs, match", [
     (dict(clip_mode="sometimes"), {},
-     r"clip_mode must be one of \['none', 'after_reduce', 'before_reduce'\], got 'sometimes'"),
+     r"config\['clip_mode'\] must be one of \['none', 'after_reduce', 'before_reduce'\], "
+     r"got 'sometimes'"),
     (dict(optimizer="lion"), {},
-     r"optimizer must be one of \['sgd', 'companion_adam', 'torch_adam'\], got 'lion'"),
-    (dict(max_norm=0.0), {}, "max_norm must be positive and finite, got 0.0"),
-    (dict(lr=-1), {}, "lr must be positive and finite, got -1"),
-    (dict(steps=0), {}, "steps must be an int >= 1, got 0"),
-    (dict(batch=3), {}, r"unknown config keys \['batch'\]"),
-    (dict(n=33), {}, "n must be divisible by world_size=2"),
+     r"config\['optimizer'\] must be one of \['sgd', 'companion_adam', 'torch_adam'\], "
+     r"got 'lion'"),
+    (dict(max_norm=0.0), {}, r"config\['max_norm'\] must be a finite number > 0, got 0.0"),
+    (dict(lr=-1), {}, r"config\['lr'\] must be a finite number > 0, got -1.0"),
+    (dict(steps=0), {}, r"config\['steps'\] must be an int >= 1, got 0"),
+    (dict(batch=3), {}, r"config has unknown keys \['batch'\]"),
+    (dict(n=33), {}, r"config\['n'\] must be divisible by world_size=2"),
     ({}, dict(world_size=0), "world_size must be an int >= 1, got 0"),
-    ({}, dict(timeout=0), "timeout must be a positive number of seconds, got 0"),
+    ({}, dict(timeout=0), "timeout must be a finite number > 0, got 0.0"),
 ])
 def test_config_errors_before_any_spawn(config, kwargs, match):
     """Bad configs and arguments are refused in this process, before anything is spawned."""
@@ -150,3 +153,32 @@ def test_defaults_are_complete():
     assert set(check_config({})) == set(DEFAULT_CONFIG)
     with pytest.raises(TypeError, match="config must be a dict"):
         check_config([("steps", 3)])
+
+
+@pytest.mark.parametrize("kwargs, exc, match", [
+    (dict(rank=2), ValueError, r"rank must be an int in \[0, 1\] \(world_size=2\), got 2"),
+    (dict(port=0), ValueError, r"port must be an int in \[1, 65535\], got 0"),
+    (dict(config=[dict(steps=0)]), ValueError, r"config\[0\]\['steps'\] must be an int >= 1"),
+    (dict(result_path="/no/such/folder/r.pkl"), ValueError, "result_path must be in an existing folder"),
+])
+def test_worker_refuses_bad_arguments_before_joining_a_group(kwargs, exc, match, tmp_path):
+    """A bad call of the worker fails at once: no process group joined (it would wait for
+    peers), no environment variable set, torch's thread count untouched."""
+    args = dict(rank=0, world_size=2, port=29500, config=dict(steps=1),
+                result_path=str(tmp_path / "r.pkl")) | kwargs
+    env, threads = dict(os.environ), torch.get_num_threads()
+    t0 = time.monotonic()
+    with pytest.raises(exc, match=match):
+        ddp_train_worker(**args)
+    assert time.monotonic() - t0 < 1
+    assert dict(os.environ) == env and torch.get_num_threads() == threads
+
+
+def test_run_ddp_many_checks_every_config_before_spawning():
+    with pytest.raises(ValueError, match=r"configs\[1\]\['lr'\] must be a finite number > 0"):
+        run_ddp_many([dict(steps=1), dict(lr=0.0)])
+    with pytest.raises(TypeError, match="configs must be a list of config dicts, got"):
+        run_ddp_many(dict(steps=1))
+    with pytest.raises(ValueError, match="configs must not be empty"):
+        run_ddp_many([])
+    assert multiprocessing.active_children() == []

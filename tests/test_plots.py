@@ -165,7 +165,7 @@ def test_trajectory_2d_accepts_surfaces_trajectory(ax):
 
 
 def test_trajectory_2d_errors(ax):
-    with pytest.raises(TypeError, match="f must be callable"):
+    with pytest.raises(TypeError, match="f must be a callable"):
         plots.trajectory_2d(3, {}, ax, xlim=(0, 1), ylim=(0, 1))
     with pytest.raises(TypeError, match="paths"):
         plots.trajectory_2d(lambda a, b: a + b, [np.zeros((2, 2))], ax, xlim=(0, 1), ylim=(0, 1))

@@ -171,7 +171,6 @@ def test_to_torch_roundtrip_and_names():
 @pytest.mark.parametrize("kwargs, match", [
     (dict(sizes=[3]), "sizes"),
     (dict(sizes=[3, 0, 1]), "sizes"),
-    (dict(sizes=[3, 2.5, 1]), "sizes"),
     (dict(sizes=[3, 1], activation="nope"), "activation"),
     (dict(sizes=[3, 1], weight_scale=0.0), "weight_scale"),
     (dict(sizes=[3, 1], weight_scale=float("nan")), "weight_scale"),
@@ -185,6 +184,32 @@ def test_constructor_errors(kwargs, match):
 def test_sizes_type_error():
     with pytest.raises(TypeError, match="sizes"):
         ScratchMLP("abc")
+    with pytest.raises(TypeError, match=r"sizes\[1\] must be an int, got 2.5"):
+        ScratchMLP([3, 2.5, 1])
+
+
+def test_backward_before_forward_says_what_to_do():
+    with pytest.raises(RuntimeError, match=r"call net.forward\(x\) first"):
+        ScratchMLP([3, 2], seed=0).backward(np.zeros((1, 2)))
+
+
+def test_argument_types():
+    net = ScratchMLP([3, 2], seed=0)
+    with pytest.raises(TypeError, match="x must be a numpy array"):
+        net.forward([[0.0, 0.0, 0.0]])
+    with pytest.raises(ValueError, match="x must be finite data"):
+        net.forward(np.array([[0.0, np.nan, 0.0]]))
+    net.forward(np.zeros((1, 3)))
+    grads = net.backward(np.array([[np.nan, 0.0]]))   # a diverged loss: NaN propagates
+    assert np.isnan(grads.dW[0]).any()
+    with pytest.raises(TypeError, match="ord must be 2 or 'fro'"):
+        net.factor_norms(np.zeros((1, 3)), ord=None)
+    with pytest.raises(ValueError, match="dtype must be a torch floating dtype"):
+        net.to_torch(torch.int64)
+    with pytest.raises(TypeError, match="seed must be an int"):
+        ScratchMLP([3, 2], seed=None)
+    big = ScratchMLP([3, 2], seed=2**64 - 1)
+    np.testing.assert_array_equal(big.W[0], ScratchMLP([3, 2], seed=2**64 - 1).W[0])
 
 
 def test_call_errors():

@@ -155,14 +155,14 @@ def test_run_accepts_a_start_and_an_explicit_state():
 
 
 def test_get_unknown_name_lists_valid_names():
-    with pytest.raises(ValueError, match="unknown surface 'nope'; valid names: ravine, scaled"):
+    with pytest.raises(ValueError, match=r"name must be one of \['ravine', 'scaled', .*got 'nope'"):
         surfaces.get("nope")
     assert set(surfaces.names()) == {"ravine", "scaled", "rosenbrock", "beale", "saddle"}
 
 
 @pytest.mark.parametrize("kwargs, exc, match", [
     (dict(steps=-1), ValueError, "steps must be an int >= 0, got -1"),
-    (dict(steps=2.5), ValueError, "steps must be an int >= 0, got 2.5"),
+    (dict(steps=2.5), TypeError, "steps must be an int, got 2.5"),
     (dict(steps=3, start=(1.0, 2.0, 3.0)), ValueError, "start must be a point"),
 ])
 def test_run_errors(kwargs, exc, match):
@@ -173,9 +173,60 @@ def test_run_errors(kwargs, exc, match):
 def test_run_and_quadratic_type_errors():
     with pytest.raises(TypeError, match="surface must be a Surface"):
         surfaces.run(3, optim.sgd_update, steps=1)
-    with pytest.raises(TypeError, match="update must be callable"):
+    with pytest.raises(TypeError, match="update must be a callable"):
         surfaces.run("ravine", "sgd", steps=1)
     with pytest.raises(ValueError, match="a must be finite and non-zero, got 0.0"):
         surfaces.quadratic(0, 1)
     with pytest.raises(TypeError, match="b must be a real number"):
         surfaces.quadratic(1, "2")
+
+
+# ------------------------------------------------------- bad input (issue 12), specific
+def test_run_names_an_update_that_forgets_its_state():
+    """A custom update returning only p used to end in an IndexError two steps later."""
+    with pytest.raises(TypeError, match=r"update must return a pair \(p, state\)"):
+        surfaces.run("ravine", lambda p, g, s, **kw: p - 0.1 * g, steps=5)
+    with pytest.raises(ValueError, match=r"p a real point of shape \(2,\)"):
+        surfaces.run("ravine", lambda p, g, s: (np.append(p, 0.0), s), steps=5)
+
+
+def test_run_refuses_an_optimizer_class_by_name():
+    """update=optim.Adam used to fail with "got multiple values for argument 'lr'"."""
+    with pytest.raises(TypeError, match=r"got the class Adam .*optim\.adam_update"):
+        surfaces.run("ravine", optim.Adam, steps=5, lr=0.1)
+
+
+def test_run_checks_the_companion_update_once_even_for_zero_steps():
+    with pytest.raises(ValueError, match="lr must be a finite number >= 0, got -1.0"):
+        surfaces.run("ravine", optim.sgd_update, steps=0, lr=-1.0)
+    with pytest.raises(TypeError, match="state must be None or the SGDState"):
+        surfaces.run("ravine", optim.sgd_update, optim.adam_init(np.zeros(2)), steps=3, lr=0.1)
+
+
+def test_a_bad_start_is_refused_where_it_enters():
+    with pytest.raises(ValueError, match=r"start\[0\] must be a finite number, got nan"):
+        surfaces.Surface("s", RAVINE.f, RAVINE.df, start=(float("nan"), 0.0), minimum=None,
+                         xlim=(-1.0, 1.0), ylim=(-1.0, 1.0))
+    with pytest.raises(ValueError, match="start must be a point"):
+        surfaces.quadratic(1.0, 1.0, start=(1.0, 2.0, 3.0))
+    with pytest.raises(ValueError, match=r"xlim must be a pair \(low, high\) with low < high"):
+        surfaces.quadratic(1.0, 1.0, xlim=(1.0, -1.0))
+
+
+def test_surface_methods_check_their_point_and_size():
+    with pytest.raises(ValueError, match=r"p\[1\] must be a finite number, got inf"):
+        RAVINE.grad((1.0, float("inf")))
+    with pytest.raises(ValueError, match="p must be a point"):
+        RAVINE.loss(np.ones(3))
+    with pytest.raises(ValueError, match="n must be an int >= 2, got 1"):
+        RAVINE.grid(1)
+    np.testing.assert_array_equal(RAVINE.grad(np.array([1.0, 1.0])), RAVINE.grad((1, 1)))
+
+
+def test_run_still_reports_divergence_not_an_error():
+    """NaN gradients of a diverging run are stepped with; run reports the step."""
+    nan = surfaces.Surface("nan", RAVINE.f, lambda x1, x2: (float("nan"), 0.0),
+                           start=(1.0, 1.0), minimum=None, xlim=(-1.0, 1.0), ylim=(-1.0, 1.0))
+    for update in (optim.sgd_update, optim.adam_update):
+        traj = surfaces.run(nan, update, steps=5, lr=0.1)
+        assert traj.diverged_at == 1 and np.isnan(traj.points[1:]).all()

@@ -198,7 +198,6 @@ def test_callback_and_early_stop():
 # ------------------------------------------------------------------------- errors
 @pytest.mark.parametrize("kwargs, match", [
     (dict(steps=0), "steps"),
-    (dict(steps=2.5), "steps"),
     (dict(lr=0.0), "lr"),
     (dict(lr=-0.1), "lr"),
     (dict(lr=math.inf), "lr"),
@@ -230,6 +229,9 @@ def test_type_errors():
         train(net, x, y, steps=2, lr=0.1, callback=3)
     with pytest.raises(TypeError, match="optimizer_kwargs"):
         train(net, x, y, steps=2, lr=0.1, optimizer_kwargs=[("momentum", 0.9)])
+    # a wrong type is a TypeError (steps=2.5 was a ValueError before the shared checks)
+    with pytest.raises(TypeError, match=r"steps must be an int, got 2.5 \(float\)"):
+        train(net, x, y, steps=2.5, lr=0.1)
 
 
 # --------------------------------------------------------------- grad norms and clipping
@@ -394,10 +396,10 @@ def test_history_positional_construction_still_works():
 
 
 @pytest.mark.parametrize("clip, exc, match", [
-    (0.0, ValueError, r"clip \(the max_norm\) must be positive and finite, got 0.0"),
-    (-1, ValueError, r"clip \(the max_norm\) must be positive and finite, got -1"),
-    (math.inf, ValueError, r"clip \(the max_norm\) must be positive and finite, got inf"),
-    (math.nan, ValueError, r"clip \(the max_norm\) must be positive and finite, got nan"),
+    (0.0, ValueError, r"clip \(the max_norm\) must be a finite number > 0, got 0.0"),
+    (-1, ValueError, r"clip \(the max_norm\) must be a finite number > 0, got -1"),
+    (math.inf, ValueError, r"clip \(the max_norm\) must be a finite number > 0, got inf"),
+    (math.nan, ValueError, r"clip \(the max_norm\) must be a finite number > 0, got nan"),
     ("norm", TypeError, r"clip must be None, a positive max_norm or a callable f\(params\), got 'norm'"),
     (True, TypeError, r"clip must be None.*got True \(bool\)"),
 ])
@@ -405,3 +407,74 @@ def test_clip_errors(clip, exc, match):
     net, x, y = _problem()
     with pytest.raises(exc, match=match):
         train(net, x, y, steps=2, lr=0.1, clip=clip)
+
+
+# ------------------------------------------------- bad input (issue 12): the named points
+def test_bad_data_is_refused_not_reported_as_divergence():
+    """NaN or inf in x or y is bad data, refused before any step: not 'diverged at 0'."""
+    net, x, y = _problem()
+    state = copy.deepcopy(net.state_dict())
+    for name, bad in (("x", x.clone()), ("y", y.clone())):
+        bad[5, 0] = math.nan if name == "x" else math.inf
+        args = (bad, y) if name == "x" else (x, bad)
+        with pytest.raises(ValueError, match=rf"{name} must be finite data, got 1 NaN or "
+                                             rf"infinite value \(the first at index \(5, 0\)\)"):
+            train(net, *args, steps=2, lr=0.1)
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+
+
+def test_a_loss_per_example_is_refused_by_name():
+    net, x, y = _problem()
+    with pytest.raises(ValueError, match=r"loss must return a scalar \(one-element\) tensor, "
+                                         r"got a float64 tensor of shape \(128, 1\)"):
+        train(net, x, y, steps=5, lr=0.05, loss=lambda p, t: (p - t) ** 2)
+
+
+def test_cross_entropy_labels_are_checked_against_the_output_before_training():
+    """Reference: the output has 3 classes; labels (n, 1), float labels, a label 3 and a
+    bad label outside the first minibatch are refused before any update."""
+    x, y = data.spirals(60, 3, seed=0)
+    net = mlp(2, 3, 8, 1, seed=0)
+    state = copy.deepcopy(net.state_dict())
+    late = y.clone()
+    late[-1] = 3                                   # not in the first minibatch of 8
+    for bad, exc, match in ((y[:, None], ValueError, r"y must have 1 dimensions"),
+                            (y.float(), TypeError, r"y must have an integer dtype"),
+                            (torch.full_like(y, 3), ValueError, r"class indices in \[0, 2\]"),
+                            (late, ValueError, r"got values from 0 to 3")):
+        with pytest.raises(exc, match=match):
+            train(net, x, bad, steps=3, lr=0.1, loss="cross_entropy", batch_size=8)
+    assert all(torch.equal(v, state[k]) for k, v in net.state_dict().items())
+    # int32 labels are taken as int64 (torch's cross_entropy refuses int32): same run
+    a, b = mlp(2, 3, 8, 1, seed=0), mlp(2, 3, 8, 1, seed=0)
+    ha = train(a, x, y, steps=3, lr=0.1, loss="cross_entropy")
+    hb = train(b, x, y.int(), steps=3, lr=0.1, loss="cross_entropy")
+    np.testing.assert_array_equal(ha.losses, hb.losses)
+
+
+def test_integer_x_is_kept_for_token_models_and_refused_by_name_otherwise():
+    """Integer x is not cast: a TokenTransformer takes it (the gallery's transformer run);
+    an MLP refuses it, with a TypeError naming x and the model's error chained."""
+    from companion import gallery
+    tokens = torch.randint(0, 8, (4, 5), generator=torch.Generator().manual_seed(0))
+    model = gallery.EncoderClassifier(8, 8, 1)
+    h = train(model, tokens, tokens, steps=2, lr=0.01, loss=gallery.token_loss)
+    assert h.steps_run == 2
+    net, x, y = _problem()
+    with pytest.raises(TypeError, match=r"x must be floating-point data for this model") as info:
+        train(net, x.long(), y, steps=2, lr=0.1)
+    assert isinstance(info.value.__cause__, RuntimeError)
+    with pytest.raises(TypeError, match=r"x must be a numpy array or a torch tensor, got None"):
+        train(net, None, y, steps=2, lr=0.1)
+
+
+def test_largest_seed_and_optimizer_classes_are_accepted():
+    net, x, y = _problem()
+    h = train(copy.deepcopy(net), x, y, steps=3, lr=0.05, batch_size=16, seed=2 ** 64 - 1)
+    assert h.steps_run == 3
+    with pytest.raises(ValueError, match=r"seed must be an int in \[0, 18446744073709551615\]"):
+        train(net, x, y, steps=2, lr=0.1, seed=2 ** 64)
+    a, b = copy.deepcopy(net), copy.deepcopy(net)
+    np.testing.assert_array_equal(train(a, x, y, steps=3, lr=0.05).losses,
+                                  train(b, x, y, steps=3, lr=0.05,
+                                        optimizer=torch.optim.SGD).losses)

@@ -12,6 +12,11 @@
 * Building blocks the chapter introduces first: :func:`ema`, :func:`bias_corrected`,
   :func:`decoupled_weight_decay`.
 
+Every function and class checks its arguments where they enter (TypeError/ValueError naming
+the argument): arrays of one kind and p's shape, states of the right NamedTuple,
+hyperparameters in torch.optim's ranges. NaN gradients are never refused (a diverging run is
+part of the book); complex parameters are refused except by SGD.
+
 Example::
 
     import torch, companion.optim as co

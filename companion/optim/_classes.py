@@ -23,11 +23,12 @@ stay in cache.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import torch
 from torch import Tensor
 
+from .. import _check
 from . import _foreach as fe
 from . import _functional as F
 from ._helpers import check_hyper
@@ -43,9 +44,13 @@ def _scalar_dtype() -> torch.dtype:
 class _PureOptimizer(torch.optim.Optimizer):
     """An Optimizer whose step is a pure ``update(p, g, state, **hyper)`` per parameter.
 
-    Subclasses name the pure functions, the NamedTuple field -> torch state key map, the
-    group keys passed to ``update`` (``_hyper``) and to ``init`` (``_init_hyper``), and
-    optionally a multi-tensor ``_foreach_update``.
+    Subclasses name the pure functions (``_update``: the unchecked core of the public
+    ``*_update``, see :data:`~companion.optim._functional.UNCHECKED`; ``_init``: the public
+    ``*_init``), the NamedTuple field -> torch state key map, the group keys passed to
+    ``update`` (``_hyper``) and to ``init`` (``_init_hyper``), and optionally a multi-tensor
+    ``_foreach_update``. Hyperparameters are checked at construction, for each added or
+    loaded group, and once per group on every step; complex parameters are refused at
+    construction (``_complex_ok`` only for SGD).
     """
 
     _update: Callable
@@ -55,16 +60,100 @@ class _PureOptimizer(torch.optim.Optimizer):
     _hyper: tuple[str, ...]
     _init_hyper: tuple[str, ...] = ()
     _foreach_update: Optional[Callable] = None
+    _complex_ok: bool = False   #: only SGD (linear in g) agrees with torch.optim on complex
 
     def __init__(self, params: Iterable, defaults: dict[str, Any]) -> None:
         foreach = defaults.get("foreach")
-        if foreach not in (None, True, False):
+        if foreach is not None and not isinstance(foreach, bool):  # not 1 or 0.0
             raise TypeError(f"foreach must be None, True or False, got {foreach!r}")
-        check_hyper(**{k: v for k, v in defaults.items() if k != "foreach"})
-        super().__init__(params, defaults)
+        self._check_hyper({k: v for k, v in defaults.items() if k != "foreach"})
+        self._constructing = True  # add_param_group's messages then name ``params``
+        super().__init__(params, defaults)  # torch's own errors for a bad params
+        self._constructing = False
+
+    @classmethod
+    def _check_hyper(cls, hyper: dict) -> None:
+        """The hyperparameter checks (construction, each step, each loaded group)."""
+        check_hyper(**hyper)
+
+    def add_param_group(self, param_group: dict) -> None:
+        """torch's, then the group's own hyperparameters are checked and complex parameters
+        refused (except by SGD), so a bad group never enters.
+
+        Raises:
+            TypeError: ``param_group`` not a dict (torch's own errors for its
+                ``params``), a complex parameter (this optimizer works on real
+                parameters), a group hyperparameter of the wrong type.
+            ValueError: a group hyperparameter out of range.
+        """
+        _check.mapping("param_group", param_group, nonempty=False)
+        super().add_param_group(param_group)
+        group = self.param_groups[-1]
+        constructing = getattr(self, "_constructing", False)
+        if not self._complex_ok:
+            for p in group["params"]:
+                if p.is_complex():
+                    self.param_groups.pop()
+                    name = type(self).__name__
+                    where = "params" if constructing else "param_group['params']"
+                    how = (f"torch.optim.{name} treats each entry as a pair of reals"
+                           if hasattr(torch.optim, name) else "it is defined for reals")
+                    raise TypeError(
+                        f"{where} must be real tensors: {name} does not support complex "
+                        f"parameters ({how}; keep the real and imaginary parts in a real "
+                        f"tensor, as torch.view_as_real does), got {_check.show(p)}")
+        try:
+            self._check_hyper({k: group[k] for k in self._hyper if k in group})
+        except (TypeError, ValueError) as exc:
+            self.param_groups.pop()
+            if constructing:
+                raise
+            raise type(exc)(f"param_group: {exc}") from None
 
     def load_state_dict(self, state_dict: dict) -> None:
-        """torch's; then group keys the saved dict lacks (e.g. torch.optim's) get our defaults."""
+        """torch's, after checking that ``state_dict`` fits this optimizer (its groups, their
+        sizes and hyperparameters, its buffers' shapes); then group keys the saved dict
+        lacks (e.g. torch.optim's) get our defaults.
+
+        Raises:
+            TypeError: ``state_dict`` not a dict.
+            ValueError: not an optimizer's ``state_dict()``, another number of groups or
+                of parameters per group, a buffer whose shape is not its parameter's
+                (a state dict of another model), a saved hyperparameter out of range.
+        """
+        _check.mapping("state_dict", state_dict, nonempty=False)
+        groups, state = state_dict.get("param_groups"), state_dict.get("state")
+        if not isinstance(groups, (list, tuple)) or not isinstance(state, Mapping):
+            raise ValueError(f"state_dict must be an optimizer's state_dict(), a dict with a "
+                             f"'state' dict and a 'param_groups' list, got keys "
+                             f"{sorted(map(str, state_dict))}")
+        if len(groups) != len(self.param_groups):
+            raise ValueError(f"state_dict has {len(groups)} parameter groups, this optimizer "
+                             f"{len(self.param_groups)}")
+        for i, (saved, group) in enumerate(zip(groups, self.param_groups)):
+            if not isinstance(saved, Mapping) or not isinstance(saved.get("params"),
+                                                                  (list, tuple)):
+                raise ValueError(f"state_dict['param_groups'][{i}] must be a dict with a "
+                                 f"'params' list, got {_check.show(saved)}")
+            if len(saved["params"]) != len(group["params"]):
+                raise ValueError(f"state_dict['param_groups'][{i}] has "
+                                 f"{len(saved['params'])} parameters, this optimizer's group "
+                                 f"{len(group['params'])}")
+            try:
+                self._check_hyper({k: saved[k] for k in self._hyper if k in saved})
+            except (TypeError, ValueError) as exc:
+                raise type(exc)(f"state_dict['param_groups'][{i}]: {exc}") from None
+            for pid, p in zip(saved["params"], group["params"]):
+                buffers = state.get(pid, {})
+                for field, key in self._fields.items():
+                    value = buffers.get(key) if isinstance(buffers, Mapping) else None
+                    if field in ("step", "mu_product") or not isinstance(value, Tensor):
+                        continue
+                    if value.shape != p.shape:
+                        raise ValueError(
+                            f"state_dict['state'][{pid!r}][{key!r}] has shape "
+                            f"{tuple(value.shape)}, its parameter {tuple(p.shape)} (a "
+                            f"state_dict of another model?)")
         super().load_state_dict(state_dict)
         for group in self.param_groups:
             for key, value in self.defaults.items():
@@ -99,7 +188,20 @@ class _PureOptimizer(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure: Optional[Callable[[], float]] = None) -> Optional[float]:
-        """One update of every parameter that has a ``.grad``; returns ``closure()`` if given."""
+        """One update of every parameter that has a ``.grad``; returns ``closure()`` if given.
+
+        Each group's hyperparameters are checked once per step (a scheduler or a hand edit
+        may have changed them), then the unchecked core of the pure function runs on
+        each parameter (torch guarantees ``p.grad``'s shape and dtype).
+
+        Raises:
+            TypeError: a ``closure`` that is not callable (None: no closure), a group
+                hyperparameter of the wrong type.
+            ValueError: a group hyperparameter out of range.
+            RuntimeError: sparse gradients.
+        """
+        if closure is not None:
+            _check.function("closure", closure, "None or a callable closure() -> loss")
         loss = None
         if closure is not None:
             with torch.enable_grad():
@@ -109,8 +211,8 @@ class _PureOptimizer(torch.optim.Optimizer):
             if any(p.grad.is_sparse for p in params):
                 raise RuntimeError(f"{type(self).__name__} does not support sparse gradients")
             hyper = {k: group[k] for k in self._hyper}
+            self._check_hyper(hyper)
             if self._use_foreach(group):
-                check_hyper(**hyper)
                 for p in params:
                     if not self.state[p]:
                         self._store(p, self._load(p, group))
@@ -129,17 +231,27 @@ class SGD(_PureOptimizer):
 
     :math:`v_t = \mu v_{t-1} + (1-\tau) g_t` (:math:`v_1 = g_1`),
     :math:`p_t = p_{t-1} - \eta v_t` (Nesterov: :math:`\eta (g_t + \mu v_t)`).
+    Complex parameters are supported (the update is linear in g: torch.optim.SGD's numbers).
 
     >>> w = torch.nn.Parameter(torch.tensor([1.0]))
     >>> opt = SGD([w], lr=0.1, momentum=0.9)
     >>> (w ** 2).sum().backward(); opt.step(); w.data
     tensor([0.8000])
+
+    Raises:
+        TypeError: a hyperparameter of the wrong type (a str, a bool for a number, a
+            non-bool flag), ``foreach`` not None/True/False; torch's own for a ``params``
+            that is not an iterable of tensors or dicts.
+        ValueError: lr, momentum or weight_decay negative or not finite, a non-finite
+            dampening, nesterov=True without momentum or with dampening; torch's own for
+            an empty ``params``.
     """
 
-    _update, _init, _State = staticmethod(F.sgd_update), staticmethod(F.sgd_init), F.SGDState
+    _update, _init, _State = staticmethod(F._sgd), staticmethod(F.sgd_init), F.SGDState
     _fields = {"v": "momentum_buffer"}
     _hyper = ("lr", "momentum", "dampening", "weight_decay", "nesterov", "maximize")
     _foreach_update = staticmethod(fe.sgd_foreach)
+    _complex_ok = True
 
     def __init__(self, params: Iterable, lr: float = 1e-3, momentum: float = 0,
                  dampening: float = 0, weight_decay: float = 0, nesterov: bool = False, *,
@@ -153,9 +265,16 @@ class Adagrad(_PureOptimizer):
     r"""Adagrad, as :class:`torch.optim.Adagrad` (:func:`~companion.optim.adagrad_update`).
 
     :math:`G_t = G_{t-1} + g_t^2`, :math:`p_t = p_{t-1} - \eta_t g_t / (\sqrt{G_t} + \epsilon)`.
+
+    Raises:
+        TypeError: a hyperparameter of the wrong type (a str, a bool for a number, a
+            non-bool flag), a complex parameter (torch.optim.Adagrad views it as pairs
+            of reals, this class does not); torch's own for a bad ``params``.
+        ValueError: a hyperparameter negative or not finite; torch's own for an empty
+            ``params``.
     """
 
-    _update, _init = staticmethod(F.adagrad_update), staticmethod(F.adagrad_init)
+    _update, _init = staticmethod(F._adagrad), staticmethod(F.adagrad_init)
     _State = F.AdagradState
     _fields = {"step": "step", "G": "sum"}
     _hyper = ("lr", "lr_decay", "weight_decay", "eps", "maximize")
@@ -174,9 +293,16 @@ class RMSprop(_PureOptimizer):
 
     :math:`v_t = \alpha v_{t-1} + (1-\alpha) g_t^2`,
     :math:`p_t = p_{t-1} - \eta\, g_t / (\sqrt{v_t} + \epsilon)` (plus centering / momentum).
+
+    Raises:
+        TypeError: a hyperparameter of the wrong type (a str, a bool for a number, a
+            non-bool flag), a complex parameter (torch.optim.RMSprop views it as pairs
+            of reals, this class does not); torch's own for a bad ``params``.
+        ValueError: lr, eps, weight_decay or momentum negative or not finite, alpha
+            outside [0, 1); torch's own for an empty ``params``.
     """
 
-    _update, _init = staticmethod(F.rmsprop_update), staticmethod(F.rmsprop_init)
+    _update, _init = staticmethod(F._rmsprop), staticmethod(F.rmsprop_init)
     _State = F.RMSpropState
     _fields = {"step": "step", "v": "square_avg", "g_avg": "grad_avg", "b": "momentum_buffer"}
     _hyper = ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "maximize")
@@ -200,9 +326,17 @@ class Adam(_PureOptimizer):
     >>> opt = Adam([w], lr=0.1)
     >>> (w ** 2).sum().backward(); opt.step(); w.data    # first step: lr * sign(g)
     tensor([ 0.9000, -1.9000])
+
+    Raises:
+        TypeError: a hyperparameter of the wrong type (a str, a bool for a number, a
+            non-bool flag, betas not a pair), ``foreach`` not None/True/False, a complex
+            parameter (torch.optim.Adam views it as pairs of reals, this class does not);
+            torch's own for a bad ``params``.
+        ValueError: lr, eps or weight_decay negative or not finite, a beta outside
+            [0, 1); torch's own for an empty ``params``.
     """
 
-    _update, _init, _State = staticmethod(F.adam_update), staticmethod(F.adam_init), F.AdamState
+    _update, _init, _State = staticmethod(F._adam), staticmethod(F.adam_init), F.AdamState
     _fields = {"step": "step", "m": "exp_avg", "v": "exp_avg_sq", "v_max": "max_exp_avg_sq"}
     _hyper = ("lr", "betas", "eps", "weight_decay", "amsgrad", "bias_correction", "maximize")
     _init_hyper = ("amsgrad",)
@@ -219,9 +353,14 @@ class Adam(_PureOptimizer):
 
 class AdamW(_PureOptimizer):
     r"""AdamW, as :class:`torch.optim.AdamW` (:func:`~companion.optim.adamw_update`):
-    :math:`p \leftarrow (1-\eta\lambda)\,p`, then an Adam step without weight decay."""
+    :math:`p \leftarrow (1-\eta\lambda)\,p`, then an Adam step without weight decay.
 
-    _update, _init, _State = staticmethod(F.adamw_update), staticmethod(F.adam_init), F.AdamState
+    Raises:
+        TypeError: as :class:`Adam` (complex parameters refused).
+        ValueError: as :class:`Adam`.
+    """
+
+    _update, _init, _State = staticmethod(F._adamw), staticmethod(F.adam_init), F.AdamState
     _fields = Adam._fields
     _hyper = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize")
     _init_hyper = ("amsgrad",)
@@ -241,25 +380,44 @@ class SignSGD(_PureOptimizer):
 
     RMSProp's limit with ``v = g^2``: :math:`g/\sqrt{g^2} = \mathrm{sign}(g)`. No torch
     counterpart; ``momentum`` in [0, 1) averages g before taking the sign.
+
+    Raises:
+        TypeError: a non-real ``lr`` or ``momentum`` (bools included), a complex
+            parameter; torch's own for a bad ``params``.
+        ValueError: ``lr`` negative or not finite, ``momentum`` outside [0, 1); torch's
+            own for an empty ``params``.
     """
 
-    _update, _init = staticmethod(F.signsgd_update), staticmethod(F.signsgd_init)
+    _update, _init = staticmethod(F._signsgd), staticmethod(F.signsgd_init)
     _State = F.SignSGDState
     _fields = {"m": "exp_avg"}
     _hyper = ("lr", "momentum")
     _init_hyper = ("momentum",)
 
     def __init__(self, params: Iterable, lr: float = 1e-3, momentum: float = 0) -> None:
-        if isinstance(momentum, (int, float)) and momentum >= 1:
-            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
         super().__init__(params, dict(lr=lr, momentum=momentum))
+
+    @classmethod
+    def _check_hyper(cls, hyper: dict) -> None:
+        check_hyper(**{k: v for k, v in hyper.items() if k != "momentum"})
+        if "momentum" in hyper:
+            _check.real("momentum", hyper["momentum"], low=0.0, high=1.0, high_open=True)
 
 
 class NAdam(_PureOptimizer):
     r"""NAdam, as :class:`torch.optim.NAdam` (:func:`~companion.optim.nadam_update`):
-    Adam with Nesterov's look-ahead and torch's ``momentum_decay`` schedule of :math:`\mu_t`."""
+    Adam with Nesterov's look-ahead and torch's ``momentum_decay`` schedule of :math:`\mu_t`.
 
-    _update, _init, _State = staticmethod(F.nadam_update), staticmethod(F.nadam_init), F.NAdamState
+    Raises:
+        TypeError: a hyperparameter of the wrong type (a str, a bool for a number, a
+            non-bool flag, betas not a pair), a complex parameter (torch.optim.NAdam
+            views it as pairs of reals, this class does not); torch's own for a bad
+            ``params``.
+        ValueError: lr, eps, weight_decay or momentum_decay negative or not finite, a
+            beta outside [0, 1); torch's own for an empty ``params``.
+    """
+
+    _update, _init, _State = staticmethod(F._nadam), staticmethod(F.nadam_init), F.NAdamState
     _fields = {"step": "step", "m": "exp_avg", "v": "exp_avg_sq", "mu_product": "mu_product"}
     _hyper = ("lr", "betas", "eps", "weight_decay", "momentum_decay", "decoupled_weight_decay",
               "maximize")
@@ -277,9 +435,17 @@ class NAdam(_PureOptimizer):
 class Lion(_PureOptimizer):
     r"""Lion (Chen et al., 2023; :func:`~companion.optim.lion_update`): decoupled decay, then
     :math:`p \leftarrow p - \eta\,\mathrm{sign}(\beta_1 m + (1-\beta_1) g)`.
-    No torch counterpart."""
+    No torch counterpart.
 
-    _update, _init, _State = staticmethod(F.lion_update), staticmethod(F.lion_init), F.LionState
+    Raises:
+        TypeError: a hyperparameter of the wrong type (a str, a bool for a number, a
+            non-bool flag, betas not a pair), a complex parameter; torch's own for a bad
+            ``params``.
+        ValueError: lr or weight_decay negative or not finite, a beta outside [0, 1);
+            torch's own for an empty ``params``.
+    """
+
+    _update, _init, _State = staticmethod(F._lion), staticmethod(F.lion_init), F.LionState
     _fields = {"m": "exp_avg"}
     _hyper = ("lr", "betas", "weight_decay", "maximize")
 

@@ -8,8 +8,17 @@ Calling convention (every optimizer ``name`` follows it, so
 
 ``state=None`` means ``name_init(p)`` with the flags found in ``hyper`` (``amsgrad``,
 ``momentum``, ``centered``); pass an explicit state for anything else (Adagrad's
-``initial_accumulator_value``). Hyperparameters have torch.optim's names and defaults and
-are checked on every call (``ValueError`` naming the argument and its value).
+``initial_accumulator_value``). Every call checks its arguments first: ``p`` and ``g`` are
+floating arrays of one kind (numpy or torch) and the same shape (no broadcasting), ``state``
+is None or the function's own State NamedTuple with arrays of p's shape, and each
+hyperparameter has torch.optim's name, default and range (``TypeError``/``ValueError``
+naming the argument and its value). NaN in ``p`` or ``g`` is *not* refused: diverging runs
+are part of the book. Complex parameters are refused, except by SGD (whose update is
+linear in g, so torch.optim's and ours agree on complex tensors).
+
+Each ``name_update`` is a check followed by an unchecked core ``_name(p, g, state, **hyper)``
+(all hyperparameters keyword-only, no defaults): the classes of :mod:`companion.optim` and
+:func:`companion.surfaces.run` check once and then call the core (:data:`UNCHECKED`).
 
 Torch conventions kept on purpose (each differs from some papers): eps is added *outside*
 the square root; SGD's momentum is ``v = mu v + (1 - dampening) g; p -= lr v`` with
@@ -22,7 +31,11 @@ from typing import NamedTuple, Optional
 
 import numpy as np  # noqa: F401  (doctests)
 
-from ._helpers import Array, bias_corrected, check_hyper, decoupled_weight_decay, ema, xp
+from .. import _check
+from ._helpers import Array, _bias_corrected as bias_corrected
+from ._helpers import _decoupled_weight_decay as decoupled_weight_decay
+from ._helpers import _ema as ema
+from ._helpers import check_hyper, check_param, check_param_grad, check_state, need_field, xp
 
 _decay = decoupled_weight_decay  # NAdam's flag of the same name shadows it there
 
@@ -37,10 +50,16 @@ __all__ = [
 ]
 
 
+
+
 def _grad(p: Array, g: Array, weight_decay: float, maximize: bool) -> Array:
     """The gradient an L2-regularised (and possibly maximising) step uses: ``±g + λp``."""
     g = -g if maximize else g
     return g + weight_decay * p if weight_decay != 0 else g
+
+
+def _signsgd_momentum(momentum) -> None:
+    _check.real("momentum", momentum, low=0.0, high=1.0, high_open=True)
 
 
 # ------------------------------------------------------------------------------ SGD
@@ -49,7 +68,12 @@ class SGDState(NamedTuple):
 
 
 def sgd_init(p: Array) -> SGDState:
-    """Empty SGD state: the first step sets ``v = g`` (torch's convention)."""
+    """Empty SGD state: the first step sets ``v = g`` (torch's convention).
+
+    Raises:
+        TypeError: ``p`` not a floating (or complex) numpy array / torch tensor.
+    """
+    check_param(p, "sgd_init", complex_ok=True)
     return SGDState()
 
 
@@ -63,14 +87,32 @@ def sgd_update(p: Array, g: Array, state: Optional[SGDState] = None, *, lr: floa
         p_t = p_{t-1} - \eta\,(g_t + \mu v_t \text{ if nesterov else } v_t)
 
     Sutskever et al. (2013) write ``v = mu v - lr g; p += v``; the two agree for a constant lr.
+    Complex ``p`` (and ``g``) are supported, as by torch.optim.SGD.
 
     >>> p, s = sgd_update(np.array([1.0]), np.array([2.0]), lr=0.1, momentum=0.9)
     >>> p, s.v
     (array([0.8]), array([2.]))
+
+    Raises:
+        TypeError: ``p`` or ``g`` not a floating numpy array / torch tensor (complex
+            allowed), ``g`` complex for a real ``p``, numpy mixed with torch, a ``state``
+            that is not None or an SGDState (e.g. the ``(p, state)`` pair itself), a
+            hyperparameter of the wrong type (a str, a bool for a number, a non-bool flag).
+        ValueError: ``g`` or the state's arrays of another shape than ``p``, a
+            hyperparameter out of range (see :func:`~companion.optim._helpers.check_hyper`)
+            or not finite, nesterov=True without momentum or with dampening.
     """
+    check_param_grad(p, g, "sgd_update", complex_ok=True)
+    check_state(state, SGDState, p, "sgd_update")
     check_hyper(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                 nesterov=nesterov, maximize=maximize)
-    state = sgd_init(p) if state is None else state
+    return _sgd(p, g, state, lr=lr, momentum=momentum, dampening=dampening,
+                weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
+
+
+
+def _sgd(p, g, state, *, lr, momentum, dampening, weight_decay, nesterov, maximize):
+    state = SGDState() if state is None else state
     g = _grad(p, g, weight_decay, maximize)
     if momentum == 0:
         return p - lr * g, state
@@ -86,7 +128,19 @@ class AdagradState(NamedTuple):
 
 
 def adagrad_init(p: Array, *, initial_accumulator_value: float = 0.0) -> AdagradState:
+    """Adagrad's state: step 0 and ``G = initial_accumulator_value`` everywhere.
+
+    Raises:
+        TypeError: ``p`` not a real floating numpy array / torch tensor (complex refused),
+            a non-real ``initial_accumulator_value``.
+        ValueError: ``initial_accumulator_value`` negative or not finite.
+    """
+    check_param(p, "adagrad_init")
     check_hyper(initial_accumulator_value=initial_accumulator_value)
+    return _adagrad_init(p, initial_accumulator_value)
+
+
+def _adagrad_init(p, initial_accumulator_value=0.0):
     return AdagradState(0, xp(p).zeros_like(p) + initial_accumulator_value)
 
 
@@ -98,9 +152,26 @@ def adagrad_update(p: Array, g: Array, state: Optional[AdagradState] = None, *,
     .. math::
         G_t = G_{t-1} + g_t^2, \qquad
         p_t = p_{t-1} - \frac{\eta}{1 + (t-1)\,\text{lr\_decay}}\,\frac{g_t}{\sqrt{G_t} + \epsilon}
+
+    Raises:
+        TypeError: ``p`` or ``g`` not a real floating numpy array / torch tensor (complex
+            refused), numpy mixed with torch, a ``state`` that is not None or the
+            AdagradState (e.g. the ``(p, state)`` pair itself), a hyperparameter of the
+            wrong type (a str, a bool for a number, a non-bool flag).
+        ValueError: ``g`` or the state's arrays of another shape than ``p``, a
+            hyperparameter out of range (see :func:`~companion.optim._helpers.check_hyper`)
+            or not finite.
     """
+    check_param_grad(p, g, "adagrad_update")
+    check_state(state, AdagradState, p, "adagrad_update")
     check_hyper(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps, maximize=maximize)
-    state = adagrad_init(p) if state is None else state
+    return _adagrad(p, g, state, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps,
+                    maximize=maximize)
+
+
+
+def _adagrad(p, g, state, *, lr, lr_decay, weight_decay, eps, maximize):
+    state = _adagrad_init(p) if state is None else state
     g, t = _grad(p, g, weight_decay, maximize), state.step + 1
     G = state.G + g * g
     lr_t = lr / (1 + (t - 1) * lr_decay)
@@ -116,6 +187,19 @@ class RMSpropState(NamedTuple):
 
 
 def rmsprop_init(p: Array, *, momentum: float = 0.0, centered: bool = False) -> RMSpropState:
+    """RMSprop's state: zeros, with ``g_avg`` if ``centered`` and ``b`` if ``momentum > 0``.
+
+    Raises:
+        TypeError: ``p`` not a real floating numpy array / torch tensor (complex refused),
+            a non-real ``momentum``, a non-bool ``centered``.
+        ValueError: ``momentum`` negative or not finite.
+    """
+    check_param(p, "rmsprop_init")
+    check_hyper(momentum=momentum, centered=centered)
+    return _rmsprop_init(p, momentum, centered)
+
+
+def _rmsprop_init(p, momentum=0.0, centered=False):
     zeros = xp(p).zeros_like
     return RMSpropState(0, zeros(p), zeros(p) if centered else None,
                         zeros(p) if momentum > 0 else None)
@@ -134,10 +218,31 @@ def rmsprop_update(p: Array, g: Array, state: Optional[RMSpropState] = None, *,
 
     with :math:`\bar g_t = \alpha \bar g_{t-1} + (1-\alpha) g_t`; without momentum
     :math:`p_t = p_{t-1} - \eta\, g_t / d_t`.
+
+    Raises:
+        TypeError: ``p`` or ``g`` not a real floating numpy array / torch tensor (complex
+            refused), numpy mixed with torch, a ``state`` that is not None or the
+            RMSpropState (e.g. the ``(p, state)`` pair itself), a hyperparameter of the
+            wrong type (a str, a bool for a number, a non-bool flag).
+        ValueError: ``g`` or the state's arrays of another shape than ``p``, a
+            hyperparameter out of range (see :func:`~companion.optim._helpers.check_hyper`)
+            or not finite; a state without ``g_avg`` (``b``) for centered=True (momentum > 0).
     """
+    check_param_grad(p, g, "rmsprop_update")
+    check_state(state, RMSpropState, p, "rmsprop_update")
     check_hyper(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
                 centered=centered, maximize=maximize)
-    state = rmsprop_init(p, momentum=momentum, centered=centered) if state is None else state
+    if centered:
+        need_field(state, "g_avg", "centered=True")
+    if momentum > 0:
+        need_field(state, "b", "momentum > 0")
+    return _rmsprop(p, g, state, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                    momentum=momentum, centered=centered, maximize=maximize)
+
+
+
+def _rmsprop(p, g, state, *, lr, alpha, eps, weight_decay, momentum, centered, maximize):
+    state = _rmsprop_init(p, momentum, centered) if state is None else state
     g, t, sqrt = _grad(p, g, weight_decay, maximize), state.step + 1, xp(p).sqrt
     v = ema(state.v, g * g, alpha)
     g_avg = ema(state.g_avg, g, alpha) if centered else state.g_avg
@@ -157,6 +262,18 @@ class AdamState(NamedTuple):
 
 
 def adam_init(p: Array, *, amsgrad: bool = False) -> AdamState:
+    """Adam's (and AdamW's) state: step 0, zero ``m`` and ``v`` (and ``v_max`` with amsgrad).
+
+    Raises:
+        TypeError: ``p`` not a real floating numpy array / torch tensor (complex refused),
+            a non-bool ``amsgrad``.
+    """
+    check_param(p, "adam_init")
+    check_hyper(amsgrad=amsgrad)
+    return _adam_init(p, amsgrad)
+
+
+def _adam_init(p, amsgrad=False):
     zeros = xp(p).zeros_like
     return AdamState(0, zeros(p), zeros(p), zeros(p) if amsgrad else None)
 
@@ -180,11 +297,30 @@ def adam_update(p: Array, g: Array, state: Optional[AdamState] = None, *, lr: fl
     >>> p, s = adam_update(np.array([1.0]), np.array([3.0]), lr=0.1)
     >>> np.round(p, 6), s.step           # first step: lr * sign(g) up to eps
     (array([0.9]), 1)
+
+    Raises:
+        TypeError: ``p`` or ``g`` not a real floating numpy array / torch tensor (complex
+            refused), numpy mixed with torch, a ``state`` that is not None or the
+            AdamState (e.g. the ``(p, state)`` pair itself), a hyperparameter of the
+            wrong type (a str, a bool for a number, a non-bool flag).
+        ValueError: ``g`` or the state's arrays of another shape than ``p``, a
+            hyperparameter out of range (see :func:`~companion.optim._helpers.check_hyper`)
+            or not finite; a state without ``v_max`` for amsgrad=True.
     """
+    check_param_grad(p, g, "adam_update")
+    check_state(state, AdamState, p, "adam_update")
     check_hyper(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                 bias_correction=bias_correction, maximize=maximize)
+    if amsgrad:
+        need_field(state, "v_max", "amsgrad=True")
+    return _adam(p, g, state, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                 amsgrad=amsgrad, bias_correction=bias_correction, maximize=maximize)
+
+
+
+def _adam(p, g, state, *, lr, betas, eps, weight_decay, amsgrad, bias_correction, maximize):
     (beta1, beta2), sqrt = betas, xp(p).sqrt
-    state = adam_init(p, amsgrad=amsgrad) if state is None else state
+    state = _adam_init(p, amsgrad) if state is None else state
     g, t = _grad(p, g, weight_decay, maximize), state.step + 1
     m = ema(state.m, g, beta1)
     v = ema(state.v, g * g, beta2)
@@ -208,11 +344,31 @@ def adamw_update(p: Array, g: Array, state: Optional[AdamState] = None, *, lr: f
 
     The decay does not pass through Adam's :math:`1/\sqrt{\hat v}` scaling, unlike
     ``adam_update(weight_decay=...)``.
+
+    Raises:
+        TypeError: ``p`` or ``g`` not a real floating numpy array / torch tensor (complex
+            refused), numpy mixed with torch, a ``state`` that is not None or the
+            AdamState (e.g. the ``(p, state)`` pair itself), a hyperparameter of the
+            wrong type (a str, a bool for a number, a non-bool flag).
+        ValueError: ``g`` or the state's arrays of another shape than ``p``, a
+            hyperparameter out of range (see :func:`~companion.optim._helpers.check_hyper`)
+            or not finite; a state without ``v_max`` for amsgrad=True.
     """
-    check_hyper(weight_decay=weight_decay)
+    check_param_grad(p, g, "adamw_update")
+    check_state(state, AdamState, p, "adamw_update")
+    check_hyper(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                maximize=maximize)
+    if amsgrad:
+        need_field(state, "v_max", "amsgrad=True")
+    return _adamw(p, g, state, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                  amsgrad=amsgrad, maximize=maximize)
+
+
+
+def _adamw(p, g, state, *, lr, betas, eps, weight_decay, amsgrad, maximize):
     p = decoupled_weight_decay(p, lr=lr, weight_decay=weight_decay)
-    return adam_update(p, g, state, lr=lr, betas=betas, eps=eps, amsgrad=amsgrad,
-                       maximize=maximize)
+    return _adam(p, g, state, lr=lr, betas=betas, eps=eps, weight_decay=0.0, amsgrad=amsgrad,
+                 bias_correction=True, maximize=maximize)
 
 
 # -------------------------------------------------------------------------- SignSGD
@@ -221,6 +377,19 @@ class SignSGDState(NamedTuple):
 
 
 def signsgd_init(p: Array, *, momentum: float = 0.0) -> SignSGDState:
+    """signSGD's state: ``m = 0`` if ``momentum > 0`` (Signum), else empty.
+
+    Raises:
+        TypeError: ``p`` not a real floating numpy array / torch tensor (complex refused),
+            a non-real ``momentum``.
+        ValueError: ``momentum`` outside [0, 1).
+    """
+    check_param(p, "signsgd_init")
+    _signsgd_momentum(momentum)
+    return _signsgd_init(p, momentum)
+
+
+def _signsgd_init(p, momentum=0.0):
     return SignSGDState(xp(p).zeros_like(p) if momentum > 0 else None)
 
 
@@ -236,11 +405,28 @@ def signsgd_update(p: Array, g: Array, state: Optional[SignSGDState] = None, *,
     With ``momentum`` (Signum), :math:`m_t = \beta m_{t-1} + (1-\beta) g_t`; any positive
     rescaling of m (e.g. torch's ``m = mu m + g``) gives the same sign, hence the same step.
     Coordinates with ``g = 0`` do not move (sign(0) = 0).
+
+    Raises:
+        TypeError: ``p`` or ``g`` not a real floating numpy array / torch tensor (complex
+            refused), numpy mixed with torch, a ``state`` that is not None or a
+            SignSGDState (e.g. the ``(p, state)`` pair itself), a hyperparameter of the
+            wrong type (a str, a bool for a number).
+        ValueError: ``g`` or the state's arrays of another shape than ``p``, ``lr``
+            negative or not finite, ``momentum`` outside [0, 1), a state without ``m``
+            for momentum > 0.
     """
-    check_hyper(lr=lr, momentum=momentum)
-    if momentum >= 1:
-        raise ValueError(f"momentum must be in [0, 1), got {momentum}")
-    state = signsgd_init(p, momentum=momentum) if state is None else state
+    check_param_grad(p, g, "signsgd_update")
+    check_state(state, SignSGDState, p, "signsgd_update")
+    check_hyper(lr=lr)
+    _signsgd_momentum(momentum)
+    if momentum > 0:
+        need_field(state, "m", "momentum > 0")
+    return _signsgd(p, g, state, lr=lr, momentum=momentum)
+
+
+
+def _signsgd(p, g, state, *, lr, momentum):
+    state = _signsgd_init(p, momentum) if state is None else state
     m = ema(state.m, g, momentum) if momentum > 0 else g
     return p - lr * xp(p).sign(m), SignSGDState(m if momentum > 0 else None)
 
@@ -254,6 +440,16 @@ class NAdamState(NamedTuple):
 
 
 def nadam_init(p: Array) -> NAdamState:
+    """NAdam's state: step 0, zero ``m`` and ``v``, ``mu_product = 1``.
+
+    Raises:
+        TypeError: ``p`` not a real floating numpy array / torch tensor (complex refused).
+    """
+    check_param(p, "nadam_init")
+    return _nadam_init(p)
+
+
+def _nadam_init(p):
     zeros = xp(p).zeros_like
     return NAdamState(0, zeros(p), zeros(p), 1.0)
 
@@ -275,12 +471,31 @@ def nadam_update(p: Array, g: Array, state: Optional[NAdamState] = None, *, lr: 
 
     (:math:`\psi` = ``momentum_decay``): Nesterov's look-ahead applied to Adam's momentum.
     ``mu_product`` is kept as a Python float (torch keeps a float32 tensor).
+
+    Raises:
+        TypeError: ``p`` or ``g`` not a real floating numpy array / torch tensor (complex
+            refused), numpy mixed with torch, a ``state`` that is not None or the
+            NAdamState (e.g. the ``(p, state)`` pair itself), a hyperparameter of the
+            wrong type (a str, a bool for a number, a non-bool flag).
+        ValueError: ``g`` or the state's arrays of another shape than ``p``, a
+            hyperparameter out of range (see :func:`~companion.optim._helpers.check_hyper`)
+            or not finite.
     """
+    check_param_grad(p, g, "nadam_update")
+    check_state(state, NAdamState, p, "nadam_update")
     check_hyper(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                 momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
                 maximize=maximize)
+    return _nadam(p, g, state, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                  momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
+                  maximize=maximize)
+
+
+
+def _nadam(p, g, state, *, lr, betas, eps, weight_decay, momentum_decay,
+           decoupled_weight_decay, maximize):
     (beta1, beta2), sqrt = betas, xp(p).sqrt
-    state = nadam_init(p) if state is None else state
+    state = _nadam_init(p) if state is None else state
     if decoupled_weight_decay:
         p, weight_decay = _decay(p, lr=lr, weight_decay=weight_decay), 0.0
     g, t = _grad(p, g, weight_decay, maximize), state.step + 1
@@ -301,6 +516,16 @@ class LionState(NamedTuple):
 
 
 def lion_init(p: Array) -> LionState:
+    """Lion's state: ``m = 0``.
+
+    Raises:
+        TypeError: ``p`` not a real floating numpy array / torch tensor (complex refused).
+    """
+    check_param(p, "lion_init")
+    return _lion_init(p)
+
+
+def _lion_init(p):
     return LionState(xp(p).zeros_like(p))
 
 
@@ -316,11 +541,37 @@ def lion_update(p: Array, g: Array, state: Optional[LionState] = None, *, lr: fl
 
     Every coordinate moves by exactly ``lr`` (plus the decay), like :func:`signsgd_update`;
     the paper suggests an lr 3-10x smaller than AdamW's and a weight decay 3-10x larger.
+
+    Raises:
+        TypeError: ``p`` or ``g`` not a real floating numpy array / torch tensor (complex
+            refused), numpy mixed with torch, a ``state`` that is not None or the
+            LionState (e.g. the ``(p, state)`` pair itself), a hyperparameter of the
+            wrong type (a str, a bool for a number, a non-bool flag).
+        ValueError: ``g`` or the state's arrays of another shape than ``p``, a
+            hyperparameter out of range (see :func:`~companion.optim._helpers.check_hyper`)
+            or not finite.
     """
+    check_param_grad(p, g, "lion_update")
+    check_state(state, LionState, p, "lion_update")
     check_hyper(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize)
+    return _lion(p, g, state, lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize)
+
+
+
+def _lion(p, g, state, *, lr, betas, weight_decay, maximize):
     (beta1, beta2) = betas
-    state = lion_init(p) if state is None else state
+    state = _lion_init(p) if state is None else state
     g = -g if maximize else g
     c = ema(state.m, g, beta1)
     p = decoupled_weight_decay(p, lr=lr, weight_decay=weight_decay) - lr * xp(p).sign(c)
     return p, LionState(ema(state.m, g, beta2))
+
+
+#: public update -> its unchecked core, same keyword-only hyperparameters without defaults
+#: (callers check once with the public function, then take ``{**public.__kwdefaults__,
+#: **hyper}`` to the core).
+UNCHECKED = {
+    sgd_update: _sgd, adagrad_update: _adagrad, rmsprop_update: _rmsprop,
+    adam_update: _adam, adamw_update: _adamw, signsgd_update: _signsgd,
+    nadam_update: _nadam, lion_update: _lion,
+}
