@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pytest
 import yaml
 
 from companion.book import read_repository, setup_cell_source
+from test_snippets import python_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "book").glob("*.ipynb"))
@@ -84,6 +86,71 @@ print(len(_live), "live experiments checked")
 """
 
 
+GLUE_PREFIX = "application/papermill.record/"
+# a float printed by repr: 9 or more digits after the point (numpy prints 8 at most)
+_LONG_NUMBER = re.compile(r"(?<![\w.])-?\d+\.\d{9,}")
+
+
+def glue_values(notebook) -> dict[str, str]:
+    """The text/plain form of every value a notebook glued, by name."""
+    values = {}
+    for cell in notebook["cells"]:
+        for output in cell.get("outputs", []):
+            meta = output.get("metadata", {}).get("scrapbook")
+            if meta:
+                data = output.get("data", {})
+                values[meta["name"]] = data.get(meta.get("mime_prefix", "") + "text/plain",
+                                                data.get("text/plain"))
+    return values
+
+
+def _assert_no_long_numbers(name: str, notebook) -> None:
+    """What a reader sees printed: no float with 16 digits (format it for a reader)."""
+    long = []
+    for i, cell in enumerate(notebook.cells):
+        for output in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            shown = output.get("text", "") + output.get("data", {}).get("text/plain", "")
+            long += [(i, m.group(0)) for m in _LONG_NUMBER.finditer(shown)]
+    assert long == [], f"{name}: cells print unformatted numbers (cell, number): {long[:10]}"
+
+
+def _shown(value: str) -> str:
+    """A glued value as far as a reader can see it: floats to 6 significant digits
+    (the prose prints at most 4; float sums may differ in the last bits between two
+    processes), everything else exactly."""
+    try:
+        return f"{float(value):.6g}"
+    except (TypeError, ValueError):
+        return value
+
+
+def _assert_same_glue_as_the_build(path: Path, notebook, n_code: int) -> None:
+    """Every glued number is the same in this execution and in the book's build.
+
+    Two executions of one chapter: the build's (static experiments, in
+    ``_build/jupyter_execute``; CI builds before it tests) and this test's (live
+    experiments, a fresh kernel). Seeded code gives identical values; the only
+    exceptions are the names the notebook lists in its metadata
+    ``machine_dependent_glue`` (timings, which the prose marks as measured on the
+    machine that built the page). Floats are compared to 6 significant digits.
+    """
+    built = ROOT / "_build" / "jupyter_execute" / "book" / path.name
+    if not built.exists():
+        return   # no build to compare with (a test run before `bash .ci/book`)
+    import nbformat
+
+    build = nbformat.read(built, as_version=4)
+    code = [c.source for c in notebook.cells if c.cell_type == "code"][:n_code]
+    if [c.source for c in build.cells if c.cell_type == "code"] != code:
+        return   # the build is older than the notebook: nothing to compare
+    exempt = set(notebook.metadata.get("machine_dependent_glue", []))
+    ours, theirs = glue_values(notebook), glue_values(build)
+    assert set(ours) == set(theirs), f"{path.name}: glued names differ: {set(ours) ^ set(theirs)}"
+    differ = {k: (theirs[k], ours[k]) for k in ours
+              if k not in exempt and _shown(ours[k]) != _shown(theirs[k])}
+    assert differ == {}, f"{path.name}: glued values differ between the build and this run: {differ}"
+
+
 @pytest.mark.notebook
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_executes_in_a_fresh_kernel_with_live_experiments(path, monkeypatch):
@@ -97,7 +164,13 @@ def test_executes_in_a_fresh_kernel_with_live_experiments(path, monkeypatch):
 
     monkeypatch.setenv("COMPANION_EXPLORE_MODE", "live")
     notebook = nbformat.read(path, as_version=4)
+    n_code = sum(c.cell_type == "code" for c in notebook.cells)
+    snippets = [code for c in notebook.cells if c.cell_type == "markdown"
+                for code in python_blocks(c.source)]
     notebook.cells.append(nbformat.v4.new_code_cell(_LIVE_CHECK))
+    # the code shown in the prose (exercise solutions) runs as shown, in the chapter's
+    # namespace, after everything else: a reader who copies it gets no error
+    notebook.cells += [nbformat.v4.new_code_cell(code) for code in snippets]
     started = time.perf_counter()
     nbclient.NotebookClient(notebook, timeout=300, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}}).execute()
@@ -105,7 +178,10 @@ def test_executes_in_a_fresh_kernel_with_live_experiments(path, monkeypatch):
     errors = [o for c in notebook.cells if c.cell_type == "code" for o in c.get("outputs", [])
               if o.get("output_type") == "error"]
     assert errors == []
-    printed = "".join(o.get("text", "") for o in notebook.cells[-1].outputs)
+    live_check = notebook.cells[len(notebook.cells) - 1 - len(snippets)]
+    printed = "".join(o.get("text", "") for o in live_check.outputs)
     assert "live experiments checked" in printed
+    _assert_no_long_numbers(path.name, notebook)
+    _assert_same_glue_as_the_build(path, notebook, n_code)
     # the budget itself (about a minute on 2 cores) is measured by tests/benchmarks/bench_book.py
     assert elapsed < 300
