@@ -10,6 +10,10 @@
     activation function's *output*, labelled e.g. ``"act3 (after Tanh)"`` so a plot
     says where the statistic was taken.
 
+* :func:`backprop_gradients` / :func:`gradient_histograms` -- the values of the backward
+  signal :math:`\\partial L / \\partial z^{(\\ell)}` of every layer (not only its norm), and
+  their histograms on a shared range: the per-layer gradient histograms of CS231n and of
+  Glorot & Bengio (2010), Figure 7.
 * :func:`dead_units` -- the fraction of ReLU-family units that never fire on a batch.
 * :func:`snapshot_weights` / :func:`update_ratios` -- the update-to-weight ratio
   :math:`\\lVert W_{t+1} - W_t \\rVert / \\lVert W_t \\rVert` per layer.
@@ -45,7 +49,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from typing import Any, Iterator, NamedTuple
+from typing import Any, Callable, Iterator, NamedTuple, Optional
 
 import numpy as np
 import torch
@@ -53,8 +57,9 @@ from torch import Tensor, nn
 
 from . import _check
 
-__all__ = ["ActivationStats", "Recorder", "record", "dead_units", "snapshot_weights",
-           "update_ratios", "ACTIVATION_TYPES", "RELU_FAMILY"]
+__all__ = ["ActivationStats", "Recorder", "record", "backprop_gradients",
+           "gradient_histograms", "GradientHistogram", "dead_units", "snapshot_weights", "update_ratios",
+           "ACTIVATION_TYPES", "RELU_FAMILY"]
 
 #: Module classes treated as activation functions.
 ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
@@ -427,6 +432,135 @@ def record(model: nn.Module, *, activation_stats: bool = True,
             ``keep_activations`` not a bool.
     """
     return Recorder(model, activation_stats=activation_stats, keep_activations=keep_activations)
+
+
+# ------------------------------------------------------------------ gradient values
+def backprop_gradients(model: nn.Module, x: Any, y: Any,
+                       loss_fn: Callable[[Any, Any], Tensor]) -> dict[str, np.ndarray]:
+    r"""The backward signal :math:`\partial L/\partial z^{(\ell)}` of every layer, value by value.
+
+    One forward pass ``L = loss_fn(model(x), y)`` and ``torch.autograd.grad(L, outputs)``
+    with respect to the output :math:`z^{(\ell)}` of every layer (the modules
+    :func:`record` reports on: ``fc1 .. out`` of an :func:`companion.nets.mlp`). Unlike
+    ``loss.backward()`` it leaves every ``p.grad`` as it was. A layer called several times
+    contributes the values of all its calls; a layer whose output does not reach the loss
+    (or does not require grad) is left out.
+
+    Args:
+        model: any ``nn.Module``; called as ``model(x)`` in its current train/eval mode.
+        x: the batch (a non-empty tensor of finite values).
+        y: the targets, a tensor with one row per example of ``x``.
+        loss_fn: ``loss_fn(output, y)`` returning a scalar tensor, e.g.
+            ``torch.nn.functional.cross_entropy``.
+
+    Returns:
+        layer name -> flattened float64 ``np.ndarray`` of :math:`\partial L/\partial z^{(\ell)}`
+        over the whole batch, input side first (the order the layers ran).
+
+    Raises:
+        TypeError: ``model`` not an ``nn.Module``; ``x`` or ``y`` not a tensor (or
+            complex); ``loss_fn`` not callable, or not returning a tensor.
+        ValueError: ``x`` empty, 0-dimensional or not finite; ``y`` 0-dimensional or with
+            another number of rows than ``x``; ``loss_fn`` not returning a scalar; no layer
+            output requires grad.
+        companion.diagnose.ForwardError: the model could not take ``x``.
+
+    Example::
+
+        net = mlp(8, 3, width=16, depth=4, activation="tanh", seed=0)
+        g = backprop_gradients(net, torch.randn(32, 8), torch.randint(0, 3, (32,)),
+                               torch.nn.functional.cross_entropy)
+        {name: v.std() for name, v in g.items()}        # fc1 .. out
+    """
+    model = _check_model(model)
+    x = _check_batch("x", x)
+    y = _check.tensor("y", y, floating=False, min_ndim=1)
+    if y.is_complex():
+        raise TypeError(f"y must have a real dtype, got {_check.show(y)}")
+    if y.shape[0] != x.shape[0]:
+        raise ValueError(f"y must have one row per example of x ({x.shape[0]}), got {_check.show(y)}")
+    loss_fn = _check.function("loss_fn", loss_fn, "a callable loss_fn(output, y)")
+    from .diagnose import _call          # (diagnose imports this module)
+
+    outputs: OrderedDict[str, list[Tensor]] = OrderedDict()
+
+    def make_hook(name: str):
+        def hook(module: nn.Module, inputs: Any, output: Any) -> None:
+            ts = [t for t in _tensors(module, output) if t.requires_grad]
+            if ts:
+                outputs.setdefault(name, []).extend(ts)
+        return hook
+
+    handles = [m.register_forward_hook(make_hook(n)) for n, m in _layers(model)]
+    try:
+        with torch.enable_grad():
+            loss = _check.scalar_loss("loss_fn", loss_fn(_call(model, x), y))
+    finally:
+        for h in handles:
+            h.remove()
+    flat = [(name, t) for name, ts in outputs.items() for t in ts]
+    if not flat or not loss.requires_grad:
+        raise ValueError("no layer output of model requires grad, so there is no backward "
+                         "signal to read (are the parameters frozen, or is this under no_grad?)")
+    grads = torch.autograd.grad(loss, [t for _, t in flat], allow_unused=True)
+    values: OrderedDict[str, list[np.ndarray]] = OrderedDict()
+    for (name, _), g in zip(flat, grads):
+        if g is not None:    # dL/dz = g (a layer off the loss's path has none)
+            values.setdefault(name, []).append(g.detach().double().flatten().cpu().numpy())
+    return {name: np.concatenate(parts) for name, parts in values.items()}
+
+
+class GradientHistogram(NamedTuple):
+    """One layer's histogram of :math:`\\partial L/\\partial z^{(\\ell)}` (see
+    :func:`gradient_histograms`): ``counts`` (bins,), ``edges`` (bins + 1,), and the
+    ``std`` (population, ``ddof=0``) of the values counted."""
+
+    counts: np.ndarray
+    edges: np.ndarray
+    std: float
+
+
+def gradient_histograms(model: nn.Module, x: Any, y: Any,
+                        loss_fn: Callable[[Any, Any], Tensor], *, bins: int = 50,
+                        range: Optional[tuple[float, float]] = None) -> dict[str, GradientHistogram]:
+    """Per-layer histograms of the backward signal, on one shared range.
+
+    The values are those of :func:`backprop_gradients` (same arguments); every layer is
+    counted on the same ``bins`` edges, so layers can be compared by width, as in
+    Glorot & Bengio (2010), Figure 7. For a picture, pass :func:`backprop_gradients`'
+    values to :func:`companion.plots.histograms`.
+
+    Args:
+        model, x, y, loss_fn: as :func:`backprop_gradients`.
+        bins: number of bins, >= 1.
+        range: ``(low, high)`` with low < high; default ``(-m, m)`` with ``m`` the largest
+            absolute value over all layers (``(-1, 1)`` if every value is 0).
+
+    Returns:
+        layer name -> :class:`GradientHistogram`, input side first.
+
+    Raises:
+        TypeError: as :func:`backprop_gradients`; ``bins`` not an int; ``range`` not a
+            pair of real numbers.
+        ValueError: as :func:`backprop_gradients`; ``bins`` < 1; ``range`` not finite
+            with low < high.
+        companion.diagnose.ForwardError: the model could not take ``x``.
+    """
+    bins = _check.integer("bins", bins, minimum=1)
+    if range is not None:
+        low, high = _check.pair("range", range, _check.real)
+        if not low < high:
+            raise ValueError(f"range must be (low, high) with low < high, got {range!r}")
+        range = (low, high)
+    values = backprop_gradients(model, x, y, loss_fn)
+    if range is None:
+        m = max((float(np.abs(v).max()) for v in values.values() if v.size), default=0.0)
+        range = (-m, m) if m > 0 else (-1.0, 1.0)
+    out = {}
+    for name, v in values.items():
+        counts, edges = np.histogram(v, bins=bins, range=range)
+        out[name] = GradientHistogram(counts, edges, float(v.std()))
+    return out
 
 
 # ------------------------------------------------------------------------ dead units

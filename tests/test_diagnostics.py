@@ -356,3 +356,92 @@ def test_dead_units_refuses_an_empty_or_nonfinite_batch():
         dead_units(net, x)
     with pytest.raises(TypeError, match=r"x must be a torch tensor, got None"):
         dead_units(net, None)
+
+
+# ------------------------------------------------- backprop_gradients / gradient_histograms
+@SETTINGS
+@given(activation=st.sampled_from(["sigmoid", "tanh", "relu", "linear"]),
+       depth=st.integers(1, 4), width=st.integers(1, 10), seed=st.integers(0, 1000))
+def test_backprop_gradients_match_autograd_on_intermediate_outputs(activation, depth, width, seed):
+    """Every value of backprop_gradients == torch.autograd.grad(L, z_l) for the hand-run
+    forward (float64), layers fc1 .. out in order; p.grad is left as it was."""
+    from companion.diagnostics import backprop_gradients
+
+    net = mlp(3, 2, width, depth, activation=activation, bias_std=0.1, seed=seed).double()
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(6, 3, dtype=torch.float64, generator=gen)
+    y = torch.randn(6, 2, dtype=torch.float64, generator=gen)
+    zs, _ = _manual_mlp(net, x)
+    ref = torch.autograd.grad(torch.nn.functional.mse_loss(zs[-1], y), zs)
+    got = backprop_gradients(net, x, y, torch.nn.functional.mse_loss)
+    assert list(got) == [f"fc{i}" for i in range(1, depth + 1)] + ["out"]
+    for (name, values), g in zip(got.items(), ref):
+        assert values.dtype == np.float64 and values.shape == (g.numel(),)
+        np.testing.assert_allclose(values, g.flatten().numpy(), rtol=1e-12, atol=1e-300)
+    assert all(p.grad is None for p in net.parameters())
+    assert _all_hooks_removed(net)
+
+
+def test_backprop_gradients_shared_layer_and_existing_grads():
+    """A layer called twice contributes both calls' gradients (autograd on each output);
+    existing .grad values are not touched."""
+    from companion.diagnostics import backprop_gradients
+
+    torch.manual_seed(0)
+    lin = nn.Linear(4, 4).double()
+
+    class Twice(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = lin
+
+        def forward(self, x):
+            return self.lin(torch.tanh(self.lin(x)))
+
+    net = Twice()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    y = torch.zeros(5, 4, dtype=torch.float64)
+    for p in net.parameters():
+        p.grad = torch.full_like(p, 7.0)
+    z1 = lin(x)
+    z2 = lin(torch.tanh(z1))
+    ref = torch.autograd.grad(torch.nn.functional.mse_loss(z2, y), [z1, z2])
+    got = backprop_gradients(net, x, y, torch.nn.functional.mse_loss)
+    assert list(got) == ["lin"]
+    np.testing.assert_allclose(got["lin"], torch.cat([g.flatten() for g in ref]).numpy(),
+                               rtol=1e-12)
+    assert all(torch.equal(p.grad, torch.full_like(p, 7.0)) for p in net.parameters())
+
+
+def test_gradient_histograms_share_bins_and_count_every_value():
+    """Counts are np.histogram of backprop_gradients' values on one shared range (default
+    +-max|value|), so every value is counted once; std is np.std of the values."""
+    from companion.diagnostics import backprop_gradients, gradient_histograms
+
+    net = mlp(4, 3, 8, 3, activation="tanh", seed=0)
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(16) % 3
+    loss_fn = torch.nn.functional.cross_entropy
+    values = backprop_gradients(net, x, y, loss_fn)
+    hists = gradient_histograms(net, x, y, loss_fn, bins=7)
+    assert list(hists) == list(values)
+    m = max(np.abs(v).max() for v in values.values())
+    for name, h in hists.items():
+        np.testing.assert_allclose(h.edges, np.linspace(-m, m, 8))
+        assert h.counts.sum() == values[name].size
+        np.testing.assert_array_equal(h.counts, np.histogram(values[name], 7, (-m, m))[0])
+        assert h.std == pytest.approx(values[name].std())
+    narrow = gradient_histograms(net, x, y, loss_fn, bins=4, range=(-1e-9, 1e-9))
+    assert all(h.counts.sum() <= values[n].size for n, h in narrow.items())
+
+
+def test_backprop_gradients_refuse_mismatched_targets_and_frozen_models():
+    from companion.diagnostics import backprop_gradients
+
+    net = mlp(4, 2, 8, 2, seed=0)
+    x = torch.randn(8, 4)
+    with pytest.raises(ValueError, match="y must have one row per example of x"):
+        backprop_gradients(net, x, torch.zeros(5, 2), torch.nn.functional.mse_loss)
+    net.requires_grad_(False)
+    with pytest.raises(ValueError, match="requires grad"):
+        backprop_gradients(net, x, torch.zeros(8, 2), torch.nn.functional.mse_loss)

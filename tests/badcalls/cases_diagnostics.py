@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from badcalls import Row, bad_array, not_bool, not_module
+from badcalls import Row, bad_array, not_bool, not_callable, not_module, positive_int
 from companion import diagnostics, nets
 from companion.diagnose import ForwardError
 
@@ -21,6 +21,25 @@ def _net(activation: str = "tanh") -> nn.Module:
 
 
 _FLAGS = dict(activation_stats=not_bool(), keep_activations=not_bool())
+_Y = torch.arange(8) % 2                      # class labels for _net()'s 2 outputs
+_CE = torch.nn.functional.cross_entropy
+
+
+def _no_reduction(output, y):
+    return torch.nn.functional.cross_entropy(output, y, reduction="none")
+
+
+def _frozen() -> nn.Module:
+    net = _net()
+    net.requires_grad_(False)
+    return net
+
+
+_GRAD_BAD = dict(model=not_module() + [_frozen()],
+                 x=bad_array(_X, integer=False) + [torch.ones(8, 5), torch.tensor(1.0), _X.numpy()],
+                 y=[None, "y", 3.0, [0, 1], _Y.numpy(), torch.tensor(1), _Y[:5],
+                    torch.ones(8, dtype=torch.complex64)],
+                 loss_fn=not_callable() + [nn.CrossEntropyLoss, lambda o, y: 1.0, _no_reduction])
 
 ROWS = [
     Row(diagnostics.ActivationStats, reason="a record that record() fills in: its fields "
@@ -39,6 +58,18 @@ ROWS = [
                                     _X.numpy(), torch.tensor(1.0),
                                     torch.full((8, 4), math.inf)]),
         errors=(TypeError, ValueError, ForwardError)),
+    Row(diagnostics.backprop_gradients, good=dict(model=_net(), x=_X, y=_Y, loss_fn=_CE),
+        bad=_GRAD_BAD, errors=(TypeError, ValueError, ForwardError)),
+    Row(diagnostics.gradient_histograms,
+        good=dict(model=_net(), x=_X, y=_Y, loss_fn=_CE, bins=5, range=None),
+        bad=dict(_GRAD_BAD, bins=positive_int(),
+                 range=[3, "ab", (0.0,), (1.0, 0.0), (0.0, 0.0), (0.0, math.nan),
+                        (0.0, math.inf), ("0", 1.0), (True, 1.0)]),
+        accepted=dict(range=([(-1, 1), (-0.01, 0.02)], "a shared range (ints too)")),
+        errors=(TypeError, ValueError, ForwardError)),
+    Row(diagnostics.GradientHistogram, reason="a record that gradient_histograms() fills "
+                                              "in: its fields are computed, not passed",
+        run_good=False),
     Row(diagnostics.snapshot_weights, good=dict(model=_net()), bad=dict(model=not_module())),
     Row(diagnostics.update_ratios,
         good=dict(before=diagnostics.snapshot_weights(_net()), model=_net()),
