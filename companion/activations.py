@@ -5,9 +5,12 @@ Each activation :math:`f` comes with its derivative :math:`f'` written out by ha
 gradients vanish or explode. Both take a numpy array *or* a torch tensor and return
 the same kind and dtype; ``.module()`` gives the matching fresh ``torch.nn`` module.
 
-At a kink (:math:`x = 0` for relu, leaky_relu, prelu, elu, selu) the derivative is
-the left branch's -- :math:`f'(0) = 0` for relu, 0.01 for leaky_relu -- as torch's
-autograd returns.
+At :math:`x = 0` the piecewise activations take the left branch's derivative --
+:math:`f'(0) = 0` for relu, 0.01 for leaky_relu -- as torch's autograd returns. Relu,
+leaky_relu, prelu and selu have a kink there (:math:`f'` jumps); elu, with
+:math:`\alpha = 1`, does not: both branches give :math:`f'(0) = 1`, so :math:`f'` is
+continuous and only :math:`f''` jumps (from 1 to 0). An ELU with :math:`\alpha \ne 1`
+(selu is one, times :math:`\lambda`) has a kink.
 
 Example::
 
@@ -257,7 +260,8 @@ _ACTIVATIONS: dict[str, Activation] = {a.name: a for a in (
                "leaky relu with a learnable slope a (forward/derivative use a = 0.25, "
                "the module's initial value)", "none", 1.0, _prelu_f, _prelu_d, nn.PReLU),
     Activation("elu", r"x\ (x>0),\ e^x-1\ (x\le0);\quad f' = 1\ \text{or}\ e^x",
-               "smooth for x < 0, saturates to -1 on the left", "left", 1.0,
+               "smooth for x < 0, saturates to -1 on the left; no kink at 0 (alpha = 1: "
+               "f' is continuous, f'' jumps from 1 to 0)", "left", 1.0,
                _elu, _elu_d, nn.ELU),
     Activation("selu", r"\lambda x\ (x>0),\ \lambda\alpha(e^x-1)\ (x\le0)",
                "scaled elu, self-normalising with lecun_normal init; f' up to "
