@@ -36,7 +36,8 @@ from . import _check
 from . import optim as _optim
 from .optim._functional import UNCHECKED as _UNCHECKED
 
-__all__ = ["Surface", "Trajectory", "quadratic", "get", "names", "run", "DIVERGED_NORM"]
+__all__ = ["Surface", "Trajectory", "quadratic", "get", "names", "run", "DIVERGED_NORM",
+           "heavy_ball_rate", "sgd_noise_floor"]
 
 #: ``run`` stops once ``|p|`` exceeds this (or p is not finite).
 DIVERGED_NORM = 1e6
@@ -322,3 +323,114 @@ def run(surface: Union[Surface, str], update: Callable, state: Any = None, *, st
             return Trajectory(points, losses, t)
         points[t], losses[t] = p, loss(p)
     return Trajectory(points, losses, None)
+
+
+def _curvatures(value: Any) -> np.ndarray:
+    """A nonempty list/tuple or 1-D array/tensor of finite reals > 0, as a float64 array."""
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        if value.ndim != 1 or len(value) == 0:
+            raise ValueError(f"curvatures must be a nonempty 1-D array, got {_check.show(value)}")
+        items = value.tolist()
+    else:
+        items = _check.sequence("curvatures", value, what="a sequence of positive curvatures")
+    return np.array([_check.positive(f"curvatures[{i}]", v) for i, v in enumerate(items)])
+
+
+def heavy_ball_rate(lr: float, momentum: float, curvatures: Any) -> float:
+    r"""Worst per-step contraction of heavy-ball momentum on a quadratic (closed form).
+
+    On a direction of curvature :math:`\lambda`, torch's momentum (``sgd_update``,
+    constant lr) is :math:`x_{t+1} = (1 + \mu - \eta\lambda)\,x_t - \mu\,x_{t-1}`, whose
+    iteration matrix :math:`\begin{pmatrix}1+\mu-\eta\lambda & -\mu\\ 1 & 0\end{pmatrix}`
+    has the eigenvalues :math:`r = \tfrac12\big(a \pm \sqrt{a^2 - 4\mu}\big)`,
+    :math:`a = 1 + \mu - \eta\lambda` (modulus :math:`\sqrt\mu` when they are complex).
+    The rate is the largest modulus over all curvatures: the distance to the minimum
+    shrinks like rate^t (grows where rate > 1). With ``momentum=0`` it is gradient
+    descent's :math:`\max_i |1-\eta\lambda_i|`. Polyak's optimum
+    :math:`\eta^* = (2/(\sqrt{\lambda_{\max}}+\sqrt{\lambda_{\min}}))^2`,
+    :math:`\mu^* = ((\sqrt\kappa-1)/(\sqrt\kappa+1))^2` gives :math:`(\sqrt\kappa-1)/(\sqrt\kappa+1)`.
+
+    Args:
+        lr: the learning rate :math:`\eta`, finite and >= 0.
+        momentum: :math:`\mu`, in [0, 1).
+        curvatures: the Hessian's eigenvalues :math:`\lambda_i` (a nonempty sequence of
+            finite reals > 0).
+
+    Returns:
+        The rate, a float >= 0.
+
+    Raises:
+        TypeError: ``lr`` or ``momentum`` not a real number, ``curvatures`` not a
+            sequence or array of reals.
+        ValueError: ``lr`` < 0 or not finite, ``momentum`` outside [0, 1), an empty
+            ``curvatures``, or one that is not finite and > 0.
+
+    >>> round(heavy_ball_rate(0.4, 0.0, [0.2, 4.0]), 3)   # GD on the ravine: |1 - 0.4*0.2|
+    0.92
+    """
+    lr = _check.nonnegative("lr", lr)
+    mu = _check.real("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    lam = _curvatures(curvatures)
+    a = 1 + mu - lr * lam                                  # trace of the iteration matrix
+    disc = a * a - 4 * mu                                  # its discriminant
+    root = np.sqrt(np.abs(disc))
+    real_roots = np.maximum(np.abs(a + root), np.abs(a - root)) / 2
+    modulus = np.where(disc >= 0, real_roots, np.sqrt(mu))  # complex pair: |r| = sqrt(mu)
+    return float(modulus.max())
+
+
+def sgd_noise_floor(lr: float, curvatures: Any, noise_std: float, *,
+                    momentum: float = 0.0) -> float:
+    r"""Stationary expected loss of constant-lr SGD on a noisy quadratic (closed form).
+
+    For :math:`f(x) = \tfrac12\sum_i \lambda_i x_i^2` and stochastic gradients
+    :math:`g_i = \lambda_i x_i + \sigma\,\xi_i` (:math:`\xi_i` independent, mean 0,
+    variance 1), each coordinate follows :math:`x_{t+1} = (1-\eta\lambda_i)\,x_t -
+    \eta\sigma\xi_t`. Its stationary variance solves
+    :math:`s = (1-\eta\lambda_i)^2 s + \eta^2\sigma^2`, so
+    :math:`s_i = \eta\sigma^2 / (\lambda_i(2-\eta\lambda_i))` and
+
+    .. math::
+        \mathbb E f = \sum_i \tfrac12\lambda_i s_i = \sum_i \frac{\eta\sigma^2}{2\,(2-\eta\lambda_i)} ,
+
+    proportional to :math:`\eta` for small :math:`\eta`: the *noise floor* a constant
+    learning rate cannot go below.
+
+    With heavy-ball ``momentum`` :math:`\mu` (torch's form, as ``sgd_update``), each
+    coordinate is the AR(2) process :math:`x_{t+1} = (1+\mu-\eta\lambda_i)\,x_t -
+    \mu\,x_{t-1} - \eta\sigma\xi_t`, whose stationary variance gives
+
+    .. math::
+        \mathbb E f = \sum_i \frac{(1+\mu)\,\eta\sigma^2}
+                                 {2\,(1-\mu)\,\big(2(1+\mu)-\eta\lambda_i\big)} ,
+
+    about :math:`1/(1-\mu)` times the floor without momentum (the same for ``mu=0``).
+
+    Args:
+        lr: :math:`\eta`, > 0 and below the stability limit :math:`2(1+\mu)/\lambda_{\max}`.
+        curvatures: the :math:`\lambda_i` (a nonempty sequence of finite reals > 0).
+        noise_std: :math:`\sigma`, finite and >= 0.
+        momentum: :math:`\mu`, in [0, 1) (default 0: plain SGD).
+
+    Returns:
+        :math:`\mathbb E f` at stationarity, a float.
+
+    Raises:
+        TypeError: ``lr``, ``noise_std`` or ``momentum`` not a real number,
+            ``curvatures`` not a sequence or array of reals.
+        ValueError: ``lr`` not > 0, ``lr`` >= 2(1 + momentum)/max(curvatures) (no
+            stationary state: the iterates diverge), ``noise_std`` < 0 or not finite,
+            ``momentum`` outside [0, 1), a bad ``curvatures``.
+
+    >>> round(sgd_noise_floor(0.1, [1.0], 1.0), 5)   # 0.1 / (2 * 1.9)
+    0.02632
+    """
+    lr = _check.positive("lr", lr)
+    lam = _curvatures(curvatures)
+    sigma = _check.nonnegative("noise_std", noise_std)
+    mu = _check.real("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    limit = 2 * (1 + mu)                                   # stable iff eta * lambda < limit
+    if lr * lam.max() >= limit:
+        raise ValueError(f"lr must be below the stability limit 2(1 + momentum)/max(curvatures)"
+                         f" = {limit / lam.max():.4g}, got lr={lr!r} (no stationary state)")
+    return float(np.sum((1 + mu) * lr * sigma ** 2 / (2 * (1 - mu) * (limit - lr * lam))))

@@ -1,4 +1,5 @@
-"""Rows for companion.surfaces: Surface (built and its methods), quadratic, get, names, run."""
+"""Rows for companion.surfaces: Surface (built and its methods), quadratic, get, names, run,
+heavy_ball_rate, sgd_noise_floor."""
 from __future__ import annotations
 
 import math
@@ -8,7 +9,7 @@ import torch
 
 from companion import optim, surfaces
 from badcalls import Row, bad_choice, finite_real, nonnegative_int, nonnegative_real, \
-    not_callable, positive_int
+    not_callable, positive_int, positive_real, unit_interval_open
 
 
 def bad_point() -> list:
@@ -22,6 +23,12 @@ def bad_point() -> list:
 def bad_limits() -> list:
     return [None, "ab", 1.0, (1.0,), (1.0, 2.0, 3.0), (2.0, 1.0), (1.0, 1.0),
             (0.0, math.nan), (-math.inf, 1.0), ("0", 1.0)]
+
+
+def bad_curvatures() -> list:
+    """Not a nonempty 1-D sequence of finite positive reals."""
+    return [None, "ab", 1.0, [], (), [0.0], [-1.0, 2.0], [math.nan], [math.inf], ["1"],
+            [True], [1 + 2j], np.ones((2, 2)), np.array([]), {1.0, 2.0}]
 
 
 POINT_OK = ([np.array([0.5, -0.5]), [0.5, -0.5], (1, 2), torch.tensor([0.5, -0.5])],
@@ -103,4 +110,16 @@ ROWS = [
     Row(surfaces.Surface.grid, good=dict(n=5),
         call=lambda **kw: surfaces.get("ravine").grid(**kw), bad=dict(n=positive_int() + [1]),
         accepted={"n": ([2], "the smallest grid: the corners")}),
+    Row(surfaces.heavy_ball_rate, good=dict(lr=0.4, momentum=0.5, curvatures=[0.2, 4.0]),
+        bad=dict(lr=nonnegative_real(), momentum=unit_interval_open(),
+                 curvatures=bad_curvatures()),
+        accepted={"curvatures": ([(0.2, 4.0), np.array([0.2, 4.0]), torch.tensor([1.0]), [3]],
+                                 "a list, tuple, 1-D numpy array or tensor of positive reals"),
+                  "lr": ([0.0, 1], "lr = 0 is a (non-moving) rate of 1; ints are reals")}),
+    Row(surfaces.sgd_noise_floor, good=dict(lr=0.1, curvatures=[0.2, 4.0], noise_std=1.0),
+        bad=dict(lr=positive_real() + [0.5, 10.0],   # at or above 2 / max(curvatures) = 0.5
+                 curvatures=bad_curvatures(), noise_std=nonnegative_real(),
+                 momentum=unit_interval_open()),
+        accepted={"noise_std": ([0.0], "no noise: a floor of 0"),
+                  "curvatures": ([np.array([0.2, 4.0])], "a 1-D numpy array")}),
 ]
