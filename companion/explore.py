@@ -4,8 +4,10 @@ An experiment is a drawing function of named parameters plus a description of it
 controls. :func:`explore` turns the pair into
 
 * **live** controls (ipywidgets) in Jupyter, JupyterLab, VS Code and Colab: the figure
-  redraws in place; an ``expensive=True`` experiment runs on a button in a
-  background thread with a progress bar, so the notebook never freezes;
+  redraws in place, and the settings one step away are drawn ahead while the kernel
+  is idle; an ``expensive=True`` experiment runs on a button in a background thread
+  with a progress bar, so the notebook never freezes (Runs go one at a time, start
+  when the kernel's cells are done, and pause the drawing ahead while they compute);
 * a **static** experiment in the built HTML: every point of the control grid is drawn
   once at build time and shipped as images with native ``<input type=range>`` /
   ``<select>`` controls and a few lines of inline script; moving a control swaps the
@@ -39,6 +41,8 @@ import io
 import itertools
 import json
 import os
+import queue
+import sys
 import threading
 import time
 import weakref
@@ -47,7 +51,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import matplotlib
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
 from matplotlib.figure import Figure, SubplotParams
 
 from . import _check
@@ -397,9 +401,10 @@ class Experiment:
         return self._rasterize(index, self.figure(index, progress), compact=compact)
 
     def _rasterize(self, index: tuple[int, ...], fig: Figure, *, compact: bool = False) -> bytes:
-        canvas = FigureCanvasAgg(fig)
-        canvas.draw()
-        png = _encode(np.asarray(canvas.buffer_rgba()), compact=compact)
+        with _RASTER_LOCK:  # one shared renderer per frame size: one frame at a time
+            canvas = _SharedRendererCanvas(fig)
+            canvas.draw()
+            png = _encode(np.asarray(canvas.buffer_rgba()), compact=compact)
         if not compact:
             self._cache[index] = png
         return png
@@ -547,9 +552,26 @@ class Experiment:
         next cell draws can break that cell."""
         self._pending = [i for i in self.neighbours(index) if i not in self._cache]
         loop = _kernel_loop()
-        if self._pending and loop is not None and not self._prefetch_scheduled:
-            self._prefetch_scheduled = True
-            loop.call_later(0.05, self._prefetch_step, loop)
+        if self._pending and loop is not None:
+            self._schedule_prefetch(loop, 0.05)
+
+    def _schedule_prefetch(self, loop, delay: float) -> None:
+        """Draw the next pending setting after ``delay`` seconds, unless a Run is queued
+        or computing (then ``_RUNS.finished`` resumes it).
+
+        While any expensive Run of any experiment of the kernel is in flight, prefetching
+        waits: a prefetched frame holds Python's GIL for ~0.1 s of pure-Python drawing, and
+        the Run's training loop (many small torch ops, each of which hands the GIL back and
+        waits ``sys.getswitchinterval()`` = 5 ms to get it again) then crawls, several
+        times slower (tests/benchmarks/bench_jupyterlab.py measures it in JupyterLab).
+        A frame the reader asks for is still drawn at once."""
+        if self._prefetch_scheduled:
+            return
+        if _RUNS.busy():
+            _RUNS.defer(self)
+            return
+        self._prefetch_scheduled = True
+        loop.call_later(delay, self._prefetch_step, loop)
 
     def _prefetch_one(self) -> bool:
         """Draw one pending setting; False when nothing was left to draw."""
@@ -565,9 +587,11 @@ class Experiment:
 
     def _prefetch_step(self, loop) -> None:
         self._prefetch_scheduled = False
+        if _RUNS.busy():          # a Run started since this step was scheduled
+            _RUNS.defer(self)
+            return
         if self._prefetch_one() and self._pending:
-            self._prefetch_scheduled = True
-            loop.call_later(0.01, self._prefetch_step, loop)
+            self._schedule_prefetch(loop, 0.01)
 
     def prefetch_idle(self) -> None:
         """Draw every queued setting now (tests and benchmarks; a cell blocks the loop)."""
@@ -575,22 +599,41 @@ class Experiment:
             pass
 
     def _run_in_background(self) -> None:
+        """Compute the current setting of an expensive experiment off the kernel's main
+        thread. Runs of every experiment of the kernel go, one at a time, to one worker
+        thread (two trainings side by side on 2 cores only make both slow), and while
+        any is queued or computing, prefetching of every experiment pauses (see
+        :meth:`_schedule_prefetch`)."""
         if not self._lock.acquire(blocking=False):
             return
         index = self._current()
         self._button.disabled = True
         self._progress.value = 0.0
-        self._status.value = "running…"
         loop = _kernel_loop()
         started = time.perf_counter()
+        waited = [0.0]            # seconds queued (behind other Runs, or the notebook's cells)
+        self._status.value = ("queued behind another Run…" if _RUNS.busy()
+                              else "queued: starts when the kernel is idle…")
+        _RUNS.started()
+
+        def on_loop(function, *args) -> None:
+            # widget updates and matplotlib rasterizing belong to the kernel's main thread
+            if loop is None:
+                function(*args)
+            else:
+                loop.call_soon_threadsafe(function, *args)
+
+        def set_progress(fraction: float) -> None:
+            self._progress.value = fraction
 
         def progress(fraction: float) -> None:
-            self._progress.value = float(min(max(fraction, 0.0), 1.0))
+            on_loop(set_progress, float(min(max(fraction, 0.0), 1.0)))
 
         def done(status: str) -> None:
             self._status.value = status
             self._button.disabled = False
             self._lock.release()
+            _RUNS.finished(loop)
 
         def finish(fig: Figure) -> None:
             # rasterizing (text layout, mathtext) happens here, on the kernel's main
@@ -603,18 +646,21 @@ class Experiment:
             if self._current() == index:
                 self._image.value = png
             self._progress.value = 1.0
-            done(f"done in {time.perf_counter() - started:.1f} s")
+            total = time.perf_counter() - started
+            done(f"done in {total:.1f} s" + (f" (of which {waited[0]:.1f} s waiting for the notebook's "
+                                              f"cells or another Run)" if waited[0] >= 0.5 else ""))
 
         def work() -> None:
+            waited[0] = time.perf_counter() - started
+            on_loop(setattr, self._status, "value", "running…")
             try:  # the slow part: training, inside draw(); artists are only created here
                 fig = self.figure(index, progress)
             except Exception as error:
-                status = _error_html(error)
-                (loop.call_soon_threadsafe(done, status) if loop is not None else done(status))
+                on_loop(done, _error_html(error))
                 return
-            (loop.call_soon_threadsafe(finish, fig) if loop is not None else finish(fig))
+            on_loop(finish, fig)
 
-        threading.Thread(target=work, daemon=True).start()
+        _RUNS.submit(work, loop)
 
     # -- display -------------------------------------------------------------------
     def _ipython_display_(self) -> None:
@@ -643,6 +689,120 @@ def _kernel_loop():
         return asyncio.get_running_loop()
     except RuntimeError:
         return None
+
+
+class _RunQueue:
+    """The kernel's expensive Runs: one worker thread computes them one at a time, and a
+    count of Runs queued or computing pauses prefetching (experiments whose prefetch
+    waited are resumed when the count returns to 0).
+
+    Before each Run the worker waits until the kernel's main thread has been idle for
+    ``QUIET`` seconds (its event loop answers every ping at once): a Run displayed during
+    *Run All* then starts when the notebook's cells are done instead of crawling beside
+    them, for a training loop of small torch ops gets Python's GIL only every 5 ms while
+    the main thread computes. The worker also computes with fewer torch threads than
+    cores (one on 2 cores; the setting is per thread), leaving a core to the reader's
+    frames: small ops gain nothing from a second thread on a busy 2-core machine."""
+
+    QUIET = 0.3          # seconds the main thread must be idle before a Run starts
+    PING = 0.05          # seconds between pings of the kernel's event loop
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._deferred: "weakref.WeakSet[Experiment]" = weakref.WeakSet()
+        self._jobs: "queue.SimpleQueue[Callable[[], None]]" = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
+
+    def busy(self) -> bool:
+        return self._in_flight > 0
+
+    def started(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+
+    def defer(self, experiment: "Experiment") -> None:
+        with self._lock:
+            self._deferred.add(experiment)
+
+    def finished(self, loop) -> None:
+        with self._lock:
+            self._in_flight = max(self._in_flight - 1, 0)
+            resume = [] if self._in_flight else list(self._deferred)
+            if not self._in_flight:
+                self._deferred.clear()
+        for experiment in resume:
+            if experiment._pending:
+                # on the kernel loop that the Run reported to; without one (no kernel),
+                # nothing was scheduled in the first place
+                if loop is not None:
+                    experiment._schedule_prefetch(loop, 0.05)
+
+    def submit(self, job: Callable[[], None], loop=None) -> None:
+        """Queue ``job`` (a callable with no arguments) for the worker; ``loop``: the
+        kernel's event loop whose quiet the worker waits for (None: start at once)."""
+        with self._lock:
+            self._jobs.put((job, loop))
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._work, name="companion-explore-runs",
+                                                daemon=True)
+                self._worker.start()
+
+    def _work(self) -> None:
+        while True:
+            job, loop = self._jobs.get()
+            try:
+                if loop is not None:
+                    self._wait_until_quiet(loop)
+                torch = sys.modules.get("torch")   # only if the notebook uses torch at all
+                if torch is not None:               # this thread's own setting (OpenMP)
+                    torch.set_num_threads(max(1, min(torch.get_num_threads(), (os.cpu_count() or 2) - 1)))
+                job()
+            except Exception:  # each job reports its own errors; the worker lives on
+                pass
+
+    def _wait_until_quiet(self, loop) -> None:
+        """Return once the loop has answered pings promptly for ``QUIET`` seconds in a row
+        (a cell that runs blocks the loop, so its pings come back late)."""
+        quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < self.QUIET:
+            answered = threading.Event()
+            sent = time.monotonic()
+            try:
+                loop.call_soon_threadsafe(answered.set)
+            except RuntimeError:      # the loop is closed: nothing to wait for
+                return
+            answered.wait()
+            if time.monotonic() - sent > self.PING:
+                quiet_since = time.monotonic()
+            time.sleep(self.PING)
+
+
+_RUNS = _RunQueue()
+
+
+class _SharedRendererCanvas(FigureCanvasAgg):
+    """An Agg canvas that draws with one long-lived renderer per frame size.
+
+    matplotlib caches text metrics and parsed mathtext per *renderer*; a fresh canvas per
+    frame starts with empty caches, so every tick label, legend entry and $...$ label is
+    measured and parsed again (a third of a cold frame). The figure is still fresh every
+    frame (``draw(fig, **params)`` gets a new one), and the pixels are the same."""
+
+    def get_renderer(self):
+        w, h = self.get_width_height(physical=True)
+        key = (w, h, self.figure.dpi)
+        renderer = _RENDERERS.get(key)
+        if renderer is None:
+            if len(_RENDERERS) >= 8:      # a few sizes in a book; bound the memory anyway
+                _RENDERERS.pop(next(iter(_RENDERERS)))
+            renderer = _RENDERERS[key] = RendererAgg(w, h, self.figure.dpi)
+        self.renderer = renderer
+        return renderer
+
+
+_RENDERERS: dict[tuple[int, int, float], RendererAgg] = {}
+_RASTER_LOCK = threading.Lock()
 
 
 def resolve_mode(mode: str | None = None) -> str:
@@ -689,7 +849,8 @@ def explore(draw: Callable[..., Any], controls: Mapping[str, Slider | Choice], *
         name: names the experiment in errors and in the page (default: ``draw.__name__``).
         title, caption: text shown above and below the figure.
         expensive: live mode computes on a *Run* button in a background thread
-            (for training); static mode precomputes every setting either way.
+            (for training; one Run at a time in the kernel, started once its cells are
+            done); static mode precomputes every setting either way.
         figsize, dpi: size of every frame.
         constrained: use matplotlib's constrained layout (neat, but ~2x slower per frame;
             the default is fixed, tight margins that suit one row of panels).
@@ -740,7 +901,7 @@ def _plain_log_ticks(fig: Figure) -> None:
                 axis.set_major_formatter(FuncFormatter(_log_tick))
                 axis.set_minor_formatter(NullFormatter())
                 lo, hi = sorted(abs(v) for v in axis.get_view_interval())
-                if lo > 0 and hi / lo > 1e6:
+                if lo > 0 and np.log10(hi) - np.log10(lo) > 6:
                     # over many decades, 8 unlabelled minor ticks per decade are only clutter
                     axis.set_minor_locator(NullLocator())
 

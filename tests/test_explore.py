@@ -253,3 +253,205 @@ def test_mode_comes_from_the_environment(monkeypatch):
     assert resolve_mode() == "static"  # not inside a kernel
     with pytest.raises(ValueError, match="mode must be 'static' or 'live', got 'html'"):
         resolve_mode("html")
+
+
+# -- the live experience while a Run computes, and the cost of a cold frame ----------
+def draw_text_heavy(fig, depth, kind):
+    """Ticks, a log axis, mathtext, a legend and a title that changes per setting: the
+    text that the shared renderer's caches hold."""
+    import matplotlib
+
+    ax1, ax2 = fig.subplots(1, 2)
+    x = np.arange(1, 11)
+    ax1.semilogy(x, 10.0 ** (-depth * x / 10), color=colour_of(depth, kind), label=r"$\|J_\ell\|_2$")
+    ax1.set(xlabel=r"layer $\ell$", ylabel="norm", title=f"{kind}: depth {depth}")
+    ax1.legend(fontsize=7)
+    ax2.plot(x, np.sin(x * depth), label=r"$\sin(\ell d)$")
+    ax2.set_title(rf"$d = {depth}$, {kind}")
+    matplotlib.patches  # noqa: B018 (the module is imported for draw_colour too)
+
+
+def fresh_png(exp, index, compact=False):
+    """The reference: the frame rasterized on a brand-new Agg canvas (a new renderer)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from companion.explore import _encode
+
+    canvas = FigureCanvasAgg(exp.figure(index))
+    canvas.draw()
+    return _encode(np.asarray(canvas.buffer_rgba()), compact=compact)
+
+
+def test_the_shared_renderer_gives_the_same_png_bytes_as_a_fresh_canvas():
+    # Reference: each frame drawn on a fresh FigureCanvasAgg (what explore did before it
+    # kept one renderer per frame size). Two sizes interleaved, live and compact (book).
+    big = explore(draw_text_heavy, {"depth": Slider(DEPTHS, value=3), "kind": Choice(KINDS)},
+                  name="text-big", figsize=(5, 2), dpi=50)
+    small = explore(draw_text_heavy, {"depth": Slider(DEPTHS, value=3), "kind": Choice(KINDS)},
+                    name="text-small", figsize=(3, 2), dpi=40)
+    for index in [(0, 0), (3, 2), (0, 0)]:
+        for exp in (big, small):
+            exp._cache.clear()
+            assert exp.render(index) == fresh_png(exp, index), (exp.name, index)
+            assert exp.render(index, compact=True) == fresh_png(exp, index, compact=True), (exp.name, index)
+
+
+def test_cold_renders_leak_no_figures_and_keep_one_renderer_per_size():
+    # Reference: weak references to every figure draw() was handed (all must be freed
+    # after a collection), pyplot's figure list, and the renderer table's size.
+    import gc
+    import weakref
+
+    import matplotlib.pyplot as plt
+
+    from companion import explore as ex
+
+    figures = []
+
+    def draw(fig, depth, kind):
+        figures.append(weakref.ref(fig))
+        draw_text_heavy(fig, depth, kind)
+
+    exp = explore(draw, {"depth": Slider(DEPTHS, value=3), "kind": Choice(KINDS)},
+                  name="leak", figsize=(2.5, 1.5), dpi=30)
+    pyplot_before = plt.get_fignums()
+    for index in itertools.product(range(2), range(len(KINDS))):
+        exp.render(index, compact=True)
+    gc.collect()
+    assert len(figures) == 2 * len(KINDS)
+    assert all(ref() is None for ref in figures), "a drawn figure is still alive"
+    assert plt.get_fignums() == pyplot_before
+    w, h = int(2.5 * 30), int(1.5 * 30)
+    assert sum(1 for key in ex._RENDERERS if key[:2] == (w, h)) == 1
+    assert len(ex._RENDERERS) <= 8
+
+
+def test_prefetch_waits_while_any_run_computes_and_resumes_after():
+    # Reference: the draw() calls of a cheap experiment, counted, and a Run of another
+    # experiment held open by an Event: while it is in flight the reader's own frame is
+    # drawn at once, its neighbours are not; once the Run is done, they are.
+    import asyncio
+    import threading
+
+    from companion import explore as ex
+
+    gate = threading.Event()
+    calls = []
+
+    def slow(fig, n, progress):
+        gate.wait(10)
+        draw_colour(fig, n, "green")
+
+    def cheap(fig, depth, kind):
+        calls.append((depth, kind))
+        draw_colour(fig, depth, kind)
+
+    async def scenario():
+        run = explore(slow, {"n": Slider([1, 2])}, expensive=True, figsize=(1, 1), dpi=20)
+        other = explore(cheap, {"depth": Slider(DEPTHS, value=3), "kind": Choice(KINDS)},
+                        name="cheap", figsize=(1, 1), dpi=20)
+        run.live()                        # its first setting starts computing at once
+        assert ex._RUNS.busy()
+        other.live()                      # the reader's frame: drawn now
+        assert calls == [(3, "red")]
+        await asyncio.sleep(0.4)          # several prefetch turns of the loop
+        assert calls == [(3, "red")], "prefetched while a Run computed"
+        other._inputs[1].value = 1        # the reader moves: drawn at once, still no prefetch
+        assert calls == [(3, "red"), (3, "green")]
+        await asyncio.sleep(0.2)
+        assert len(calls) == 2
+        gate.set()
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if not run._button.disabled and len(calls) >= 5:
+                break
+        assert not ex._RUNS.busy()
+        assert "done in" in run._status.value
+        # the neighbours of (depth 3, green) = index (2, 1); (3, red) was drawn first
+        assert {(4, "green"), (2, "green"), (3, "red"), (3, "blue")} <= set(calls)
+
+    asyncio.run(scenario())
+
+
+def test_runs_of_two_experiments_compute_one_at_a_time():
+    # Reference: a count of draw() calls inside the worker at the same moment (never
+    # above 1), and both images arrive with their own colour.
+    import threading
+
+    from companion import explore as ex
+
+    lock, active, most = threading.Lock(), [0], [0]
+
+    def slow(fig, n, progress):
+        with lock:
+            active[0] += 1
+            most[0] = max(most[0], active[0])
+        time.sleep(0.1)
+        with lock:
+            active[0] -= 1
+        draw_colour(fig, n, "blue")
+
+    a = explore(slow, {"n": Slider([1, 2])}, name="run-a", expensive=True, figsize=(1, 1), dpi=20)
+    b = explore(slow, {"n": Slider([3, 4])}, name="run-b", expensive=True, figsize=(1, 1), dpi=20)
+    a.live()
+    b.live()
+    assert "queued behind" in b._status.value
+    deadline = time.time() + 10
+    while (a._button.disabled or b._button.disabled) and time.time() < deadline:
+        time.sleep(0.02)
+    assert most[0] == 1
+    assert not ex._RUNS.busy()
+    np.testing.assert_allclose(centre_pixel(base64.b64encode(a._image.value).decode()), colour_of(2, "blue"),
+                               atol=0.03)
+    np.testing.assert_allclose(centre_pixel(base64.b64encode(b._image.value).decode()), colour_of(4, "blue"),
+                               atol=0.03)
+
+
+def test_a_run_starts_only_once_the_kernels_main_thread_is_idle():
+    # Reference: clocks. Right after the Run is queued, the main thread blocks its event
+    # loop for 0.5 s (as a running cell does; time.sleep frees the GIL, so only the wait
+    # for quiet can hold the Run back); draw() must begin after the block ended.
+    import asyncio
+
+    started = []
+
+    def slow(fig, n, progress):
+        started.append(time.monotonic())
+        draw_colour(fig, n, "red")
+
+    async def scenario():
+        run = explore(slow, {"n": Slider([1, 2])}, name="quiet", expensive=True, figsize=(1, 1), dpi=20)
+        run.live()
+        time.sleep(0.5)
+        unblocked = time.monotonic()
+        for _ in range(200):
+            await asyncio.sleep(0.05)
+            if not run._button.disabled:
+                break
+        assert started and started[0] >= unblocked
+        assert "done in" in run._status.value
+
+    asyncio.run(scenario())
+
+
+def test_a_run_computes_with_fewer_torch_threads_than_cores_and_leaves_the_main_threads():
+    # Reference: torch.get_num_threads() read inside draw() (the worker thread) and in the
+    # test's own thread before and after; OpenMP's thread count is per thread.
+    import os
+
+    import torch
+
+    seen = []
+
+    def slow(fig, n, progress):
+        seen.append(torch.get_num_threads())
+        draw_colour(fig, n, "red")
+
+    main = torch.get_num_threads()
+    run = explore(slow, {"n": Slider([1, 2])}, name="threads", expensive=True, figsize=(1, 1), dpi=20)
+    run.live()
+    deadline = time.time() + 10
+    while run._button.disabled and time.time() < deadline:
+        time.sleep(0.02)
+    assert seen and 1 <= seen[0] <= max(1, (os.cpu_count() or 2) - 1)
+    assert torch.get_num_threads() == main
