@@ -5,7 +5,10 @@ Import the part you need; each module is small and documented:
 - :mod:`companion.activations` -- activation functions and their derivatives (numpy and torch)
 - :mod:`companion.init` -- ``torch.nn.init``-style initializers (also fill numpy arrays)
 - :mod:`companion.nets` -- the book's networks: :func:`~companion.nets.mlp`, a simple RNN
-- :mod:`companion.diagnostics` -- per-layer gradient and activation recording, dead units
+- :mod:`companion.diagnostics` -- per-layer gradient and activation recording, dead units,
+  back-propagated gradients and their histograms
+- :mod:`companion.curvature` -- Hessian-vector products and the largest Hessian eigenvalue of
+  a loss (power iteration)
 - :mod:`companion.scratch` -- a NumPy MLP with hand-written backpropagation
 - :mod:`companion.norm` -- batch, layer, RMS and group norm: pure functions with hand-written
   backward passes, and drop-in replacements for torch's layers
