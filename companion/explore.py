@@ -549,11 +549,33 @@ class Experiment:
         millisecond). They are drawn on the kernel's event loop, one frame per turn, when
         the kernel is idle: in the main thread, because matplotlib (its mathtext parser,
         its fonts) is not thread-safe, and a background thread drawing while the reader's
-        next cell draws can break that cell."""
+        next cell draws can break that cell. Once they are drawn and the reader has left
+        the controls alone for ``FILL_AFTER`` seconds, the rest of the grid follows,
+        nearest settings first (see :meth:`_fill_next`), so that a far jump made after a
+        pause finds its frame drawn too."""
         self._pending = [i for i in self.neighbours(index) if i not in self._cache]
+        self._moved_at = time.monotonic()
         loop = _kernel_loop()
-        if self._pending and loop is not None:
+        if loop is not None and (self._pending or len(self._cache) < self.size):
             self._schedule_prefetch(loop, 0.05)
+
+    #: Seconds without a control change before the rest of the grid is prefetched.
+    FILL_AFTER = 1.0
+
+    @property
+    def size(self) -> int:
+        """The number of settings of the control grid."""
+        return int(np.prod(self.shape))
+
+    def _fill_next(self) -> tuple[int, ...] | None:
+        """The nearest setting (fewest control steps from the current one) not yet drawn,
+        or None when the whole grid is cached. At most ``MAX_FRAMES`` frames of ~20-40 kB
+        each: a few MB per experiment."""
+        here = self._current()
+        todo = [i for i in itertools.product(*(range(n) for n in self.shape)) if i not in self._cache]
+        if not todo:
+            return None
+        return min(todo, key=lambda i: (sum(abs(a - b) for a, b in zip(i, here)), i))
 
     def _schedule_prefetch(self, loop, delay: float) -> None:
         """Draw the next pending setting after ``delay`` seconds, unless a Run is queued
@@ -590,7 +612,18 @@ class Experiment:
         if _RUNS.busy():          # a Run started since this step was scheduled
             _RUNS.defer(self)
             return
-        if self._prefetch_one() and self._pending:
+        if self._prefetch_one():  # one neighbour drawn; the loop turns before the next
+            self._schedule_prefetch(loop, 0.01)
+            return
+        # the neighbours are drawn: fill the rest of the grid once the reader pauses
+        wait = self.FILL_AFTER - (time.monotonic() - getattr(self, "_moved_at", 0.0))
+        if wait > 0:
+            self._schedule_prefetch(loop, wait)
+            return
+        nxt = self._fill_next()
+        if nxt is not None:
+            self._pending = [nxt]
+            self._prefetch_one()
             self._schedule_prefetch(loop, 0.01)
 
     def prefetch_idle(self) -> None:
@@ -732,7 +765,7 @@ class _RunQueue:
             if not self._in_flight:
                 self._deferred.clear()
         for experiment in resume:
-            if experiment._pending:
+            if experiment._pending or len(experiment._cache) < experiment.size:
                 # on the kernel loop that the Run reported to; without one (no kernel),
                 # nothing was scheduled in the first place
                 if loop is not None:

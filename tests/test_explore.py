@@ -455,3 +455,40 @@ def test_a_run_computes_with_fewer_torch_threads_than_cores_and_leaves_the_main_
         time.sleep(0.02)
     assert seen and 1 <= seen[0] <= max(1, (os.cpu_count() or 2) - 1)
     assert torch.get_num_threads() == main
+
+
+def test_after_a_pause_the_whole_grid_is_prefetched_nearest_first(monkeypatch):
+    # Reference: the draw() calls, counted in order. Right after the first frame only
+    # the neighbours are drawn; once the reader has left the controls alone for
+    # FILL_AFTER seconds the rest of the grid follows, each next frame at least as many
+    # control steps from the shown setting as the one before, until every setting is
+    # cached (a far jump then only swaps an image).
+    import asyncio
+
+    from companion import explore as ex
+
+    monkeypatch.setattr(ex.Experiment, "FILL_AFTER", 0.3)
+    calls = []
+
+    def cheap(fig, depth, kind):
+        calls.append((depth, kind))
+        draw_colour(fig, depth, kind)
+
+    async def scenario():
+        exp = explore(cheap, {"depth": Slider(DEPTHS, value=DEPTHS[0]), "kind": Choice(KINDS)},
+                      name="fill", figsize=(1, 1), dpi=20)
+        exp.live()
+        start = exp._current()
+        await asyncio.sleep(0.2)                  # within the pause: neighbours only
+        assert len(calls) <= 1 + len(exp.neighbours(start))
+        for _ in range(300):
+            await asyncio.sleep(0.02)
+            if len(exp._cache) == exp.size:
+                break
+        assert len(exp._cache) == exp.size == len(DEPTHS) * len(KINDS)
+        index = {(d, k): (DEPTHS.index(d), KINDS.index(k)) for d in DEPTHS for k in KINDS}
+        steps = [sum(abs(a - b) for a, b in zip(index[c], start)) for c in calls]
+        assert steps[0] == 0 and steps == sorted(steps)
+        assert len(calls) == len(set(calls)), "a setting was drawn twice"
+
+    asyncio.run(scenario())
