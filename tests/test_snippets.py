@@ -5,8 +5,9 @@ notebook and expects it to run. Reference: the text itself. Each ```python block
 executed on its own, in a fresh namespace and a temporary directory, with
 matplotlib's non-interactive backend. README.md's diagnose example is also checked
 for what its comments promise in tests/test_readme.py; the introduction's here.
-The snippets inside the chapters' prose (exercise solutions) use the chapter's
-names, so tests/test_notebooks.py runs them at the end of their chapter's kernel.
+The code inside the chapters' prose (exercise solutions) uses the chapter's names
+and is often a fragment of a loop shown in the text; the chapters themselves execute
+the code behind every number it quotes (tests/test_notebooks.py and the build).
 """
 from __future__ import annotations
 
