@@ -181,3 +181,11 @@ def test_executes_in_a_fresh_kernel_with_live_experiments(path, monkeypatch):
     _assert_same_glue_as_the_build(path, notebook, n_code)
     # the budget itself (about a minute on 2 cores) is measured by tests/benchmarks/bench_book.py
     assert elapsed < 300
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_cell_has_its_own_id(path):
+    """nbformat 4.5 requires a unique id per cell (and will refuse a notebook without)."""
+    ids = [c.get("id") for c in json.loads(path.read_text())["cells"]]
+    assert None not in ids, f"{path.name}: cells {[i for i, x in enumerate(ids) if x is None]} have no id"
+    assert len(set(ids)) == len(ids), f"{path.name}: repeated cell ids"
