@@ -34,6 +34,8 @@ reader and the static reader see exactly the same frames.
 from __future__ import annotations
 
 import base64
+import contextlib
+import gc
 import hashlib
 import html
 import inspect
@@ -328,6 +330,8 @@ class Experiment:
         self._cache: dict[tuple[int, ...], bytes] = {}
         self._pending: list[tuple[int, ...]] = []
         self._prefetch_scheduled = False
+        self._layout: tuple | None = None          # how the last frame laid out its axes
+        self._ready: "_LayoutFigure | None" = None  # axes built ahead for the next frame
         _CREATED.add(self)  # lets tests/benchmarks/bench_book.py time every experiment of a chapter
 
     def _index(self, index: Any) -> tuple[int, ...]:
@@ -371,19 +375,46 @@ class Experiment:
         index = self.default if index is None else self._index(index)
         if progress is not None:
             _check.function("progress", progress, "a callable progress(fraction) or None")
-        fig = Figure(figsize=self.figsize, dpi=self.dpi, layout="constrained" if self.constrained else None,
-                     subplotpars=None if self.constrained else _MARGINS)
         kwargs = self.params(index)
         if self._accepts_progress:
             kwargs["progress"] = progress or (lambda fraction: None)
-        # A fixed title height: matplotlib otherwise measures every tick label of every axes
-        # to place each title (~0.1 s of a busy frame); titles sit where they would anyway.
-        with matplotlib.rc_context({"axes.titley": 1.0}):
-            self.draw(fig, **kwargs)
-        _plain_log_ticks(fig)
+        ready, self._ready = self._ready, None
+        fig = self._draw_into(ready or self._new_figure(), kwargs)
+        if ready is not None and not fig._replayed_all():
+            # draw() laid this setting out differently from the frame the axes were built
+            # for: unused ready-made axes would show, so draw it again on a plain figure
+            fig = self._draw_into(self._new_figure(), kwargs)
         if not fig.axes and not fig.texts and not fig.images:
             raise RuntimeError(f"experiment {self.name!r}: draw() left the figure empty for {kwargs}")
         return fig
+
+    def _new_figure(self) -> "_LayoutFigure":
+        return _LayoutFigure(figsize=self.figsize, dpi=self.dpi,
+                             layout="constrained" if self.constrained else None,
+                             subplotpars=None if self.constrained else _MARGINS)
+
+    def _draw_into(self, fig: "_LayoutFigure", kwargs: dict) -> "_LayoutFigure":
+        # A fixed title height: matplotlib otherwise measures every tick label of every axes
+        # to place each title (~0.1 s of a busy frame); titles sit where they would anyway.
+        with matplotlib.rc_context(_FRAME_RC):
+            self.draw(fig, **kwargs)
+        _plain_log_ticks(fig)
+        return fig
+
+    def _build_ready(self) -> bool:
+        """Lay out, ahead of time, the axes of the next frame (and their tick marks),
+        as the last frame's ``draw`` laid them out: creating axes and ticks is about a
+        quarter of a cold frame and does not depend on the setting. Live mode does it in
+        the kernel's idle time; :meth:`figure` takes the result, and falls back to a
+        plain figure if ``draw`` lays the new setting out differently. False when there
+        is nothing to build (no frame drawn yet, a layout that cannot be replayed, or a
+        figure already waiting)."""
+        if self._ready is not None or self._layout is None:
+            return False
+        fig = self._new_figure()
+        with matplotlib.rc_context(_FRAME_RC):
+            self._ready = fig._replay(self._layout)
+        return self._ready is not None
 
     def render(self, index: Sequence[int] | None = None, *, progress=None, compact: bool = False) -> bytes:
         """PNG bytes for one grid point; ``compact`` quantizes colours (for the static book).
@@ -398,13 +429,16 @@ class Experiment:
         compact = _check.flag("compact", compact)
         if index in self._cache and not compact:
             return self._cache[index]
-        return self._rasterize(index, self.figure(index, progress), compact=compact)
+        with _young_garbage():
+            return self._rasterize(index, self.figure(index, progress), compact=compact)
 
     def _rasterize(self, index: tuple[int, ...], fig: Figure, *, compact: bool = False) -> bytes:
-        with _RASTER_LOCK:  # one shared renderer per frame size: one frame at a time
+        with _RASTER_LOCK, _young_garbage():  # one shared renderer per frame size: one at a time
             canvas = _SharedRendererCanvas(fig)
             canvas.draw()
             png = _encode(np.asarray(canvas.buffer_rgba()), compact=compact)
+            if isinstance(fig, _LayoutFigure):   # drawn: its tick marks are counted now
+                self._layout = _more_ticks(fig._layout_plan(), self._layout)
         if not compact:
             self._cache[index] = png
         return png
@@ -612,6 +646,9 @@ class Experiment:
         if _RUNS.busy():          # a Run started since this step was scheduled
             _RUNS.defer(self)
             return
+        if self._build_ready():   # first the axes of the next cold frame (its first ~30 ms)
+            self._schedule_prefetch(loop, 0.0)
+            return
         if self._prefetch_one():  # one neighbour drawn; the loop turns before the next
             self._schedule_prefetch(loop, 0.01)
             return
@@ -627,9 +664,11 @@ class Experiment:
             self._schedule_prefetch(loop, 0.01)
 
     def prefetch_idle(self) -> None:
-        """Draw every queued setting now (tests and benchmarks; a cell blocks the loop)."""
+        """Draw every queued setting now, and lay out the axes of the next frame, as the
+        kernel's idle time does (tests and benchmarks; a cell blocks the loop)."""
+        self._build_ready()
         while self._prefetch_one():
-            pass
+            self._build_ready()
 
     def _run_in_background(self) -> None:
         """Compute the current setting of an expensive experiment off the kernel's main
@@ -812,6 +851,203 @@ class _RunQueue:
 
 
 _RUNS = _RunQueue()
+
+
+_FRAME_RC = {"axes.titley": 1.0}
+_GC_PAUSED = threading.local()
+
+
+@contextlib.contextmanager
+def _young_garbage():
+    """Keep Python's cyclic garbage collector out of one frame.
+
+    A frame makes tens of thousands of short-lived objects that refer to each other
+    (figure, axes, ticks, texts). With the collector running, the ones still alive at a
+    collection are promoted to older generations, and a full collection follows every
+    few frames: in a kernel holding half a million objects (torch, the chapter's data)
+    it stops everything for 0.3-0.4 s (tests/benchmarks/bench_book.py saw it). With
+    the collector paused until the frame is done and dropped, the whole frame is still
+    young garbage, freed by the next cheap young-generation collection. Nested uses
+    and a collector the reader switched off are left alone."""
+    if getattr(_GC_PAUSED, "on", False) or not gc.isenabled():
+        yield
+        return
+    _GC_PAUSED.on = True
+    gc.disable()
+    try:
+        yield
+    finally:
+        _GC_PAUSED.on = False
+        gc.enable()
+
+
+def _plain(value: Any, gridspecs: list) -> Any:
+    """``value`` (an argument of a layout call) as a comparable token, or raise
+    ``_NotReplayable``: numbers, strings, None and lists/tuples/dicts of them; a
+    ``SubplotSpec`` of a grid the same figure made with ``add_gridspec`` becomes
+    ("cell", which grid, first cell, last cell)."""
+    from matplotlib.gridspec import SubplotSpec
+
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return (type(value).__name__, value)
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(_plain(v, gridspecs) for v in value))
+    if isinstance(value, dict):
+        return ("dict", tuple((k, _plain(v, gridspecs)) for k, v in value.items()))
+    if isinstance(value, SubplotSpec):
+        grid = value.get_gridspec()
+        for k, known in enumerate(gridspecs):
+            if known is grid:
+                return ("cell", k, value.num1, value.num2)
+    raise _NotReplayable
+
+
+class _NotReplayable(Exception):
+    pass
+
+
+class _LayoutFigure(Figure):
+    """A Figure that records how ``draw`` lays out its axes (``subplots``,
+    ``add_gridspec``, ``add_subplot``), and that can be built ahead of time from such a
+    record: :meth:`_replay` makes the axes and the tick marks the recorded frame used,
+    and when ``draw`` then asks for the same layout it gets those axes back. The
+    pixels are those of a figure made from scratch (tests/test_explore.py compares
+    them); a draw that lays out a setting differently is noticed
+    (:meth:`_replayed_all`) and drawn again from scratch."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._calls: list | None = []       # a token per top-level layout call
+        self._gridspecs: list = []
+        self._inside = 0                     # layout calls nest (subplots -> add_subplot)
+        self._script: list | None = None     # ready-made results, when built ahead
+        self._used = 0
+        self._diverged = False
+        self._layout_axes: list = []         # the axes the layout calls made
+
+    def _layout_call(self, method: str, args: tuple, kwargs: dict):
+        real = getattr(Figure, method)
+        if self._inside:
+            return real(self, *args, **kwargs)
+        try:
+            token = (method, _plain(args, self._gridspecs), _plain(kwargs, self._gridspecs))
+        except _NotReplayable:
+            token = None
+        if self._script is not None:
+            if (token is not None and self._used < len(self._script)
+                    and self._script[self._used][0] == token and not self._diverged):
+                result = _unpack(self._script[self._used][1])
+                self._used += 1
+                self._record(token, result, method)
+                return result
+            self._diverged = True
+        self._inside += 1
+        try:
+            result = real(self, *args, **kwargs)
+        finally:
+            self._inside -= 1
+        self._record(token, result, method)
+        return result
+
+    def _record(self, token, result, method: str) -> None:
+        if method == "add_gridspec":
+            self._gridspecs.append(result)
+        if self._calls is not None:
+            if token is None:
+                self._calls = None           # this frame's layout cannot be replayed
+            else:
+                self._calls.append(token)
+        self._layout_axes = list(self.axes)
+
+    def subplots(self, *args, **kwargs):
+        return self._layout_call("subplots", args, kwargs)
+
+    def add_subplot(self, *args, **kwargs):
+        return self._layout_call("add_subplot", args, kwargs)
+
+    def add_gridspec(self, *args, **kwargs):
+        return self._layout_call("add_gridspec", args, kwargs)
+
+    def _replayed_all(self) -> bool:
+        return self._script is None or (not self._diverged and self._used == len(self._script))
+
+    def _layout_plan(self) -> tuple | None:
+        """What :meth:`_replay` needs to lay out the next frame as this one: the layout
+        calls with their arguments, and how many tick marks each axis of the axes they
+        made has drawn."""
+        if not self._calls:
+            return None
+        ticks = [tuple(len(axis.__dict__.get(kind, ())) for axis in (ax.xaxis, ax.yaxis)
+                       for kind in ("majorTicks", "minorTicks"))
+                 for ax in self._layout_axes]
+        return tuple(self._calls), ticks
+
+    def _replay(self, plan: tuple) -> "_LayoutFigure | None":
+        calls, ticks = plan
+        script = []
+        self._inside += 1         # the calls' own nested layout calls are not recorded
+        try:
+            for token in calls:
+                method, args, kwargs = token
+                result = getattr(Figure, method)(self, *_unplain(args, self._gridspecs),
+                                                 **_unplain(kwargs, self._gridspecs))
+                if method == "add_gridspec":
+                    self._gridspecs.append(result)
+                script.append((token, _pack(result)))
+        except Exception:       # the layout depended on something a token cannot carry
+            return None
+        finally:
+            self._inside -= 1
+        if len(self.axes) == len(ticks):      # else some were made between the calls: skip
+            for ax, (x_major, x_minor, y_major, y_minor) in zip(self.axes, ticks):
+                for axis, major, minor in ((ax.xaxis, x_major, x_minor), (ax.yaxis, y_major, y_minor)):
+                    if major:
+                        axis.get_major_ticks(major)
+                    if minor:
+                        axis.get_minor_ticks(minor)
+        self._script = script
+        self._gridspecs = []    # draw() adds them again as it asks for them
+        return self
+
+
+def _pack(result: Any) -> Any:
+    """A layout call's result, kept without numpy: ``subplots`` returns an object array
+    of axes, and numpy's object arrays are invisible to the cyclic garbage collector,
+    so a figure holding one of its own axes in an array would never be freed."""
+    if isinstance(result, np.ndarray):
+        return ("array", result.shape, list(result.flat))
+    return ("value", result)
+
+
+def _unpack(packed: Any) -> Any:
+    if packed[0] == "array":
+        _, shape, items = packed
+        array = np.empty(len(items), dtype=object)
+        array[:] = items
+        return array.reshape(shape)
+    return packed[1]
+
+
+def _more_ticks(plan: tuple | None, old: tuple | None) -> tuple | None:
+    """``plan``, with as many tick marks per axis as the most an earlier frame of the same
+    layout drew (settings differ in how many they need)."""
+    if plan is None or old is None or plan[0] != old[0] or len(plan[1]) != len(old[1]):
+        return plan
+    return plan[0], [tuple(map(max, a, b)) for a, b in zip(plan[1], old[1])]
+
+
+def _unplain(token: Any, gridspecs: list) -> Any:
+    kind = token[0]
+    if kind == "cell":
+        grid = gridspecs[token[1]]
+        from matplotlib.gridspec import SubplotSpec
+        return SubplotSpec(grid, token[2], token[3])
+    if kind == "dict":
+        return {k: _unplain(v, gridspecs) for k, v in token[1]}
+    if kind in ("list", "tuple"):
+        items = [_unplain(v, gridspecs) for v in token[1]]
+        return items if kind == "list" else tuple(items)
+    return token[1]
 
 
 class _SharedRendererCanvas(FigureCanvasAgg):

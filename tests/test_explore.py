@@ -277,6 +277,7 @@ def fresh_png(exp, index, compact=False):
 
     from companion.explore import _encode
 
+    exp._ready = None            # no axes built ahead: the frame drawn from scratch
     canvas = FigureCanvasAgg(exp.figure(index))
     canvas.draw()
     return _encode(np.asarray(canvas.buffer_rgba()), compact=compact)
@@ -324,6 +325,120 @@ def test_cold_renders_leak_no_figures_and_keep_one_renderer_per_size():
     w, h = int(2.5 * 30), int(1.5 * 30)
     assert sum(1 for key in ex._RENDERERS if key[:2] == (w, h)) == 1
     assert len(ex._RENDERERS) <= 8
+
+
+def draw_grid_layout(fig, depth, kind):
+    """A gridspec laid out by hand, a log axis, tick_params, a legend: what the
+    chapters' busiest frames do. Depth 4 lays its axes out differently (one panel)."""
+    x = np.arange(1, 11)
+    if depth == 4:
+        ax = fig.subplots()
+        ax.plot(x, x * 0.5, color=colour_of(depth, kind))
+        ax.set_title("one panel")
+        return
+    grid = fig.add_gridspec(2, 3, width_ratios=[2, 1, 1])
+    top = fig.add_subplot(grid[0, :])
+    top.semilogy(x, 10.0 ** (-depth * x / 5), color=colour_of(depth, kind), label="norm")
+    top.legend(loc="best", fontsize=6)
+    top.tick_params(labelsize=6, direction="in")
+    left, right = fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1:], sharey=None)
+    left.bar(x, x * depth)
+    right.plot(x, np.cos(x * depth), label=kind)
+    right.set(xlabel="layer", ylim=(-1.5, 1.5 + depth))
+
+
+@pytest.mark.parametrize("drawing", [draw_text_heavy, draw_grid_layout])
+def test_axes_built_ahead_give_the_pixels_of_a_fresh_figure(drawing):
+    # Reference: the same setting drawn from scratch on a fresh figure and canvas
+    # (fresh_png). The axes of the next frame are built ahead from the last frame's
+    # layout (what the kernel does while idle); drawing a setting into them must give the
+    # same PNG bytes, and draw() must really have been handed the ready figure, unless it
+    # lays the setting out differently (depth 4 of draw_grid_layout: then a fresh figure).
+    import weakref
+
+    handed = []
+
+    def draw(fig, depth, kind):
+        handed.append(weakref.ref(fig))
+        drawing(fig, depth, kind)
+
+    exp = explore(draw, {"depth": Slider(DEPTHS, value=1), "kind": Choice(KINDS)},
+                  name=f"ahead-{drawing.__name__}", figsize=(3, 2), dpi=40)
+    exp.render((0, 0))
+    exp._layout_from = 0             # the depth index whose layout the next ready axes copy
+    used = 0
+    for index in [(1, 1), (2, 2), (0, 1), (3, 0), (1, 2), (3, 1), (2, 0)]:
+        assert exp._build_ready(), f"nothing built ahead before {index}"
+        ready = weakref.ref(exp._ready)
+        png = exp.render(index)
+        reused = handed[-1]() is ready() is not None
+        diverges = drawing is draw_grid_layout and (index[0] == 3) != (exp._layout_from == 3)
+        exp._layout_from = index[0]
+        assert reused != diverges, (index, reused)
+        used += reused
+        assert png == fresh_png(exp, index), index
+        assert exp._ready is None
+    assert used >= 3                  # the layout was really reused, not only refused
+
+
+def test_axes_built_ahead_leak_nothing():
+    # Reference: weak references to every figure built or drawn (all freed after one
+    # collection), including ready figures dropped unused because draw() diverged.
+    import gc
+    import weakref
+
+    from companion import explore as ex
+
+    figures = []
+
+    def draw(fig, depth, kind):
+        figures.append(weakref.ref(fig))
+        draw_grid_layout(fig, depth, kind)
+
+    exp = explore(draw, {"depth": Slider(DEPTHS, value=1), "kind": Choice(KINDS)},
+                  name="ahead-leak", figsize=(2, 1.5), dpi=30)
+    exp.render((0, 0))
+    for index in [(1, 0), (3, 1), (2, 2), (3, 0), (0, 2)]:
+        exp._build_ready()
+        figures.append(weakref.ref(exp._ready))
+        exp.render(index, compact=True)
+    exp._ready = None
+    gc.collect()
+    assert all(ref() is None for ref in figures), "a figure built ahead is still alive"
+    assert isinstance(ex._unpack(ex._pack(np.array([1, 2], dtype=object))), np.ndarray)
+
+
+def test_the_garbage_collector_is_paused_during_a_frame_and_restored_after():
+    # Reference: gc.isenabled() seen from inside draw(), and after render(); a collector
+    # the reader switched off stays off.
+    import gc
+
+    seen = []
+
+    def draw(fig, depth, kind):
+        seen.append(gc.isenabled())
+        draw_colour(fig, depth, kind)
+
+    exp = explore(draw, {"depth": Slider(DEPTHS, value=1), "kind": Choice(KINDS)},
+                  name="gc", figsize=(1, 1), dpi=20)
+    assert gc.isenabled()
+    exp.render((0, 0))
+    assert seen == [False] and gc.isenabled()
+    gc.disable()
+    try:
+        exp.render((1, 0))
+        assert seen == [False, False] and not gc.isenabled()
+    finally:
+        gc.enable()
+
+    def broken(fig, depth, kind):
+        raise ValueError("depth is bad")
+
+    bad = explore(broken, {"depth": Slider(DEPTHS, value=1), "kind": Choice(KINDS)},
+                  name="gc-bad", figsize=(1, 1), dpi=20)
+    with pytest.raises(ValueError, match="depth is bad"):
+        bad.render((0, 0))
+    assert gc.isenabled(), "an error in draw() left the collector off"
 
 
 def test_prefetch_waits_while_any_run_computes_and_resumes_after():
