@@ -854,6 +854,7 @@ _RUNS = _RunQueue()
 
 
 _FRAME_RC = {"axes.titley": 1.0}
+_SPARE_TICKS = 2
 _GC_PAUSED = threading.local()
 
 
@@ -924,6 +925,7 @@ class _LayoutFigure(Figure):
         self._used = 0
         self._diverged = False
         self._layout_axes: list = []         # the axes the layout calls made
+        self._spared: list | None = None     # the tick counts _replay made, less the spares
 
     def _layout_call(self, method: str, args: tuple, kwargs: dict):
         real = getattr(Figure, method)
@@ -980,6 +982,10 @@ class _LayoutFigure(Figure):
         ticks = [tuple(len(axis.__dict__.get(kind, ())) for axis in (ax.xaxis, ax.yaxis)
                        for kind in ("majorTicks", "minorTicks"))
                  for ax in self._layout_axes]
+        if self._spared is not None and len(self._spared) == len(ticks):
+            # the spare ticks :meth:`_replay` added and this frame did not use don't count
+            ticks = [tuple(b if b and n == b + _SPARE_TICKS else n for n, b in zip(counts, base))
+                     for counts, base in zip(ticks, self._spared)]
         return tuple(self._calls), ticks
 
     def _replay(self, plan: tuple) -> "_LayoutFigure | None":
@@ -999,12 +1005,15 @@ class _LayoutFigure(Figure):
         finally:
             self._inside -= 1
         if len(self.axes) == len(ticks):      # else some were made between the calls: skip
+            self._spared = ticks
             for ax, (x_major, x_minor, y_major, y_minor) in zip(self.axes, ticks):
                 for axis, major, minor in ((ax.xaxis, x_major, x_minor), (ax.yaxis, y_major, y_minor)):
+                    # a few more than the last frames drew: other settings' limits need
+                    # more; unused ones are never drawn
                     if major:
-                        axis.get_major_ticks(major)
+                        axis.get_major_ticks(major + _SPARE_TICKS)
                     if minor:
-                        axis.get_minor_ticks(minor)
+                        axis.get_minor_ticks(minor + _SPARE_TICKS)
         self._script = script
         self._gridspecs = []    # draw() adds them again as it asks for them
         return self
@@ -1060,17 +1069,149 @@ class _SharedRendererCanvas(FigureCanvasAgg):
 
     def get_renderer(self):
         w, h = self.get_width_height(physical=True)
-        key = (w, h, self.figure.dpi)
+        # matplotlib's text metrics cache (per renderer) does not know the hinting: a
+        # renderer per hinting setting, or text measured one way would be drawn another
+        key = (w, h, self.figure.dpi, str(matplotlib.rcParams["text.hinting"]),
+               matplotlib.rcParams.get("text.hinting_factor"))
         renderer = _RENDERERS.get(key)
         if renderer is None:
             if len(_RENDERERS) >= 8:      # a few sizes in a book; bound the memory anyway
                 _RENDERERS.pop(next(iter(_RENDERERS)))
-            renderer = _RENDERERS[key] = RendererAgg(w, h, self.figure.dpi)
+            renderer = _RENDERERS[key] = _renderer_class()(w, h, self.figure.dpi)
         self.renderer = renderer
         return renderer
 
 
-_RENDERERS: dict[tuple[int, int, float], RendererAgg] = {}
+_RENDERERS: dict[tuple, RendererAgg] = {}
+_GLYPHS: dict[tuple, tuple] = {}
+_GLYPHS_MAX = 20_000          # ~a few MB of small bitmaps; emptied when full
+_RUNS_OF_GLYPHS: dict[tuple, list] = {}
+_FONT_HEIGHTS: dict[tuple, tuple] = {}
+
+
+def _font_height_metrics(font, fontsize: float, dpi: float) -> tuple:
+    """(ascent, descent, line gap) in pixels, as ``matplotlib.text.Text._get_layout``
+    reads them from the font's tables; (None, None, None) makes it measure instead."""
+    for table_name, gap, ascent, descent in (("OS/2", "sTypoLineGap", "sTypoAscender", "sTypoDescender"),
+                                             ("hhea", "lineGap", "ascent", "descent")):
+        table = font.get_sfnt_table(table_name)
+        if table is None:
+            continue
+        scale = 1 / font.get_sfnt_table("head")["unitsPerEm"] * fontsize * dpi / 72
+        return table[ascent] * scale, -table[descent] * scale, table[gap] * scale
+    return None, None, None
+
+
+def _renderer_class() -> type:
+    """``_GlyphCachingRenderer`` where this matplotlib draws text glyph by glyph through
+    ``_draw_text_glyphs_and_boxes`` (3.11 and later, what the book builds with), else
+    matplotlib's own ``RendererAgg``."""
+    global _RENDERER_CLASS
+    if _RENDERER_CLASS is None:
+        from matplotlib.ft2font import FT2Font
+
+        method = getattr(RendererAgg, "_draw_text_glyphs_and_boxes", None)
+        usable = (method is not None and hasattr(FT2Font, "_render_glyph")
+                  and hasattr(FT2Font, "_set_transform")
+                  and list(inspect.signature(method).parameters)
+                  == ["self", "gc", "x", "y", "angle", "glyphs", "boxes"])
+        _RENDERER_CLASS = _glyph_caching_renderer() if usable else RendererAgg
+    return _RENDERER_CLASS
+
+
+_RENDERER_CLASS: type | None = None
+
+
+def _glyph_caching_renderer() -> type:
+    import math
+
+    from matplotlib.backends.backend_agg import get_hinting_flag
+    from matplotlib.font_manager import fontManager as _fontManager
+    from matplotlib.font_manager import get_font
+    from matplotlib.ft2font import RenderMode
+
+    class _GlyphCachingRenderer(RendererAgg):
+        """RendererAgg that rasterizes each glyph once per sub-pixel position.
+
+        matplotlib asks FreeType to rasterize every glyph of every text on every frame,
+        about half of a cold frame's drawing time (the tick labels, titles and legends
+        are mostly the same glyphs from frame to frame). FreeType places a glyph at a
+        position in 1/64 pixel; moving it by whole pixels moves its bitmap by as many
+        pixels and changes nothing else. So the bitmap is kept per font, size, dpi,
+        glyph, rotation and position *within* a pixel, and drawn at the pixel offset:
+        the same pixels as matplotlib's own loop (tests/test_explore.py compares PNG
+        bytes with a fresh canvas), which this method mirrors; boxes (mathtext rules)
+        are left to matplotlib."""
+
+        def draw_text(self, gc, x, y, s, prop, angle, ismath=False, mtext=None):
+            # matplotlib's own draw_text, with the shaped glyph run of each string kept:
+            # shaping (font._layout) was the other large part of drawing text.
+            if ismath:
+                return super().draw_text(gc, x, y, s, prop, angle, ismath, mtext)
+            fonts = _fontManager._find_fonts_by_props(prop)
+            flags = get_hinting_flag()
+            features = mtext.get_fontfeatures() if mtext is not None else None
+            language = mtext.get_language() if mtext is not None else None
+            size = prop.get_size_in_points()
+            key = (s, tuple(fonts), size, self.dpi, flags, features, language)
+            try:
+                items = _RUNS_OF_GLYPHS.get(key)
+            except TypeError:                 # unhashable features: shape it each time
+                key, items = None, None
+            if items is None:
+                font = self._prepare_font(prop)
+                items = [(item.ft_object, item.glyph_index, item.x, item.y)
+                         for item in font._layout(s, flags=flags, features=features,
+                                                  language=language)]
+                if key is not None:
+                    if len(_RUNS_OF_GLYPHS) >= _GLYPHS_MAX:
+                        _RUNS_OF_GLYPHS.clear()
+                    _RUNS_OF_GLYPHS[key] = items
+            self._draw_text_glyphs_and_boxes(
+                gc, x, y, angle, ((ft, size, index, 0, 1, dx, dy) for ft, index, dx, dy in items), [])
+
+        def _get_font_height_metrics(self, prop):
+            # Text._get_layout reads three numbers from the font's tables for every
+            # text it lays out (when the renderer has no such method): kept per font.
+            fonts = tuple(_fontManager._find_fonts_by_props(prop))
+            key = (fonts, prop.get_size_in_points(), self.dpi)
+            metrics = _FONT_HEIGHTS.get(key)
+            if metrics is None:
+                metrics = _FONT_HEIGHTS[key] = _font_height_metrics(get_font(list(fonts)), key[1], self.dpi)
+            return metrics
+
+        def _draw_text_glyphs_and_boxes(self, gc, x, y, angle, glyphs, boxes):
+            cos = math.cos(math.radians(angle))
+            sin = math.sin(math.radians(angle))
+            load_flags = get_hinting_flag()
+            mode = RenderMode.NORMAL if gc.get_antialiased() else RenderMode.MONO
+            height = self.height
+            for font, size, glyph_index, slant, extend, dx, dy in glyphs:  # dy is upwards.
+                tx = round(0x40 * (x + dx * cos - dy * sin))
+                ty = round(0x40 * (height - y + dx * sin + dy * cos))  # FreeType's y is upwards
+                key = (font, size, self.dpi, glyph_index, cos, sin, slant, extend,
+                       tx & 0x3F, ty & 0x3F, load_flags, mode)
+                bitmap = _GLYPHS.get(key)
+                if bitmap is None:
+                    font.set_size(size, self.dpi)
+                    font._set_transform(
+                        (0x10000 * np.array([[cos, -sin], [sin, cos]])
+                         @ [[extend, extend * slant], [0, 1]]).round().astype(int),
+                        [tx & 0x3F, ty & 0x3F])
+                    rendered = font._render_glyph(glyph_index, load_flags, mode)
+                    buffer = np.array(rendered.buffer)
+                    if mode is RenderMode.MONO:
+                        buffer *= 0xff
+                    if len(_GLYPHS) >= _GLYPHS_MAX:
+                        _GLYPHS.clear()
+                    bitmap = _GLYPHS[key] = (buffer, rendered.left, rendered.top)
+                buffer, left, top = bitmap
+                # draw_text_image's y is downwards & the bitmap's bottom side
+                self._renderer.draw_text_image(
+                    buffer, left + (tx >> 6), int(height) - (top + (ty >> 6)) + buffer.shape[0], 0, gc)
+            super()._draw_text_glyphs_and_boxes(gc, x, y, angle, (), boxes)
+
+    return _GlyphCachingRenderer
 _RASTER_LOCK = threading.Lock()
 
 

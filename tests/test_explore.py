@@ -347,6 +347,39 @@ def draw_grid_layout(fig, depth, kind):
     right.set(xlabel="layer", ylim=(-1.5, 1.5 + depth))
 
 
+def draw_text_everywhere(fig, depth, kind):
+    """The same strings at many sub-pixel and whole-pixel offsets, rotated, in two
+    sizes, without antialiasing, with mathtext and a box: where cached glyph bitmaps
+    and shaped runs could differ from text rendered afresh."""
+    for k in range(24):
+        x = 0.02 + 0.037 * k + 0.0013 * depth * k
+        fig.text(x, 0.1 + 0.03 * (k % 5), f"{k % 10}.5e-{depth}", fontsize=6 + (k % 2) * 2.5,
+                 rotation=(0, 90, 33)[k % 3], antialiased=k % 4 != 3)
+    fig.text(0.1, 0.8, rf"$\|J\|_2 = \frac{{{depth}}}{{2}}$ {kind}", fontsize=9)
+    fig.text(0.6, 0.8, f"{kind} {depth}", fontsize=8, bbox={"facecolor": "w"})
+
+
+def test_cached_glyphs_give_the_pixels_of_text_rendered_afresh():
+    # Reference: each frame on a fresh FigureCanvasAgg (matplotlib's own text drawing,
+    # nothing kept). The shared renderer keeps glyph bitmaps per sub-pixel position and
+    # shaped runs per string; drawing text at offsets, rotations, sizes, without
+    # antialiasing and with the "none" hinting must give the same PNG bytes.
+    import matplotlib
+
+    from companion import explore as ex
+
+    exp = explore(draw_text_everywhere, {"depth": Slider(DEPTHS, value=1), "kind": Choice(KINDS)},
+                  name="glyphs", figsize=(4, 2), dpi=60)
+    for hinting in ("default", "none"):
+        with matplotlib.rc_context({"text.hinting": hinting}):
+            for index in [(0, 0), (1, 1), (3, 2), (0, 0), (2, 1)]:
+                exp._cache.clear()
+                assert exp.render(index) == fresh_png(exp, index), (hinting, index)
+    if hasattr(ex.RendererAgg, "_draw_text_glyphs_and_boxes"):   # matplotlib >= 3.11
+        assert ex._renderer_class().__name__ == "_GlyphCachingRenderer"
+        assert ex._GLYPHS and ex._RUNS_OF_GLYPHS, "nothing was kept: the cache is not in use"
+
+
 @pytest.mark.parametrize("drawing", [draw_text_heavy, draw_grid_layout])
 def test_axes_built_ahead_give_the_pixels_of_a_fresh_figure(drawing):
     # Reference: the same setting drawn from scratch on a fresh figure and canvas
