@@ -379,10 +379,17 @@ class Experiment:
         if self._accepts_progress:
             kwargs["progress"] = progress or (lambda fraction: None)
         ready, self._ready = self._ready, None
-        fig = self._draw_into(ready or self._new_figure(), kwargs)
-        if ready is not None and not fig._replayed_all():
+        fig = None
+        if ready is not None:
+            try:
+                fig = self._draw_into(ready, kwargs)
+            except _LayoutDiverged:  # raised at draw()'s first layout call that differs
+                fig = None
+            if fig is not None and not fig._replayed_all():
+                fig = None
+        if fig is None:
             # draw() laid this setting out differently from the frame the axes were built
-            # for: unused ready-made axes would show, so draw it again on a plain figure
+            # for (unused ready-made axes would show): draw it on a plain figure
             fig = self._draw_into(self._new_figure(), kwargs)
         if not fig.axes and not fig.texts and not fig.images:
             raise RuntimeError(f"experiment {self.name!r}: draw() left the figure empty for {kwargs}")
@@ -907,6 +914,11 @@ class _NotReplayable(Exception):
     pass
 
 
+class _LayoutDiverged(BaseException):
+    """draw() asked a figure built ahead for a layout it was not built for. A
+    BaseException, so that a draw() catching Exception does not swallow it."""
+
+
 class _LayoutFigure(Figure):
     """A Figure that records how ``draw`` lays out its axes (``subplots``,
     ``add_gridspec``, ``add_subplot``), and that can be built ahead of time from such a
@@ -943,6 +955,7 @@ class _LayoutFigure(Figure):
                 self._record(token, result, method)
                 return result
             self._diverged = True
+            raise _LayoutDiverged  # Experiment.figure draws this setting afresh
         self._inside += 1
         try:
             result = real(self, *args, **kwargs)
