@@ -436,7 +436,8 @@ class Experiment:
         compact = _check.flag("compact", compact)
         if index in self._cache and not compact:
             return self._cache[index]
-        with _young_garbage():
+        # (not around an expensive draw(): that trains for seconds; its raster is covered)
+        with contextlib.nullcontext() if self.expensive else _young_garbage():
             return self._rasterize(index, self.figure(index, progress), compact=compact)
 
     def _rasterize(self, index: tuple[int, ...], fig: Figure, *, compact: bool = False) -> bytes:
