@@ -1125,8 +1125,11 @@ def _renderer_class() -> type:
         from matplotlib.ft2font import FT2Font
 
         method = getattr(RendererAgg, "_draw_text_glyphs_and_boxes", None)
-        usable = (method is not None and hasattr(FT2Font, "_render_glyph")
-                  and hasattr(FT2Font, "_set_transform")
+        from matplotlib.text import Text
+
+        usable = (method is not None
+                  and all(hasattr(FT2Font, name) for name in ("_render_glyph", "_set_transform", "_layout"))
+                  and all(hasattr(Text, name) for name in ("get_fontfeatures", "get_language"))
                   and list(inspect.signature(method).parameters)
                   == ["self", "gc", "x", "y", "angle", "glyphs", "boxes"])
         _RENDERER_CLASS = _glyph_caching_renderer() if usable else RendererAgg
