@@ -332,6 +332,10 @@ class Experiment:
         self._prefetch_scheduled = False
         self._layout: tuple | None = None          # how the last frame laid out its axes
         self._ready: "_LayoutFigure | None" = None  # axes built ahead for the next frame
+        # draw() may lay settings out in a few ways (a report with 2 or 3 panels): the
+        # other layouts seen lately, by their first layout call, and axes built for them
+        self._other_layouts: dict = {}
+        self._other_ready: dict = {}
         _CREATED.add(self)  # lets tests/benchmarks/bench_book.py time every experiment of a chapter
 
     def _index(self, index: Any) -> tuple[int, ...]:
@@ -380,13 +384,16 @@ class Experiment:
             kwargs["progress"] = progress or (lambda fraction: None)
         ready, self._ready = self._ready, None
         fig = None
-        if ready is not None:
+        while ready is not None:
             try:
                 fig = self._draw_into(ready, kwargs)
-            except _LayoutDiverged:  # raised at draw()'s first layout call that differs
+            except _LayoutDiverged as diverged:  # at draw()'s first layout call that differs
+                # axes built for the layout that call starts, if it is one seen lately
+                fig, ready = None, self._other_ready.pop(diverged.first, None)
+                continue
+            if not fig._replayed_all():
                 fig = None
-            if fig is not None and not fig._replayed_all():
-                fig = None
+            break
         if fig is None:
             # draw() laid this setting out differently from the frame the axes were built
             # for (unused ready-made axes would show): draw it on a plain figure
@@ -416,12 +423,37 @@ class Experiment:
         plain figure if ``draw`` lays the new setting out differently. False when there
         is nothing to build (no frame drawn yet, a layout that cannot be replayed, or a
         figure already waiting)."""
-        if self._ready is not None or self._layout is None:
-            return False
-        fig = self._new_figure()
-        with matplotlib.rc_context(_FRAME_RC):
-            self._ready = fig._replay(self._layout)
-        return self._ready is not None
+        if self._ready is None and self._layout is not None:
+            with matplotlib.rc_context(_FRAME_RC):
+                self._ready = self._new_figure()._replay(self._layout)
+            return self._ready is not None
+        for first, plan in self._other_layouts.items():   # then one other layout per call
+            if first not in self._other_ready and first != _first_call(self._layout):
+                with matplotlib.rc_context(_FRAME_RC):
+                    ready = self._new_figure()._replay(plan)
+                if ready is not None:
+                    self._other_ready[first] = ready
+                    return True
+        return False
+
+    def _remember_layout(self, plan: tuple | None) -> None:
+        """``plan`` (this frame's layout) becomes the one the next frame is built for;
+        the previous one is kept among the other layouts (at most 3, the latest)."""
+        if plan is None:
+            self._layout = None
+            return
+        first, old = _first_call(plan), self._layout
+        if old is not None and _first_call(old) != first:
+            self._other_layouts.pop(_first_call(old), None)
+            self._other_layouts[_first_call(old)] = old
+            old = self._other_layouts.pop(first, None)
+            spare = self._other_ready.pop(first, None)
+            if self._ready is None:         # built for this layout: the next frame's now
+                self._ready = spare
+            while len(self._other_layouts) > 3:
+                self._other_ready.pop(next(iter(self._other_layouts)), None)
+                self._other_layouts.pop(next(iter(self._other_layouts)))
+        self._layout = _more_ticks(plan, old)
 
     def render(self, index: Sequence[int] | None = None, *, progress=None, compact: bool = False) -> bytes:
         """PNG bytes for one grid point; ``compact`` quantizes colours (for the static book).
@@ -446,7 +478,7 @@ class Experiment:
             canvas.draw()
             png = _encode(np.asarray(canvas.buffer_rgba()), compact=compact)
             if isinstance(fig, _LayoutFigure):   # drawn: its tick marks are counted now
-                self._layout = _more_ticks(fig._layout_plan(), self._layout)
+                self._remember_layout(fig._layout_plan())
         if not compact:
             self._cache[index] = png
         return png
@@ -917,7 +949,17 @@ class _NotReplayable(Exception):
 
 class _LayoutDiverged(BaseException):
     """draw() asked a figure built ahead for a layout it was not built for. A
-    BaseException, so that a draw() catching Exception does not swallow it."""
+    BaseException, so that a draw() catching Exception does not swallow it. ``first``:
+    the call, when it was draw()'s first layout call (None otherwise)."""
+
+    def __init__(self, first):
+        super().__init__(first)
+        self.first = first
+
+
+def _first_call(plan: tuple | None):
+    """The first layout call of a plan: what tells draw()'s layouts apart."""
+    return None if plan is None or not plan[0] else plan[0][0]
 
 
 class _LayoutFigure(Figure):
@@ -956,7 +998,9 @@ class _LayoutFigure(Figure):
                 self._record(token, result, method)
                 return result
             self._diverged = True
-            raise _LayoutDiverged  # Experiment.figure draws this setting afresh
+            # Experiment.figure draws this setting again, on axes built for the layout
+            # this call starts if there are some (else afresh)
+            raise _LayoutDiverged(token if self._used == 0 else None)
         self._inside += 1
         try:
             result = real(self, *args, **kwargs)

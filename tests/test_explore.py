@@ -414,6 +414,34 @@ def test_axes_built_ahead_give_the_pixels_of_a_fresh_figure(drawing):
     assert used >= 3                  # the layout was really reused, not only refused
 
 
+def test_a_draw_with_two_layouts_gets_axes_built_for_each():
+    # Reference: weak references to the figures built ahead, compared with the one draw()
+    # was finally handed, and the PNG of a fresh figure. draw_grid_layout lays depth 4
+    # out as one panel and the other depths as a gridspec; once both were drawn, axes
+    # are built for both, and a setting of either layout is drawn on axes built for it
+    # (after the other layout's figure stops at draw()'s first layout call).
+    import weakref
+
+    handed = []
+
+    def draw(fig, depth, kind):
+        handed.append(weakref.ref(fig))
+        draw_grid_layout(fig, depth, kind)
+
+    exp = explore(draw, {"depth": Slider(DEPTHS, value=1), "kind": Choice(KINDS)},
+                  name="two-layouts", figsize=(3, 2), dpi=40)
+    exp.render((0, 0))
+    exp.render((3, 0))
+    for index in [(1, 1), (3, 2), (2, 0), (0, 2), (3, 1)]:
+        while exp._build_ready():
+            pass
+        built = [weakref.ref(f) for f in [exp._ready, *exp._other_ready.values()]]
+        assert len(built) == 2, "axes were not built for both layouts"
+        png = exp.render(index)
+        assert any(handed[-1]() is ref() for ref in built), f"{index} drawn on a figure not built ahead"
+        assert png == fresh_png(exp, index), index
+
+
 def test_axes_built_ahead_leak_nothing():
     # Reference: weak references to every figure built or drawn (all freed after one
     # collection), including ready figures dropped unused because draw() diverged.

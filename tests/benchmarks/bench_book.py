@@ -38,7 +38,8 @@ for _e in list(_x._CREATED):
     _cold = []
     for _p in dict.fromkeys(_points):
         _e._cache.clear()
-        _e._build_ready()
+        while _e._build_ready():
+            pass
         _t = time.perf_counter(); _e.render(_p); _cold.append(time.perf_counter() - _t)
     # step: the live widget, one control moved by one step after the neighbours were
     # prefetched in the background (what dragging a slider costs the reader)
