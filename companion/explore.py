@@ -420,9 +420,10 @@ class Experiment:
         as the last frame's ``draw`` laid them out: creating axes and ticks is about a
         quarter of a cold frame and does not depend on the setting. Live mode does it in
         the kernel's idle time; :meth:`figure` takes the result, and falls back to a
-        plain figure if ``draw`` lays the new setting out differently. False when there
-        is nothing to build (no frame drawn yet, a layout that cannot be replayed, or a
-        figure already waiting)."""
+        plain figure if ``draw`` lays the new setting out differently. One figure per
+        call: first for the last frame's layout, then for each other layout of the last
+        few (:meth:`_remember_layout`). False when there is nothing to build (no frame
+        drawn yet, layouts that cannot be replayed, or every figure already waiting)."""
         if self._ready is None and self._layout is not None:
             with matplotlib.rc_context(_FRAME_RC):
                 self._ready = self._new_figure()._replay(self._layout)
