@@ -380,6 +380,21 @@ def test_cached_glyphs_give_the_pixels_of_text_rendered_afresh():
         assert ex._GLYPHS and ex._RUNS_OF_GLYPHS, "nothing was kept: the cache is not in use"
 
 
+def recording(drawing, name, **kwargs):
+    """An experiment over DEPTHS x KINDS that draws with ``drawing`` and keeps a weak
+    reference to every figure draw() is handed (the list returned beside it)."""
+    import weakref
+
+    handed = []
+
+    def draw(fig, depth, kind):
+        handed.append(weakref.ref(fig))
+        drawing(fig, depth, kind)
+
+    return explore(draw, {"depth": Slider(DEPTHS, value=1), "kind": Choice(KINDS)},
+                   name=name, **kwargs), handed
+
+
 @pytest.mark.parametrize("drawing", [draw_text_heavy, draw_grid_layout])
 def test_axes_built_ahead_give_the_pixels_of_a_fresh_figure(drawing):
     # Reference: the same setting drawn from scratch on a fresh figure and canvas
@@ -389,14 +404,7 @@ def test_axes_built_ahead_give_the_pixels_of_a_fresh_figure(drawing):
     # lays the setting out differently (depth 4 of draw_grid_layout: then a fresh figure).
     import weakref
 
-    handed = []
-
-    def draw(fig, depth, kind):
-        handed.append(weakref.ref(fig))
-        drawing(fig, depth, kind)
-
-    exp = explore(draw, {"depth": Slider(DEPTHS, value=1), "kind": Choice(KINDS)},
-                  name=f"ahead-{drawing.__name__}", figsize=(3, 2), dpi=40)
+    exp, handed = recording(drawing, f"ahead-{drawing.__name__}", figsize=(3, 2), dpi=40)
     exp.render((0, 0))
     exp._layout_from = 0             # the depth index whose layout the next ready axes copy
     used = 0
@@ -422,14 +430,7 @@ def test_a_draw_with_two_layouts_gets_axes_built_for_each():
     # (after the other layout's figure stops at draw()'s first layout call).
     import weakref
 
-    handed = []
-
-    def draw(fig, depth, kind):
-        handed.append(weakref.ref(fig))
-        draw_grid_layout(fig, depth, kind)
-
-    exp = explore(draw, {"depth": Slider(DEPTHS, value=1), "kind": Choice(KINDS)},
-                  name="two-layouts", figsize=(3, 2), dpi=40)
+    exp, handed = recording(draw_grid_layout, "two-layouts", figsize=(3, 2), dpi=40)
     exp.render((0, 0))
     exp.render((3, 0))
     for index in [(1, 1), (3, 2), (2, 0), (0, 2), (3, 1)]:
@@ -450,14 +451,7 @@ def test_axes_built_ahead_leak_nothing():
 
     from companion import explore as ex
 
-    figures = []
-
-    def draw(fig, depth, kind):
-        figures.append(weakref.ref(fig))
-        draw_grid_layout(fig, depth, kind)
-
-    exp = explore(draw, {"depth": Slider(DEPTHS, value=1), "kind": Choice(KINDS)},
-                  name="ahead-leak", figsize=(2, 1.5), dpi=30)
+    exp, figures = recording(draw_grid_layout, "ahead-leak", figsize=(2, 1.5), dpi=30)
     exp.render((0, 0))
     for index in [(1, 0), (3, 1), (2, 2), (3, 0), (0, 2)]:
         exp._build_ready()
