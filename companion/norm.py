@@ -52,6 +52,8 @@ References: Ioffe & Szegedy (2015); Ba, Kiros & Hinton (2016); Zhang & Sennrich
 """
 from __future__ import annotations
 
+import contextlib
+import math
 import numbers
 from typing import Any, NamedTuple, Sequence
 
@@ -179,7 +181,7 @@ def _per_channel(v: Array, ndim: int) -> Array:
 
 
 def _values_per_channel(x: Array) -> int:
-    return int(np.prod([x.shape[a] for a in _channel_axes(x)]))
+    return math.prod(x.shape[a] for a in _channel_axes(x))
 
 
 def _finfo_eps(x: Array) -> float:
@@ -237,10 +239,13 @@ def batch_norm_train(x: Array, gamma: Array | None = None, beta: Array | None = 
         return y, None
     count = int(running.count) + 1
     m = 1.0 / count if momentum is None else momentum
-    mu, var = mu.reshape(-1), var.reshape(-1)
-    return y, RunningStats(mean=(1 - m) * running.mean + m * mu,
+    # the running estimates are state, not part of the graph (as torch's): no autograd
+    with torch.no_grad() if isinstance(x, Tensor) else contextlib.nullcontext():
+        mu, var = mu.reshape(-1), var.reshape(-1)
+        new = RunningStats(mean=(1 - m) * running.mean + m * mu,
                            var=(1 - m) * running.var + m * var * (n / (n - 1)),   # unbiased
                            count=count)
+    return y, new
 
 
 def batch_norm_eval(x: Array, running_mean: Array, running_var: Array,
