@@ -223,7 +223,7 @@ def _rnn(clip: Optional[float] = None, lr: float = 1.0) -> Setup:
 
 def _plain(skip: bool = False) -> Setup:
     x, y = _spirals()
-    model = ResidualMLP(2, 3, width=32, depth=16, norm="batch", skip=skip, seed=0)
+    model = ResidualMLP(2, 3, width=32, depth=16, norm=BATCH_NORM, skip=skip, seed=0)
     return Setup(model, x, y, steps=60, lr=0.05, optimizer="momentum", loss="cross_entropy")
 
 
@@ -242,6 +242,10 @@ def _output(scale: float = 30.0) -> Setup:
     return setup
 
 
+#: The batch norm of the runs: torch's fused layer (the companion's ``norm.BatchNorm1d``
+#: computes the same, more slowly; the book compares the two in its normalization chapter).
+BATCH_NORM = nn.BatchNorm1d
+
 #: The kinds of fix, one per remedy chapter; each fix of :data:`RUNS` has one.
 FIX_KINDS = ("initialization", "activation", "normalization", "clipping",
              "skip connection", "optimizer / learning rate")
@@ -255,20 +259,20 @@ def _fixes(*fixes: tuple[str, Callable[[], Setup], str, str]) -> dict[str, Fix]:
 RUNS: dict[str, BrokenRun] = {r.name: r for r in (
     BrokenRun("vanishing", "a deep sigmoid network (20 layers)", "vanishing", _sigmoid, _fixes(
         ("ReLU + He init", _relu_he, "activation", "activations"),
-        ("batch norm", lambda: _sigmoid(norm="batch"), "normalization", "normalization"),
+        ("batch norm", lambda: _sigmoid(norm=BATCH_NORM), "normalization", "normalization"),
         ("skip connections", _sigmoid_residual, "skip connection", "skip_connections"))),
     BrokenRun("exploding", "a ReLU network with weights 3/√n (He: √2/√n)", "exploding",
               _exploding, _fixes(
         ("He init", lambda: _exploding(math.sqrt(2)), "initialization", "initialization"),
-        ("batch norm", lambda: _exploding(norm="batch"), "normalization", "normalization"))),
+        ("batch norm", lambda: _exploding(norm=BATCH_NORM), "normalization", "normalization"))),
     BrokenRun("dead_lr", "ReLUs killed by a large learning rate (SGD, lr 2)", "dead_units",
               _spiral_relu, _fixes(
         ("learning rate 0.1", lambda: _spiral_relu(0.1), "optimizer / learning rate",
          "optimizers"),
-        ("batch norm", lambda: _spiral_relu(norm="batch"), "normalization", "normalization"))),
+        ("batch norm", lambda: _spiral_relu(norm=BATCH_NORM), "normalization", "normalization"))),
     BrokenRun("dead_bias", "ReLUs killed by a bias of -1", "dead_units", _negative_bias, _fixes(
         ("zero biases", lambda: _negative_bias(0.0), "initialization", "initialization"),
-        ("batch norm", lambda: _negative_bias(norm="batch"), "normalization",
+        ("batch norm", lambda: _negative_bias(norm=BATCH_NORM), "normalization",
          "normalization"))),
     BrokenRun("saturation", "a tanh network fed inputs 100 times too large", "saturation",
               _tanh, _fixes(

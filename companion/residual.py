@@ -160,7 +160,10 @@ class ResidualBlock(nn.Module):
 
     def _scaled_branch(self, x: Tensor) -> Tensor:
         f = self._branch(x)
-        return self.gate(f) if self.alpha is None else self.alpha * f
+        if self.alpha is None:
+            return self.gate(f)
+        # 1.0 * f is f exactly, forward and backward: skip the multiplication (and its node)
+        return f if self.alpha == 1.0 else self.alpha * f
 
     def forward(self, x: Tensor) -> Tensor:
         r""":math:`x + \alpha F(x)` (:math:`\alpha F(x)` without the skip).
