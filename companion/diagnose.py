@@ -13,8 +13,18 @@ r"""Diagnose a network that does not train: one call, findings with numbers, the
   - after every activation function: mean, std, the saturated fraction (sigmoid,
     tanh) and the fraction of dead units (ReLU family);
   - whether the output, the loss, a layer's output, a gradient or a parameter is not
-    finite, and the loss against what the output layer should give (:math:`\log C`
-    for :math:`C` classes).
+    finite, and the loss against the best constant prediction's (the entropy of the
+    label frequencies, :math:`\log C` for :math:`C` balanced classes; Var(y) for MSE);
+  - which trainable parameters got no gradient (a cut graph, or a module not called),
+    which are frozen, and which are missing from the optimizer.
+
+  A *layer* is a module that owns parameters and applies them (see
+  :mod:`companion.diagnostics`); parameters a container or the root owns directly (a
+  cls token, a position embedding, a layer scale) are rows of their own, by name. The
+  signal ratios are taken against the layer nearest the prediction in the autograd
+  graph. Vanishing is judged where it hurts: at the input side. Small signals inside
+  branches, behind a gate that starts at or near zero by design (a zero-initialized
+  head, a zero batch-norm gamma, a layer scale, LoRA's B), are a *note*, not a finding.
 
 * :func:`watch` takes the same measurements inside your own training loop every
   ``every`` steps, and its :meth:`Watcher.report` adds what only time shows: a loss
@@ -22,7 +32,9 @@ r"""Diagnose a network that does not train: one call, findings with numbers, the
   update ratios out of range over many steps.
 
 Both return a :class:`Report`: ``report.findings`` is a list of :class:`Finding`
-(symptom, severity, layers, evidence, remedy, chapter), ``str(report)`` a text report,
+(symptom, severity, layers, evidence, remedy, chapter, cause) -- what will hurt
+training -- and ``report.notes`` the designs that only look like a problem (severity
+"info"); ``str(report)`` a text report,
 in a notebook an HTML table, ``report.plot()`` a one-page figure and ``report.rows``
 the table as plain dicts.
 
@@ -36,7 +48,10 @@ Example::
 The thresholds are the named constants below, each with where it comes from; they are
 set so that healthy models (He-initialized ReLU MLPs, residual networks with
 normalization, pre-LN transformers, a small CNN, an LSTM) give no finding, which
-``tests/test_diagnose.py`` checks. The table :data:`SYMPTOMS` (symptom -> cause,
+``tests/test_diagnose.py`` checks, and ``tests/test_zoo.py`` on models no one here wrote
+(Hugging Face GPT-2, BERT, Llama, ViT, ConvNeXt, ResNet; LoRA, zero-gamma residual
+blocks, frozen backbones, mixtures of experts, half precision), each judged against
+whether it trains. The table :data:`SYMPTOMS` (symptom -> cause,
 remedy, chapter) is the one the book's closing map is drawn from; it, :class:`Finding`
 and :class:`Report` are defined in :mod:`companion.report` and importable from here.
 
@@ -51,7 +66,7 @@ import math
 import numbers
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -65,7 +80,8 @@ from .report import SYMPTOMS, Finding, Report, Symptom, _finding, _short_list
 
 __all__ = ["diagnose", "watch", "Report", "Finding", "Symptom", "Watcher", "ForwardError",
            "SYMPTOMS", "VANISHING_RATIO", "EXPLODING_RATIO", "DEAD_FRACTION",
-           "SATURATION_FRACTION", "INITIAL_LOSS_FACTOR", "INITIAL_MSE_FACTOR", "UPDATE_RATIO_LOW",
+           "SATURATION_FRACTION", "INITIAL_LOSS_FACTOR", "INITIAL_LOSS_MIN_EXCESS",
+           "INITIAL_MSE_FACTOR", "UPDATE_RATIO_LOW", "MIN_EXAMPLES", "GATE_SCALE",
            "UPDATE_RATIO_HIGH", "DIVERGED_FACTOR", "PLATEAU_DROP", "PLATEAU_MIN_STEPS",
            "DEAD_GROWTH"]
 
@@ -91,10 +107,18 @@ DEAD_FRACTION = 0.6
 #: With unit-variance inputs tanh has 2 % there; a tanh MLP with 3x the Xavier scale
 #: has more than half.
 SATURATION_FRACTION = 0.3
-#: A cross-entropy loss more than this multiple of log C, the loss of the uniform
-#: prediction over C classes, is flagged: the output layer is too confident at the start
-#: (Karpathy 2019: "verify loss @ init"). Logits of unit variance give about 1.4 log C.
+#: A cross-entropy loss more than this multiple of the best constant prediction's, the
+#: entropy H(p) of the batch's label frequencies p (log C when the C classes are
+#: balanced), and at least INITIAL_LOSS_MIN_EXCESS nats above it, is flagged: the output
+#: layer starts too confident, or far from the prior (Karpathy 2019: "verify loss @
+#: init"). A ratio of code lengths: it catches a uniform prediction of rare classes
+#: (predicting 50 % for 1.5 % positives costs 7.5 H(p)) without flagging a language
+#: model's uniform start (about 1.5 H(p) on text). Logits of unit variance cost about
+#: 0.5 nats more than log C.
 INITIAL_LOSS_FACTOR = 3.0
+#: ... and the loss must exceed the baseline by at least this many nats (a loss of 0.05
+#: against a baseline of 0.01 is no problem however large the ratio).
+INITIAL_LOSS_MIN_EXCESS = 0.25
 #: The same for MSE against Var(y), the loss of predicting the mean. The loss at
 #: initialization is about Var(y) + E[f(x)^2], and variance-preserving networks put
 #: E[f(x)^2] near the input's scale, up to 6 Var(y) on this book's regression data.
@@ -106,13 +130,28 @@ INITIAL_MSE_FACTOR = 10.0
 #: half its norm is too large by any rule; one below 1e-6 does not train it.
 UPDATE_RATIO_LOW = 1e-6
 UPDATE_RATIO_HIGH = 0.5
-#: :func:`watch`: a loss that is not finite, or that rose above this multiple of the
-#: first logged loss and stayed above it to the end, has *diverged* (the training loop
-#: of :mod:`companion.train` stops at 1e6). A spike that comes back down has not.
+#: A unit is judged dead, and a baseline loss estimated, only from at least this many
+#: examples per unit (labels, rows of y). A healthy 20-layer He-ReLU MLP has up to 69 %
+#: of its units off for one example and up to 56 % for four (measured, 5 seeds): "off
+#: for every example" means nothing on so few.
+MIN_EXAMPLES = 16
+#: A parameter that is not a bias and starts exactly at zero, or is a scale (at most one
+#: dimension above 1) whose largest value is below this, is a *gate* by design: a
+#: zero-initialized head or LoRA B, a zero batch-norm gamma (Goyal et al. 2017), a
+#: ReZero/SkipInit alpha, a layer scale of 1e-6 (CaiT, ConvNeXt, DINOv2). The backward
+#: signal behind it is small or zero at initialization, and that is not a vanishing gradient.
+GATE_SCALE = 1e-2
+#: :func:`watch`: a loss that is not finite, or whose median over the last tenth of the
+#: steps (at least 3) rose above this multiple of the median of the first logged losses
+#: (ten, or a quarter of the run if shorter), has *diverged* (the training loop of :mod:`companion.train` stops at 1e6). A
+#: spike that comes back down has not, nor does one lucky first batch of a fine-tuning
+#: or resumed run set the bar.
 DIVERGED_FACTOR = 10.0
-#: :func:`watch`: after at least PLATEAU_MIN_STEPS steps, a loss whose mean over the
-#: last quarter of the steps is above (1 - PLATEAU_DROP) x the mean of the first ten
-#: has not learned: a *plateau*.
+#: :func:`watch`: after at least PLATEAU_MIN_STEPS steps at full learning rate (a warm-up,
+#: read from the optimizer, is left out), a loss whose mean over the last quarter is
+#: above (1 - PLATEAU_DROP) x the mean of the first ten, and that is not still falling
+#: steadily over the last quarter (a slope t-statistic below -4: a resumed run that
+#: learns slowly), has not learned: a *plateau*.
 PLATEAU_DROP = 0.1
 PLATEAU_MIN_STEPS = 50
 #: :func:`watch`: dead units that grew by more than this fraction of a layer between
@@ -142,11 +181,19 @@ class _Measurement:
     act_stats: dict[str, _dg.ActivationStats]
     dead: dict[str, float]
     nonfinite: list[tuple[str, Optional[str]]] = field(default_factory=list)
-    # (what is not finite, the module it belongs to or None)
+    # (what is not finite, the layer or parameter it belongs to or None)
+    reference: list[str] = field(default_factory=list)       # layers nearest the prediction
+    dead_examples: dict[str, int] = field(default_factory=dict)
+    params: dict[str, tuple[float, float]] = field(default_factory=dict)
+    # loose parameters (not a layer's): name -> (gradient norm, norm)
+    gates: dict[str, float] = field(default_factory=dict)    # trainable gate -> max |value|
+    frozen_zeros: list[str] = field(default_factory=list)    # frozen, exactly-zero weights
+    has_batch_norm: bool = False
 
 
-def _measure(rec: _dg.Recorder, step: Optional[int],
-             weight_norm: Optional[dict[str, float]] = None) -> _Measurement:
+def _measure(rec: _dg.Recorder, step: Optional[int], model: nn.Module,
+             weight_norm: Optional[dict[str, float]] = None,
+             gates_among: Optional[set[str]] = None) -> _Measurement:
     """The measurement of the pass ``rec`` recorded; the weight norms are read from the
     layers unless given (``watch`` gives those of the weights before the step)."""
     layers = OrderedDict((n, m) for n, m in rec._layer_modules.items())
@@ -155,16 +202,51 @@ def _measure(rec: _dg.Recorder, step: Optional[int],
                               if w is not None})
     else:
         weight_norm = {n: v for n, v in weight_norm.items() if n in layers}
+    loose = _dg._loose_parameters(model)
+    norms = _norm_list([p for _, p in loose] + [p.grad for _, p in loose if p.grad is not None])
+    grads = iter(norms[len(loose):])
+    params = {n: (next(grads) if p.grad is not None else math.nan, v)
+              for (n, p), v in zip(loose, norms)}
+    gates, frozen_zeros = _gates(model, gates_among)
     return _Measurement(step, {n: type(m).__name__ for n, m in layers.items()},
                         rec.output_grad_norms, rec.weight_grad_norms, weight_norm, {},
-                        rec.activation_stats, rec.dead_fractions)
+                        rec.activation_stats, rec.dead_fractions, reference=rec.reference_layers,
+                        dead_examples=rec.dead_examples, params=params, gates=gates,
+                        frozen_zeros=frozen_zeros, has_batch_norm=any(
+                            isinstance(m, nn.modules.batchnorm._BatchNorm) for m in layers.values()))
 
 
-def _norm_list(tensors: Sequence[Tensor]) -> list[float]:
-    """2-norms of many tensors (one fused call per device, one synchronisation)."""
+def _gates(model: nn.Module, among: Optional[set[str]] = None
+           ) -> tuple[dict[str, float], list[str]]:
+    """(trainable gates by design -> their largest |value|, frozen parameters that are
+    exactly zero). A gate (see GATE_SCALE) is not a bias: exactly zero, or a scale (at
+    most one dimension above 1) below GATE_SCALE. ``among``: look only at these
+    parameters (``watch`` looks again, each measured step, at those that were gates or
+    frozen zeros at its start: a weight that starts away from zero does not become a gate)."""
+    named = [(n, p) for n, p in model.named_parameters()
+             if not n.rsplit(".", 1)[-1].startswith("bias") and p.numel()
+             and (among is None or n in among)]
+    if not named:
+        return {}, []
+    top = _norm_list([p for _, p in named], math.inf)          # max |value|, fused
+    gates, frozen = {}, []
+    for (n, p), m in zip(named, top):
+        scale = sum(d > 1 for d in p.shape) <= 1
+        if m == 0 or (scale and m < GATE_SCALE):
+            if p.requires_grad:
+                gates[n] = m
+            elif m == 0:
+                frozen.append(n)
+    return gates, frozen
+
+
+def _norm_list(tensors: Sequence[Tensor], ord: float = 2) -> list[float]:
+    """Norms of many tensors (one fused call per device and dtype, one synchronisation);
+    half precision in float32 and sparse gradients by their values
+    (:func:`companion.diagnostics._dense`)."""
     if not tensors:
         return []
-    norms = torch._foreach_norm([t.detach() for t in tensors])
+    norms = torch._foreach_norm([_dg._dense(t) for t in tensors], ord)
     return torch.stack([n.double().cpu() for n in norms]).tolist()
 
 
@@ -186,45 +268,49 @@ def _ratios(before: dict[str, Tensor], weights: dict[str, Tensor],
 
 def _nonfinite_params(model: nn.Module) -> list[tuple[str, Optional[str]]]:
     """Parameters and gradients with a value that is not finite. A norm is not finite
-    exactly when an element is not, or (float32) when elements exceed ~1e19."""
+    exactly when an element is not, or (float32) when elements exceed ~1e19; half
+    precision is normed in float32, where its largest value cannot overflow."""
+    owner = {id(p): n for n, m in _dg._layers(model) for p in m.parameters(recurse=False)}
     named = list(model.named_parameters())
-    grads = [(n, p.grad) for n, p in named if p.grad is not None]
-    norms = _norm_list([p for _, p in named] + [g for _, g in grads])
-    k = len(named)
-    def owner(name: str) -> str:
-        return name.rsplit(".", 1)[0] if "." in name else "model"
-
-    return ([(f"parameter {n}", owner(n)) for (n, _), v in zip(named, norms[:k])
-             if not math.isfinite(v)]
-            + [(f"gradient of {n}", owner(n)) for (n, _), v in zip(grads, norms[k:])
-               if not math.isfinite(v)])
+    tensors = [(f"parameter {n}", p, owner.get(id(p), n)) for n, p in named]
+    tensors += [(f"gradient of {n}", p.grad, owner.get(id(p), n)) for n, p in named
+                if p.grad is not None]
+    norms = _norm_list([t for _, t, _ in tensors])
+    return [(what, where) for (what, _, where), v in zip(tensors, norms) if not math.isfinite(v)]
 
 
-def _static_findings(m: _Measurement) -> list[Finding]:
+def _reference(m: _Measurement, signal: dict[str, float]) -> Optional[str]:
+    """The layer the signal ratios are taken against: of the layers nearest the
+    prediction in the autograd graph, the one with the largest signal; else the last
+    layer that received one."""
+    near = [n for n in m.reference if n in signal]
+    if near:
+        return max(near, key=signal.get)
+    return list(signal)[-1] if signal else None
+
+
+def _signal_ratios(m: _Measurement) -> tuple[Optional[str], dict[str, float]]:
+    signal = {n: s for n, s in m.signal.items() if math.isfinite(s)}
+    ref = _reference(m, signal)
+    if ref is None or not signal[ref] > 0:
+        return ref, {}
+    return ref, {n: s / signal[ref] for n, s in signal.items()}
+
+
+def _static_findings(m: _Measurement, moved: Optional[dict[str, bool]] = None,
+                     adam: bool = False) -> list[Finding]:
     """Findings that one pass shows: non-finite values, vanishing or exploding signal,
-    saturation and dead units."""
+    saturation and dead units; and the notes that explain what looks like one of them
+    but is a design (gates, branches, a batch too small to judge). ``moved``: for each
+    gate, whether one step of the user's optimizer moved it (diagnose with an optimizer)."""
     out = []
     if m.nonfinite:
         layers = list(dict.fromkeys(n for _, n in m.nonfinite if n is not None))
         out.append(_finding("nonfinite", "not finite: " + _short_list(
             [what for what, _ in m.nonfinite], 3), layers, severe=True))
-    signal = {n: s for n, s in m.signal.items() if math.isfinite(s)}
-    if len(signal) >= 2 and not m.nonfinite:
-        last = list(signal)[-1]
-        ref = signal[last]
-        out_name = "the model's output" if last == "model" else f"the output layer {last}'s"
-        ratios = {n: s / ref for n, s in signal.items()} if ref > 0 else {}
-        for symptom, bound, of, side in (("vanishing", VANISHING_RATIO, "of", "below"),
-                                         ("exploding", EXPLODING_RATIO, "times", "above")):
-            beyond = (lambda r: r < bound) if side == "below" else (lambda r: r > bound)
-            names = [n for n, r in ratios.items() if beyond(r)]
-            if names:
-                worst = (min if side == "below" else max)(names, key=ratios.get)
-                out.append(_finding(
-                    symptom, f"the backward signal at {worst} is {ratios[worst]:.1e} "
-                    f"{of} {out_name} (threshold {bound:g}); {len(names)} of "
-                    f"{len(ratios)} layers are {side} it", names,
-                    severe=beyond(ratios[worst] / bound)))     # missed by the factor again
+    ref, ratios = _signal_ratios(m)
+    if len(ratios) >= 2 and not m.nonfinite:
+        out += _signal_findings(m, ref, ratios, moved, adam)
     sat = {k: v.saturated_fraction for k, v in m.act_stats.items()
            if v.saturated_fraction > SATURATION_FRACTION}
     if sat:
@@ -233,20 +319,89 @@ def _static_findings(m: _Measurement) -> list[Finding]:
                             f"are in a flat tail (threshold {SATURATION_FRACTION:.0%}); "
                             f"{len(sat)} of {len(m.act_stats)} activations are above it",
                             list(sat)))
-    dead = {k: v for k, v in m.dead.items() if v > DEAD_FRACTION}
+    judged = {k: v for k, v in m.dead.items() if m.dead_examples.get(k, MIN_EXAMPLES) >= MIN_EXAMPLES}
+    dead = {k: v for k, v in judged.items() if v > DEAD_FRACTION}
     if dead:
         worst = max(dead, key=dead.get)
         out.append(_finding("dead_units", f"{dead[worst]:.0%} of the units of {worst} "
                             f"never fire on this batch (threshold {DEAD_FRACTION:.0%}); "
-                            f"{len(dead)} of {len(m.dead)} ReLU layers are above it",
+                            f"{len(dead)} of {len(judged)} ReLU layers are above it",
                             list(dead), severe=dead[worst] == 1.0))
+    if len(judged) < len(m.dead):
+        few = min(m.dead_examples.values())
+        out.append(_finding("small_batch", f"dead units are not judged: each unit was seen "
+                            f"on {few} example{'s' * (few != 1)} of this batch, fewer than "
+                            f"{MIN_EXAMPLES} (a healthy ReLU unit is off for one example in "
+                            f"two)", [k for k in m.dead if k not in judged], info=True))
+    return out
+
+
+def _signal_findings(m: _Measurement, ref: str, ratios: dict[str, float],
+                     moved: Optional[dict[str, bool]], adam: bool) -> list[Finding]:
+    """Vanishing and exploding, judged where they hurt: vanishing when the input side
+    (the first layer that received a signal) is below the threshold; small or zero
+    signals explained by a gate or confined to branches become notes."""
+    out = []
+    out_name = f"the output layer {ref}'s"
+    first = next(iter(ratios))
+    low = [n for n, r in ratios.items() if r < VANISHING_RATIO]
+    if low:
+        worst = min(low, key=ratios.get)
+        what = (f"the backward signal at {worst} is {ratios[worst]:.1e} of {out_name} "
+                f"(threshold {VANISHING_RATIO:g}); {len(low)} of {len(ratios)} layers are below it")
+        zero = [n for n in low if ratios[n] == 0]
+        zero_gates = [g for g, v in m.gates.items() if v == 0]
+        stuck = [g for g in zero_gates if moved is not None and not moved.get(g, True)]
+        adam_note = ("; Adam rescales each step to about the learning rate, so a small "
+                     "gradient there still trains" if adam else "")
+        if ratios[first] >= VANISHING_RATIO:
+            gates = _short_list([f"{g} (max |value| {v:.0e})" for g, v in m.gates.items()], 3)
+            why = (f"they sit behind gates that start small or at zero by design ({gates}), "
+                   f"which grow in training" if m.gates else "they sit in branches, such as "
+                   "attention scores at initialization")
+            out.append(_finding("gated", f"{what}, but the input-side layer {first} receives "
+                                f"{ratios[first]:.2g} of it: the small signals are not on the "
+                                f"path the gradient must travel; {why}{adam_note}",
+                                low, info=True))
+        elif zero and len(zero) == len(low) and zero_gates and not stuck:
+            step = (" (one step of your optimizer moves them)" if moved is not None else
+                    ": they get a gradient and move at the first step")
+            out.append(_finding("gated", f"{what}: exactly 0, because "
+                                f"{_short_list(zero_gates, 3)} start{'s' * (len(zero_gates) == 1)} "
+                                f"at exactly zero by design (a zero-initialized head, gate, "
+                                f"gamma or LoRA B){step}. Not a vanishing gradient", low,
+                                info=True))
+        elif zero and len(zero) == len(low) and (m.frozen_zeros or stuck):
+            blockers = m.frozen_zeros or stuck
+            state = "frozen (requires_grad=False)" if m.frozen_zeros else \
+                "not moved by one step of your optimizer (its gradient is zero too)"
+            out.append(_finding("vanishing", f"{what}: exactly 0, because "
+                                f"{_short_list(blockers, 3)} is exactly zero and {state}, so "
+                                f"nothing behind it ever gets a gradient", low, severe=True,
+                                cause="frozen_zero"))
+        else:
+            out.append(_finding("vanishing", what, low,
+                                severe=ratios[worst] < VANISHING_RATIO ** 2))
+    high = [n for n, r in ratios.items() if r > EXPLODING_RATIO]
+    if high:
+        worst = max(high, key=ratios.get)
+        out.append(_finding(
+            "exploding", f"the backward signal at {worst} is {ratios[worst]:.1e} times "
+            f"{out_name} (threshold {EXPLODING_RATIO:g}); {len(high)} of {len(ratios)} layers "
+            f"are above it", high, severe=ratios[worst] > EXPLODING_RATIO ** 2,
+            cause="batch_norm" if m.has_batch_norm else ""))
     return out
 
 
 def _ratio_findings(ratios: dict[str, float], what: str,
-                    trend: Optional[dict[str, str]] = None) -> list[Finding]:
+                    trend: Optional[dict[str, str]] = None,
+                    rounding: dict[str, str] = {}) -> list[Finding]:
     """Update ratios outside the band; ``trend`` (watch) adds how the worst layer's
-    ratio moved between the first and the last measured step."""
+    ratio moved between the first and the last measured step. Only weights that are
+    trained and got a nonzero gradient are given here (frozen ones, those not in the
+    optimizer, without a gradient or behind a zero gate have findings of their own).
+    ``rounding``: weight -> its dtype, for the weights in half precision that one step
+    did not move at all although their gradient was not zero (the update rounded away)."""
     finite = {n: r for n, r in ratios.items() if math.isfinite(r)}
     low = [n for n, r in finite.items() if r < UPDATE_RATIO_LOW]
     high = [n for n, r in finite.items() if r > UPDATE_RATIO_HIGH]
@@ -256,11 +411,115 @@ def _ratio_findings(ratios: dict[str, float], what: str,
         if names:
             worst = pick(names, key=finite.get)
             moved = f", {trend[worst]}" if trend and worst in trend else ""
+            cause = word
+            if word == "small" and worst in rounding:
+                cause = "rounding"
+                moved += (f": its weight is {rounding[worst]}, and an update smaller than half "
+                          f"the spacing of its values rounds away")
             out.append(_finding(
                 "update_ratio", f"{what} at {worst} is {finite[worst]:.1e}, too {word}"
                 f"{moved} (band [{UPDATE_RATIO_LOW:g}, {UPDATE_RATIO_HIGH:g}], rule of "
                 f"thumb 1e-3)", names,
-                severe=not bound / 1000 <= finite[worst] <= bound * 1000))
+                severe=not bound / 1000 <= finite[worst] <= bound * 1000, cause=cause))
+    return out
+
+
+def _side_parameters(raw: Any, used: tuple) -> set[int]:
+    """ids of the parameters behind the model's other outputs -- those it returns besides
+    the prediction and its loss (an auxiliary head, attention maps) -- found by walking
+    their autograd graphs to the leaves."""
+    skip = {id(t) for t in used if t is not None}
+    stack, seen, found = [], set(), set()
+
+    def collect(o: Any, depth: int = 0) -> None:
+        if isinstance(o, Tensor):
+            if id(o) not in skip and o.grad_fn is not None:
+                stack.append(o.grad_fn)
+        elif depth < 4 and isinstance(o, (tuple, list)):
+            for item in o:
+                collect(item, depth + 1)
+        elif depth < 4 and (isinstance(o, dict) or hasattr(o, "logits")):
+            for _, v in _dg._fields(o):
+                collect(v, depth + 1)
+
+    collect(raw)
+    while stack and len(seen) < 100000:
+        node = stack.pop()
+        if node in seen:
+            continue
+        seen.add(node)
+        var = getattr(node, "variable", None)
+        if isinstance(var, Tensor):
+            found.add(id(var))
+        stack.extend(c for c, _ in getattr(node, "next_functions", ()) if c is not None)
+    return found
+
+
+def _parameter_findings(model: nn.Module, ran: set[int],
+                        optimizer: Optional[torch.optim.Optimizer],
+                        side: set[int] = frozenset()) -> list[Finding]:
+    """Frozen parameters (a note), trainable ones that got no gradient (a cut graph, a
+    module not called on this batch, or one that only feeds an output the loss does not
+    use), trainable ones missing from the optimizer, and tied weights (a note)."""
+    out = []
+    owners = {}
+    for name, m in model.named_modules():
+        for pname, p in m.named_parameters(recurse=False):
+            owners.setdefault(id(p), (m, f"{name}.{pname}" if name else pname))
+    named = list(model.named_parameters())
+    frozen = [n for n, p in named if not p.requires_grad]
+    in_opt = set() if optimizer is None else {
+        id(p) for g in optimizer.param_groups for p in g["params"]}
+    if frozen:
+        values = sum(p.numel() for _, p in named if not p.requires_grad)
+        kept = sum(id(p) in in_opt for _, p in named if not p.requires_grad)
+        extra = (f"; {kept} of them are in the optimizer, which skips them (they have no "
+                 f"gradient)" if kept else "")
+        out.append(_finding("frozen", f"{len(frozen)} of {len(named)} parameter tensors "
+                            f"({values:,} values) are frozen (requires_grad=False): "
+                            f"{_short_list(frozen, 3)}; they are left out of the update "
+                            f"ratios{extra}", [], info=True))
+    trainable = [(n, p) for n, p in named if p.requires_grad]
+    no_grad = [(n, p) for n, p in trainable if p.grad is None]
+    cut = [n for n, p in no_grad if id(owners[id(p)][0]) in ran and id(p) not in side]
+    aside = [n for n, p in no_grad if id(owners[id(p)][0]) in ran and id(p) in side]
+    idle = [n for n, p in no_grad if id(owners[id(p)][0]) not in ran]
+    if aside:
+        out.append(_finding("unused_output", f"{len(aside)} trainable parameter tensors only "
+                            f"feed outputs the model returns besides its prediction, which "
+                            f"this loss does not use: {_short_list(aside, 3)}; they get no "
+                            f"gradient here (to include them, pass loss= a function of the "
+                            f"prediction, or diagnose a wrapper that returns your full "
+                            f"loss)", aside, info=True))
+    if cut:
+        out.append(_finding("no_gradient", f"{len(cut)} trainable parameter tensors took part "
+                            f"in the forward pass but got no gradient: {_short_list(cut, 3)}. "
+                            f"The graph between them and the loss is cut (.detach(), "
+                            f"torch.no_grad(), .item(), a cast to an integer) or their output "
+                            f"does not reach the loss", cut, cause="cut_graph"))
+    if idle:
+        out.append(_finding("not_called", f"{len(idle)} trainable parameter tensors belong to "
+                            f"modules that were not called on this batch (an expert the router "
+                            f"did not pick, a head this forward pass does not use): "
+                            f"{_short_list(idle, 3)}; they get no gradient from it", idle,
+                            info=True))
+    if optimizer is not None:
+        missing = [n for n, p in trainable if id(p) not in in_opt]
+        if missing:
+            out.append(_finding("not_in_optimizer", f"{len(missing)} of {len(trainable)} "
+                                f"trainable parameter tensors are not in the optimizer: "
+                                f"{_short_list(missing, 3)}; they get gradients and never "
+                                f"move", missing))
+    shared: dict[int, list[str]] = {}
+    for name, m in _dg._layers(model):
+        w = _dg._weight(m)
+        if w is not None:
+            shared.setdefault(id(w), []).append(name)
+    tied = [names for names in shared.values() if len(names) > 1]
+    if tied:
+        out.append(_finding("tied", "; ".join(" and ".join(t) + " share one weight (tied)"
+                                              for t in tied), [n for t in tied for n in t],
+                            info=True))
     return out
 
 
@@ -340,12 +599,45 @@ def _loss_kind(loss: Any, y: Optional[Tensor]) -> Optional[str]:
     return None
 
 
-def _baseline(kind: Optional[str], out: Tensor, y: Tensor) -> Optional[float]:
-    """The loss of the best constant prediction: log C, or the mean variance of y."""
-    if kind == "cross_entropy" and out.dim() >= 2:
-        return math.log(out.shape[1])
-    if kind == "mse" and y.is_floating_point() and y.dim() >= 1 and y.shape[0] > 1:
-        return y.detach().double().var(dim=0, unbiased=False).mean().item()
+class _Baseline(NamedTuple):
+    """The loss of the best constant prediction, what it is, and how many examples it
+    was estimated from (too few: ``value`` is None)."""
+
+    value: Optional[float]
+    what: str
+    n: int
+    balanced: bool = True
+
+
+def _label_entropy(labels: Tensor, classes: int) -> _Baseline:
+    """H(p) of the label frequencies p (labels -100, cross-entropy's ignore_index, left
+    out); called log C when every class is exactly as frequent."""
+    labels = labels.detach().flatten()
+    labels = labels[(labels >= 0) & (labels < classes)]
+    n = labels.numel()
+    if n < MIN_EXAMPLES:
+        return _Baseline(None, "the entropy of the label frequencies", n)
+    p = torch.bincount(labels.cpu(), minlength=classes).double() / n
+    h = float(-(p[p > 0] * p[p > 0].log()).sum())
+    balanced = h >= math.log(classes) - 1e-9
+    what = ("log C" if balanced else "the entropy of the label frequencies H(p)")
+    return _Baseline(h, what, n, balanced)
+
+
+def _baseline(kind: Optional[str], out: Tensor, y: Optional[Tensor],
+              class_dim: int) -> Optional[_Baseline]:
+    """The loss of the best constant prediction: the entropy of the label frequencies
+    for cross-entropy, the variance of y around its mean (per output) for MSE."""
+    if y is None:
+        return None
+    if kind == "cross_entropy" and out.dim() >= 2 and not y.is_floating_point():
+        return _label_entropy(y, out.shape[class_dim])
+    if kind == "mse" and y.is_floating_point() and y.dim() >= 1:
+        n = y.shape[0]
+        if n < MIN_EXAMPLES:
+            return _Baseline(None, "Var(y)", n)
+        return _Baseline(y.detach().double().var(dim=0, unbiased=False).mean().item(),
+                         "Var(y)", n)
     return None
 
 
@@ -380,14 +672,17 @@ def _call(model: nn.Module, x: Any) -> Any:
             h.remove()
 
 
-def _output_tensor(out: Any) -> Tensor:
-    """The prediction: a tensor, or the first tensor of a tuple (nn.LSTM's output)."""
-    while isinstance(out, (tuple, list)) and out:
-        out = out[0]
-    if not isinstance(out, Tensor):
-        raise TypeError(f"model(x) must return a tensor (or a tuple starting with one), "
-                        f"got {type(out).__name__}")
-    return out
+def _output(out: Any) -> tuple[Tensor, Optional[Tensor]]:
+    """(prediction, the model's own loss or None): see
+    :func:`companion.diagnostics._prediction`."""
+    try:
+        return _dg._prediction(out)
+    except TypeError:
+        raise TypeError(
+            f"model(x) must return a tensor, a tuple starting with one, a dict, or an "
+            f"object with .logits or .loss (a Hugging Face ModelOutput); got "
+            f"{type(out).__name__}. Wrap the model in an nn.Module whose forward returns "
+            f"the prediction tensor") from None
 
 
 # ---------------------------------------------------------------------- diagnose
@@ -401,21 +696,31 @@ def diagnose(model: nn.Module, x: Any, y: Any = None, *, loss: Any = None,
     they were: gradients are stashed and put back, buffers copied back, the RNG forked.
 
     Args:
-        model: any ``nn.Module`` with parameters.
-        x: its input: a tensor, a tuple (``model(*x)``) or a dict (``model(**x)``).
-        y: the targets, or ``None``. Without ``y`` (and without ``loss``) the backward
+        model: any ``nn.Module`` with parameters. It may return a tensor, a tuple (its
+            first tensor is the prediction), a dict or a Hugging Face ``ModelOutput``
+            (``.logits`` is the prediction; ``.loss``, when the model computed one, is
+            the loss).
+        x: its input: a tensor, a tuple (``model(*x)``) or a dict (``model(**x)``, e.g.
+            ``{"input_ids": ids, "attention_mask": mask, "labels": ids}``).
+        y: the targets, or ``None``. Without ``y`` and ``loss``, the model's own loss is
+            used when it returns one (labels passed in ``x``); otherwise the backward
             pass starts from a fixed random direction :math:`r` (``seed``), the loss
             :math:`\langle f(x), r\rangle / B`, which probes the Jacobians alone.
         loss: ``"mse"``, ``"cross_entropy"``, or a callable ``f(prediction, y)`` (or
-            ``f(prediction)`` when ``y`` is ``None``) returning a scalar tensor. Default:
-            cross-entropy for integer ``y``, MSE for floating ``y``.
+            ``f(prediction)`` when ``y`` is ``None``) returning a scalar tensor, such as
+            ``nn.CrossEntropyLoss(reduction="sum")``. Default: cross-entropy for integer
+            ``y`` (classes in dimension 1, or last for a (B, T, C) prediction with
+            (B, T) labels), MSE for floating ``y``.
         optimizer: the optimizer you train with. If given, one step is taken by a deep
             copy of it on copies of the parameters, to measure the update-to-weight
             ratio; your optimizer and model do not move.
         seed: seeds the random direction used without ``y``.
 
     Returns:
-        A :class:`Report`; see the module docstring for the findings it can hold.
+        A :class:`Report`: ``findings`` (warnings and errors: what will hurt training)
+        and ``notes`` (designs that look like a problem and are not: zero-initialized
+        gates, frozen parameters, modules not called, tied weights, a batch too small
+        to judge).
 
     Raises:
         TypeError: ``model`` not an ``nn.Module``; ``x`` not a tensor, tuple or dict,
@@ -423,7 +728,7 @@ def diagnose(model: nn.Module, x: Any, y: Any = None, *, loss: Any = None,
             ``loss`` neither None, a name nor a callable (a class refused);
             ``optimizer`` not an optimizer (a class refused); ``seed`` not an int;
             ``y`` not floating for ``"mse"`` or not integer labels for
-            ``"cross_entropy"``; the model's output not a tensor; a loss that returns
+            ``"cross_entropy"``; an output with no tensor in it; a loss that returns
             no tensor.
         ValueError: a model without parameters; ``x`` (or a tensor in it) or ``y``
             with NaN or infinite values (bad data), an empty ``x`` or ``y``; an unknown
@@ -461,6 +766,7 @@ def diagnose(model: nn.Module, x: Any, y: Any = None, *, loss: Any = None,
 
 def _diagnose_pass(model, x, y, loss, optimizer, seed) -> Report:
     first_bad: list[str] = []
+    ran: set[int] = set()                  # modules owning parameters that were called
 
     def check_output(name):
         def hook(module, _inputs, output):
@@ -471,57 +777,148 @@ def _diagnose_pass(model, x, y, loss, optimizer, seed) -> Report:
                         return
         return hook
 
+    def called(module, _inputs, _output):
+        ran.add(id(module))
+
     handles = [m.register_forward_hook(check_output(n)) for n, m in _dg._layers(model)]
+    handles += [m.register_forward_hook(called) for m in model.modules()
+                if _dg._owns_parameters(m)]
     try:
         with _dg.record(model) as rec:
-            out = _output_tensor(_call(model, x))
-            value, kind = _loss_value(out, y, loss, seed)
+            raw = _call(model, x)
+            out, own_loss = _output(raw)
+            side = _side_parameters(raw, (out, own_loss))
+            value, kind, base, per, class_dim = _loss_value(out, own_loss, x, y, loss, seed)
             if value.requires_grad:
                 value.backward()
     finally:
         for h in handles:
             h.remove()
-    m = _measure(rec, None)
+    m = _measure(rec, None, model)
     lv = value.item()
     if first_bad:
         m.nonfinite.append((f"the forward pass, first at layer {first_bad[0]}", first_bad[0]))
     if not math.isfinite(lv):
         m.nonfinite.append(("the loss", None))
     m.nonfinite += _nonfinite_params(model)
-    findings = _static_findings(m)
-    baseline = None
-    if y is not None:
-        baseline = _baseline(kind, out, y)
-        factor = INITIAL_LOSS_FACTOR if kind == "cross_entropy" else INITIAL_MSE_FACTOR
-        if baseline and math.isfinite(lv) and lv > factor * baseline:
-            findings.append(_finding(
-                "initial_loss", f"the loss is {lv:.3g}, {lv / baseline:.1f} times the "
-                f"{'log C' if kind == 'cross_entropy' else 'Var(y)'} = {baseline:.3g} of "
-                f"a constant prediction (threshold {factor:g}x)",
-                [_dg._layers(model)[-1][0]], severe=lv > 1000 * factor * baseline))
+    moved = None
     if optimizer is not None and not m.nonfinite:
-        m.update_ratio = _copy_step_ratios(model, optimizer, list(m.layer_types))
-        findings += _ratio_findings(m.update_ratio, "one step's update ratio")
-    return Report(m, findings, loss=lv if y is not None or loss is not None else None,
-                  baseline=baseline)
+        m.update_ratio, moved, judged = _copy_step_ratios(model, optimizer, m)
+    adam = optimizer is not None and "betas" in optimizer.defaults
+    findings = _static_findings(m, moved, adam) + _parameter_findings(model, ran, optimizer,
+                                                                      side)
+    findings += _initial_loss_findings(model, kind, base, lv / per, per, out, y, class_dim)
+    if optimizer is not None and not m.nonfinite:
+        rounding = {n: str(w.dtype).replace("torch.", "") for n, w in (
+            (n, _dg._weight(dict(model.named_modules())[n if n != "model" else ""]))
+            for n, r in judged.items() if r == 0) if w.dtype in (torch.float16, torch.bfloat16)}
+        findings += _ratio_findings(judged, "one step's update ratio", rounding=rounding)
+    return Report(m, findings, loss=lv if y is not None or loss is not None
+                  or own_loss is not None else None,
+                  baseline=base.value if base is not None else None)
 
 
-def _loss_value(out: Tensor, y: Optional[Tensor], loss: Any, seed: int):
+def _initial_loss_findings(model, kind, base: Optional[_Baseline], lv: float, per: float,
+                           out: Tensor, y: Optional[Tensor], class_dim: int) -> list[Finding]:
+    """The loss (per element, ``lv``) against the best constant prediction's."""
+    if base is None:
+        return []
+    if base.value is None:
+        return [_finding("small_batch", f"the loss is not compared with {base.what}: it was "
+                         f"estimated from {base.n} example{'s' * (base.n != 1)}, fewer than "
+                         f"{MIN_EXAMPLES}", info=True)]
+    b = base.value
+    summed = (f" (reduction='sum': {lv * per:.3g} over {per:.0f} elements, {lv:.3g} per "
+              f"element)" if per != 1 else "")
+    head = [n for n, _ in _dg._layers(model)][-1:] or []
+    if not math.isfinite(lv):
+        return []
+    if kind == "cross_entropy":
+        if lv > INITIAL_LOSS_FACTOR * b and lv - b > INITIAL_LOSS_MIN_EXCESS:
+            # one distribution for every input (an output bias fixes it), or logits
+            # that vary too much (the output layer's scale)
+            cause = "prior" if _logit_spread(out, class_dim) < 1.0 else "logits"
+            return [_finding("initial_loss", f"the loss is {lv:.3g}{summed}, "
+                             f"{lv / b if b else math.inf:.1f} times {base.what} = {b:.3g} "
+                             f"of the best constant prediction, {lv - b:.2g} nats above it "
+                             f"(threshold {INITIAL_LOSS_FACTOR:g}x and "
+                             f"{INITIAL_LOSS_MIN_EXCESS:g} nats)", head,
+                             severe=lv - b > 1000 * INITIAL_LOSS_FACTOR * max(b, 1e-3),
+                             cause=cause)]
+        return []
+    if b > 0 and lv > INITIAL_MSE_FACTOR * b:
+        cause = "offset" if _offset_share(out, y) > 0.5 else "scale"
+        return [_finding("initial_loss", f"the loss is {lv:.3g}{summed}, {lv / b:.1f} times "
+                         f"Var(y) = {b:.3g} of predicting the mean (threshold "
+                         f"{INITIAL_MSE_FACTOR:g}x)", head,
+                         severe=lv > 1000 * INITIAL_MSE_FACTOR * b, cause=cause)]
+    return []
+
+
+def _logit_spread(out: Tensor, class_dim: int) -> float:
+    """How much the prediction varies between examples: the root mean over classes of
+    the variance over examples of the log-probabilities (log-softmax, so that a shift
+    of one example's logits, which changes nothing, counts for nothing). Near 0 the
+    model predicts one distribution for every input, and an output bias alone (the log
+    prior) removes its excess loss; large, the logits themselves are too large."""
+    if out.dim() < 2:
+        return 0.0
+    log_q = torch.log_softmax(out.detach().double().movedim(class_dim, -1), dim=-1)
+    log_q = log_q.reshape(-1, log_q.shape[-1])
+    if log_q.shape[0] < 2:
+        return 0.0
+    return float(log_q.var(dim=0, unbiased=False).mean().sqrt())
+
+
+def _offset_share(out: Tensor, y: Optional[Tensor]) -> float:
+    """The share of the MSE that is the gap between the mean prediction and the mean
+    target (per output): large when y is offset (a mean far from 0) and the output
+    layer's bias is not."""
+    if y is None or y.shape != out.shape:
+        return 0.0
+    f, t = out.detach().double(), y.detach().double()
+    total = ((f - t) ** 2).mean()
+    gap = ((f.mean(dim=0) - t.mean(dim=0)) ** 2).mean()
+    return float(gap / total) if total > 0 else 0.0
+
+
+def _loss_value(out: Tensor, own_loss: Optional[Tensor], x: Any, y: Optional[Tensor],
+                loss: Any, seed: int):
+    """(the loss, its kind, the baseline, the number of elements it sums over: 1 for a
+    mean, the class dimension of the output). The model's own loss is used when it returned one and neither ``y`` nor
+    ``loss`` is given; its baseline comes from integer ``labels`` in ``x``."""
+    if loss is None and y is None and own_loss is not None:
+        value = _check.scalar_loss("the model's own loss", own_loss).reshape(())
+        labels = x.get("labels") if isinstance(x, dict) else None
+        base = None
+        if (isinstance(labels, Tensor) and not labels.is_floating_point()
+                and out.dim() >= 2 and labels.numel()):
+            base = _label_entropy(labels, out.shape[-1])
+        return value, ("cross_entropy" if base is not None else None), base, 1.0, out.dim() - 1
     kind = _loss_kind(loss, y)
     if y is not None and out.dim() >= 1 and y.dim() >= 1 and y.shape[0] != out.shape[0]:
         raise ValueError(f"y must have the output's first dimension {out.shape[0]}, "
                          f"got y of shape {tuple(y.shape)}")
+    class_dim = 1
     if loss is None and y is None:
         gen = torch.Generator(device="cpu").manual_seed(seed)
         r = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.device, out.dtype)
         value = (out * r).sum() / max(1, out.shape[0] if out.dim() else 1)
     else:
         fn = _LOSS_NAMES[kind] if (loss is None or isinstance(loss, str)) else loss
+        pred = out
+        if (kind == "cross_entropy" and y is not None and out.dim() >= 3
+                and not y.is_floating_point() and tuple(y.shape) == tuple(out.shape[:-1])):
+            pred, class_dim = out.movedim(-1, 1), out.dim() - 1   # (B, T, C): classes last
         if y is not None and (loss is None or isinstance(loss, str)):   # torch's own
-            y = _check_targets(kind, out, y)
-        value = fn(out) if y is None else fn(out, y)
-    value = _check.scalar_loss("loss", value)
-    return value.reshape(()), kind
+            y = _check_targets(kind, pred, y)
+        value = fn(pred) if y is None else fn(pred, y)
+    value = _check.scalar_loss("loss", value).reshape(())
+    per = 1.0
+    if getattr(loss, "reduction", "mean") == "sum" and y is not None:
+        per = float(y.numel() if kind == "cross_entropy" else out.numel())
+    base = _baseline(kind, out, y, class_dim)
+    return value, kind, base, per, class_dim
 
 
 def _check_targets(kind: str, out: Tensor, y: Tensor) -> Tensor:
@@ -539,10 +936,12 @@ def _check_targets(kind: str, out: Tensor, y: Tensor) -> Tensor:
     return _check_class_labels("y", y, tuple(out.shape)).long()    # (int32 is refused)
 
 
-def _copy_step_ratios(model: nn.Module, optimizer: torch.optim.Optimizer,
-                      names: list[str]) -> dict[str, float]:
+def _copy_step_ratios(model: nn.Module, optimizer: torch.optim.Optimizer, m: _Measurement
+                      ) -> tuple[dict[str, float], dict[str, bool], dict[str, float]]:
     """One step of a deep copy of ``optimizer`` on copies of its parameters (with the
-    gradients of this pass); the update ratio of every layer's weight."""
+    gradients of this pass). Returns (the update ratio of every layer's weight and loose
+    parameter, whether each gate moved, the ratios to judge: trainable weights in the
+    optimizer with a nonzero gradient)."""
     originals = [p for g in optimizer.param_groups for p in g["params"]]
     twin = copy.deepcopy(optimizer)
     for hooks in ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks"):
@@ -553,13 +952,29 @@ def _copy_step_ratios(model: nn.Module, optimizer: torch.optim.Optimizer,
     twin.step()
     after = {id(p): q.detach() for p, q in zip(originals, copies)}
     modules = dict(model.named_modules())
-    ratios = {}
-    for name in names:
+    named = dict(model.named_parameters())
+    gate_ids = {id(named[g]) for g in m.gates if g in named}   # near zero by design:
+    ratios, judged = {}, {}                                  # their ratio means nothing
+
+    def ratio(w: Tensor) -> float:
+        w0 = w.detach().double()
+        return ((after[id(w)].double() - w0).norm() / w0.norm()).item()
+
+    for name in m.layer_types:
         w = _dg._weight(modules[name if name != "model" else ""])
         if w is not None and id(w) in after:
-            w0 = w.detach().double()
-            ratios[name] = ((after[id(w)].double() - w0).norm() / w0.norm()).item()
-    return ratios
+            ratios[name] = ratio(w)
+            g = w.grad
+            if (w.requires_grad and g is not None and id(w) not in gate_ids
+                    and bool(_dg._dense(g).abs().max() > 0)):
+                judged[name] = ratios[name]
+    for name in m.params:
+        p = named.get(name)
+        if p is not None and id(p) in after:
+            ratios[name] = ratio(p)
+    moved = {g: id(named[g]) in after and not torch.equal(after[id(named[g])], named[g].detach())
+             for g in m.gates if g in named}
+    return ratios, moved, judged
 
 
 # ------------------------------------------------------------------------- watch
@@ -576,8 +991,12 @@ class Watcher:
     measurements are read and the hooks removed. The other steps cost a hook call and
     a list append. A measured step costs about as much as one more training step, so
     ``every=10`` adds about a tenth. Measured with ``tests/benchmarks/bench_diagnose.py``
-    (CPU, 2 threads, SGD, every=10): x1.34 on the 2 ms step of a 20-layer MLP of width
-    32, x1.12 on an 8-layer MLP of width 512, x1.03 on a 6-layer TokenTransformer.
+    (CPU, 2 threads, SGD, every=10): x1.21 on the 3 ms step of a 20-layer MLP of width
+    32, x1.03 on an 8-layer MLP of width 512, x1.10 on a 6-layer TokenTransformer.
+
+    Only the weights a step trained are compared: frozen ones, those outside the
+    optimizer, those without a gradient (an expert the router did not pick) and those
+    whose gradient is exactly zero are left out of the update ratios.
 
     Build it with :func:`watch` (same arguments, ``every`` required here).
 
@@ -596,8 +1015,17 @@ class Watcher:
         self.measurements: list[_Measurement] = []
         self._rec = _dg.record(self.model)
         self._armed = False
+        # the trained weights: frozen ones never move, and the update ratio of a gate
+        # that starts at or near zero by design means nothing (GATE_SCALE)
+        gates, frozen_zeros = _gates(self.model)
+        self._gate_names = set(gates) | set(frozen_zeros)
+        gates = {id(p) for n, p in self.model.named_parameters() if n in gates}
         self._weights = {n: w for n, m in _dg._layers(self.model)
-                         if (w := _dg._weight(m)) is not None}
+                         if (w := _dg._weight(m)) is not None and w.requires_grad
+                         and id(w) not in gates}
+        self._in_optimizer = None if self.optimizer is None else {
+            id(p) for g in self.optimizer.param_groups for p in g["params"]}
+        self.lrs: list[float] = []
         self._open = False
         self._before: dict[str, Tensor] = {}
         self._hook = None
@@ -670,11 +1098,19 @@ class Watcher:
         if not self._open:
             raise RuntimeError("use watch() as a context manager: `with watch(model, "
                                "optimizer) as w:` around the training loop")
+        if self.optimizer is not None:
+            self.lrs.append(float(self.optimizer.param_groups[0].get("lr", math.nan)))
         if self._armed:
             self._disarm()
             before_norms = _norms(self._before)      # the weights the pass saw
-            m = _measure(self._rec, self.step, before_norms)
-            m.update_ratio = _ratios(self._before, self._weights, before_norms)
+            m = _measure(self._rec, self.step, self.model, before_norms, self._gate_names)
+            # only weights this step trained: with a gradient (an expert the router did
+            # not pick has none), in the optimizer; a zero gradient (behind a zero gate)
+            # leaves a weight where it was for a reason of its own
+            trained = {n: w for n, w in self._weights.items() if w.grad is not None and (
+                self._in_optimizer is None or id(w) in self._in_optimizer)}
+            m.update_ratio = {n: r for n, r in _ratios(self._before, trained, before_norms).items()
+                              if r != 0 or bool(_dg._dense(trained[n].grad).abs().max() > 0)}
             m.nonfinite = _nonfinite_params(self.model)
             self.measurements.append(m)
         self.step += 1
@@ -699,7 +1135,8 @@ class Watcher:
             raise ValueError("nothing measured yet: run at least one training step "
                              "inside the watch")
         last, first = self.measurements[-1], self.measurements[0]
-        findings = _static_findings(last)
+        adam = self.optimizer is not None and "betas" in self.optimizer.defaults
+        findings = _static_findings(last, adam=adam)
         symptoms = {f.symptom for f in findings}
         losses = np.array(self.losses, float)
         stopped = getattr(history, "diverged_at", None)
@@ -709,32 +1146,11 @@ class Watcher:
                 f"or above 1e6 times the first loss {losses[0] if losses.size else math.nan:.3g}",
                 severe=True))
         elif losses.size:
-            nonfinite = np.flatnonzero(~np.isfinite(losses))
-            # the first non-finite loss, or the step after the last one below the bound
-            # (which applies to a positive first loss only, as in companion.train)
-            t = losses.size
-            if nonfinite.size:
-                t = int(nonfinite[0])
-            elif losses[0] > 0:
-                below = np.flatnonzero(losses <= DIVERGED_FACTOR * losses[0])
-                t = int(below[-1]) + 1 if below.size else 0
-            if t < losses.size:
-                findings.append(_finding(
-                    "diverged", f"the loss went from {losses[0]:.3g} at step 0 to "
-                    f"{losses[t]:.3g} at step {t} (threshold {DIVERGED_FACTOR:g}x the "
-                    f"first loss)", severe=True))
-            elif losses.size >= PLATEAU_MIN_STEPS:
-                start, end = losses[:10].mean(), losses[-(losses.size // 4):].mean()
-                if end > start - PLATEAU_DROP * abs(start):      # fell by less than 10 %
-                    fall = (start - end) / abs(start) if start else 0.0
-                    findings.append(_finding(
-                        "plateau", f"the mean loss of the last {losses.size // 4} steps is "
-                        f"{end:.3g}, {fall:.1%} below the first ten steps' "
-                        f"{start:.3g} (at least {PLATEAU_DROP:.0%} expected after "
-                        f"{losses.size} steps)"))
+            findings += _loss_curve_findings(losses, self.lrs)
         if "dead_units" not in symptoms:
             grown = {k: v for k, v in last.dead.items()
-                     if v - first.dead.get(k, 0.0) > DEAD_GROWTH}
+                     if v - first.dead.get(k, 0.0) > DEAD_GROWTH
+                     and last.dead_examples.get(k, MIN_EXAMPLES) >= MIN_EXAMPLES}
             if grown:
                 worst = max(grown, key=grown.get)
                 findings.append(_finding(
@@ -752,8 +1168,65 @@ class Watcher:
         if not last.nonfinite:
             findings += _ratio_findings(median, f"the median update ratio over "
                                         f"{len(self.measurements)} measured steps", trend)
+        if self.optimizer is not None:
+            missing = [n for n, p in self.model.named_parameters()
+                       if p.requires_grad and id(p) not in self._in_optimizer]
+            if missing:
+                findings.append(_finding(
+                    "not_in_optimizer", f"{len(missing)} trainable parameter tensors are not "
+                    f"in the optimizer: {_short_list(missing, 3)}; they get gradients and "
+                    f"never move", missing))
         return Report(last, findings, loss=float(losses[-1]) if losses.size else None,
                       losses=losses, steps=[m.step for m in self.measurements])
+
+
+def _loss_curve_findings(losses: np.ndarray, lrs: list[float]) -> list[Finding]:
+    """``diverged`` and ``plateau`` from the logged losses (and the learning rates, when
+    an optimizer was watched: a warm-up is not a plateau)."""
+    nonfinite = np.flatnonzero(~np.isfinite(losses))
+    if nonfinite.size:
+        t = int(nonfinite[0])
+        return [_finding("diverged", f"the loss went from {losses[0]:.3g} at step 0 to "
+                         f"{losses[t]:.3g} at step {t}", severe=True)]
+    head = max(1, min(10, losses.size // 4))
+    start = float(np.median(losses[:head]))
+    tail = max(3, losses.size // 10)
+    if start > 0 and losses.size > tail:
+        end = float(np.median(losses[-tail:]))
+        if end > DIVERGED_FACTOR * start:
+            below = np.flatnonzero(losses <= DIVERGED_FACTOR * start)
+            t = int(below[-1]) + 1 if below.size else 0       # the final stretch above
+            return [_finding("diverged", f"the loss went from {start:.3g} (median of the first "
+                             f"{head} steps) to {losses[t]:.3g} at step {t} and stayed above "
+                             f"{DIVERGED_FACTOR:g}x that: median {end:.3g} over the last "
+                             f"{tail} steps", severe=True)]
+    # a warm-up is not a plateau: judge the steps from the first at >= 90 % of the peak lr
+    n = min(losses.size, len(lrs)) if lrs else losses.size
+    begin = 0
+    if lrs and n and max(lrs[:n]) > 0:
+        begin = int(np.argmax(np.asarray(lrs[:n]) >= 0.9 * max(lrs[:n])))
+    window = losses[begin:]
+    if window.size < PLATEAU_MIN_STEPS:
+        return []
+    first, end = window[:10].mean(), window[-(window.size // 4):].mean()
+    if end <= first - PLATEAU_DROP * abs(first):           # fell by 10 % or more
+        return []
+    half = window[-(window.size // 4):]
+    k = np.arange(half.size, dtype=float)
+    k -= k.mean()
+    slope = float((k * (half - half.mean())).sum() / (k * k).sum())
+    resid = half - half.mean() - slope * k
+    se = math.sqrt(float((resid ** 2).sum()) / max(half.size - 2, 1) / float((k * k).sum()))
+    if slope < 0 and (se == 0 or slope / se < -4):        # still falling steadily
+        return []
+    fall = (first - end) / abs(first) if first else 0.0
+    warm = f" after a warm-up of {begin} steps" if begin else ""
+    return [_finding("plateau", f"the mean loss of the last {window.size // 4} steps is "
+                     f"{end:.3g}, {fall:.1%} below the first ten steps' {first:.3g}{warm} "
+                     f"(at least {PLATEAU_DROP:.0%} expected after {window.size} steps), and "
+                     f"it is not falling over the last {half.size}. (A run resumed from a "
+                     f"trained checkpoint may simply have converged: compare the loss with "
+                     f"a constant prediction's.)")]
 
 
 def _log_error(loss: Any) -> Exception:

@@ -47,8 +47,10 @@ References: fastai's ``Hooks``/``ActivationStats`` (course22p2); Glorot & Bengio
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections import OrderedDict
+from collections.abc import Mapping
 from typing import Any, Callable, Iterator, NamedTuple, Optional
 
 import numpy as np
@@ -125,12 +127,40 @@ def _owns_parameters(module: nn.Module) -> bool:
     return next(module.parameters(recurse=False), None) is not None
 
 
+def _is_layer(name: str, module: nn.Module, root: bool) -> bool:
+    """A layer: a module that owns parameters and is not an activation -- a leaf (Linear,
+    Conv, norms, ``nn.LSTM``), or a module with children that owns parameters it uses
+    itself (``nn.MultiheadAttention``'s ``in_proj_weight``, a hand-written RNN cell, a
+    block with a layer scale). The root is a layer only if it is a leaf: parameters the
+    root owns directly (a ViT's cls token and position embedding) are reported by name."""
+    if not _owns_parameters(module):
+        return False
+    if next(module.children(), None) is None:
+        return not _is_activation(name, module)
+    return not root
+
+
 def _layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """Modules that own parameters and are not activations (Linear, Conv, norms,
-    MultiheadAttention...), in registration order; the root is called ``model``."""
+    """Layers (:func:`_is_layer`) in registration order; a root that is a leaf (a bare
+    ``nn.Linear``) is called ``model``."""
     return [(name or "model", m) for name, m in model.named_modules()
-            if _owns_parameters(m) and not (next(m.children(), None) is None
-                                            and _is_activation(name or "model", m))]
+            if _is_layer(name or "model", m, root=m is model)]
+
+
+def _loose_parameters(model: nn.Module) -> list[tuple[str, Tensor]]:
+    """Parameters owned directly by a root that is not a leaf (a ViT's ``cls_token`` and
+    position embedding, a gate): reported under their parameter names, never as a layer
+    called ``model``, never the reference output layer."""
+    layers = {id(m) for _, m in _layers(model)}
+    out, seen = [], set()
+    for prefix, m in model.named_modules():
+        if id(m) in layers:
+            continue
+        for pname, p in m.named_parameters(recurse=False):
+            if id(p) not in seen:
+                seen.add(id(p))
+                out.append((f"{prefix}.{pname}" if prefix else pname, p))
+    return out
 
 
 def _weight(module: nn.Module) -> Tensor | None:
@@ -142,6 +172,33 @@ def _weight(module: nn.Module) -> Tensor | None:
         if isinstance(w, Tensor):
             return w
     return next((p for p in module.parameters(recurse=False) if p.dim() >= 2), None)
+
+
+def _dense(t: Tensor) -> Tensor:
+    """A tensor whose norm torch can take: sparse gradients (``nn.Embedding(sparse=True)``)
+    by their stored values, half precision in float32 (a float16 norm above 65504 is inf
+    although no value is)."""
+    t = t.detach()
+    if t.is_sparse:
+        t = t.coalesce().values()
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
+#: Producers whose outputs are channels-first (N, C, ...): a ReLU after them has one unit
+#: per channel.
+_CHANNELS_FIRST = (nn.modules.conv._ConvNd, nn.modules.batchnorm._BatchNorm, nn.GroupNorm,
+                   nn.modules.instancenorm._InstanceNorm, nn.LocalResponseNorm)
+
+
+def _unit_dim(z: Tensor, producer: nn.Module | None) -> int:
+    """The dimension of ``z`` that indexes units: channels (dim 1) after a convolution or a
+    channel norm, and for any 4- or 5-dimensional tensor from an unknown producer; else
+    the last (features of (N, F) and (N, T, F), after Linear, LayerNorm, attention)."""
+    if z.dim() <= 2:
+        return z.dim() - 1 if z.dim() else 0
+    if producer is not None:
+        return 1 if isinstance(producer, _CHANNELS_FIRST) else z.dim() - 1
+    return 1 if z.dim() >= 4 else z.dim() - 1
 
 
 def _label(name: str, module: nn.Module) -> str:
@@ -163,10 +220,16 @@ def _off(module: nn.Module, z: Tensor, y: Tensor) -> Tensor:
     return (z < 0) if isinstance(module, _LEAKY) else (y == 0)
 
 
-def _dead_per_unit(module: nn.Module, z: Tensor, y: Tensor) -> Tensor:
-    """(units,) bool: off for every example; units are the last dimension."""
-    units = z.shape[-1] if z.dim() > 0 else 1
-    return _off(module, z, y).reshape(-1, units).all(dim=0)
+def _dead_per_unit(module: nn.Module, z: Tensor, y: Tensor,
+                   producer: nn.Module | None = None) -> tuple[Tensor, int]:
+    """((units,) bool: off for every example, examples per unit). Units are channels or
+    features (:func:`_unit_dim`); every other dimension counts as an example."""
+    if z.dim() == 0:
+        return _off(module, z, y).reshape(1), 1
+    dim = _unit_dim(z, producer)
+    off = _off(module, z, y).movedim(dim, -1)
+    units = off.shape[-1]
+    return off.reshape(-1, units).all(dim=0), off.numel() // max(units, 1)
 
 
 def _tensors(module: nn.Module, out: Any) -> list[Tensor]:
@@ -178,6 +241,81 @@ def _tensors(module: nn.Module, out: Any) -> list[Tensor]:
         return [out]
     if isinstance(out, (tuple, list)):
         return [t for o in out for t in _tensors(module, o)]
+    return []
+
+
+def _has_tensor(out: Any) -> bool:
+    try:
+        _prediction(out)
+        return True
+    except TypeError:
+        return False
+
+
+def _fields(out: Any) -> list[tuple[str, Any]]:
+    """(name, value) of a dict, a dataclass or an object with ``logits``/``loss``."""
+    if isinstance(out, Mapping):
+        return list(out.items())
+    if dataclasses.is_dataclass(out) and not isinstance(out, type):
+        return [(f.name, getattr(out, f.name)) for f in dataclasses.fields(out)]
+    return [(k, getattr(out, k)) for k in ("loss", "logits") if hasattr(out, k)]
+
+
+def _prediction(out: Any) -> tuple[Tensor, Tensor | None]:
+    """(the prediction, the model's own loss or None) from what a model returned:
+
+    * a tensor;
+    * a tuple or list: its first tensor (``nn.LSTM``'s output), except that a scalar
+      first item followed by a tensor is ``(loss, logits, ...)`` (Hugging Face with
+      ``return_dict=False`` and labels);
+    * a dict, a dataclass or an object with ``.logits``/``.loss`` (a Hugging Face
+      ``ModelOutput``): ``logits``, else its first tensor that is not ``loss``; and
+      ``loss`` when the model computed one (labels passed in ``x``).
+    """
+    if isinstance(out, Tensor):
+        return out, None
+    if isinstance(out, (tuple, list)):
+        items = [o for o in out if o is not None]
+        if (len(items) >= 2 and isinstance(items[0], Tensor) and items[0].dim() == 0
+                and items[0].is_floating_point() and _has_tensor(items[1])):
+            return _prediction(items[1])[0], items[0]
+        for item in items:
+            if _has_tensor(item):
+                return _prediction(item)
+        raise TypeError("no tensor in the tuple")
+    fields = dict((k, v) for k, v in _fields(out) if v is not None)
+    loss = fields.get("loss") if isinstance(fields.get("loss"), Tensor) else None
+    if isinstance(fields.get("logits"), Tensor):
+        return fields["logits"], loss
+    for key, value in fields.items():
+        if key != "loss" and _has_tensor(value):
+            return _prediction(value)[0], loss
+    if loss is not None:
+        return loss, loss
+    raise TypeError(f"no tensor in {type(out).__name__}")
+
+
+def _nearest_layers(pred: Tensor | None, grad_fns: dict[Any, str],
+                    budget: int = 20000) -> list[str]:
+    """The layers whose outputs are fewest autograd steps from ``pred``: breadth-first
+    from ``pred.grad_fn`` to the first level that holds a layer's output. (The reference
+    of the signal ratios: the layer nearest the prediction, whatever ran last -- an
+    auxiliary head the loss does not use is not it.)"""
+    if pred is None or pred.grad_fn is None or not grad_fns:
+        return []
+    level, seen = [pred.grad_fn], {pred.grad_fn}
+    while level and budget > 0:
+        found = list(dict.fromkeys(grad_fns[n] for n in level if n in grad_fns))
+        if found:
+            return found
+        nxt = []
+        for node in level:
+            for child, _ in getattr(node, "next_functions", ()):
+                if child is not None and child not in seen:
+                    seen.add(child)
+                    nxt.append(child)
+        budget -= len(level)
+        level = nxt
     return []
 
 
@@ -278,10 +416,15 @@ class Recorder:
         self._moments: dict[str, _Moments] = {}
         self._kept: dict[str, list[np.ndarray]] = {}
         self._dead: dict[str, Tensor] = {}
+        self._dead_examples: dict[str, int] = {}
+        self._producer: nn.Module | None = None    # the layer that ran last
+        self._grad_fns: dict[Any, str] = {}        # autograd node of a layer output -> layer
+        self.reference_layers: list[str] = []
 
     def _layer_hook(self, name: str):
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
             self._layer_modules.setdefault(name, module)
+            self._producer = module
             current = self._pass
 
             def on_grad(grad: Tensor) -> None:
@@ -296,7 +439,16 @@ class Recorder:
             for t in _tensors(module, output):
                 if t.requires_grad:
                     t.register_hook(on_grad)
+                    if t.grad_fn is not None:
+                        self._grad_fns.setdefault(t.grad_fn, name)
         return hook
+
+    def _output_hook(self, module: nn.Module, inputs: Any, output: Any) -> None:
+        """On the model's output: the layers nearest to its prediction in the autograd
+        graph (the reference of the signal ratios), then forget the graph."""
+        pred = _prediction(output)[0] if _has_tensor(output) else None
+        self.reference_layers = _nearest_layers(pred, self._grad_fns)
+        self._grad_fns = {}
 
     def _activation_hook(self, name: str):
         def hook(module: nn.Module, inputs: Any, output: Any) -> None:
@@ -310,10 +462,14 @@ class Recorder:
                 flat = y.flatten().to(torch.float32).cpu().numpy().copy()
                 self._kept.setdefault(label, []).append(flat)
             if isinstance(module, RELU_FAMILY) and inputs and isinstance(inputs[0], Tensor):
-                dead = _dead_per_unit(module, inputs[0].detach(), y)
+                dead, examples = _dead_per_unit(module, inputs[0].detach(), y, self._producer)
                 old = self._dead.get(label)
                 # a second call with another number of units: the units are not the same
-                self._dead[label] = dead if old is None or old.shape != dead.shape else old & dead
+                if old is None or old.shape != dead.shape:
+                    self._dead[label], self._dead_examples[label] = dead, examples
+                else:
+                    self._dead[label] = old & dead
+                    self._dead_examples[label] += examples
         return hook
 
     # -- context manager ---------------------------------------------------------
@@ -327,6 +483,7 @@ class Recorder:
         self._new_pass()
         try:
             self._handles.append(self.model.register_forward_pre_hook(self._new_pass))
+            self._handles.append(self.model.register_forward_hook(self._output_hook))
             for name, module in self._targets[0]:
                 self._handles.append(module.register_forward_hook(self._activation_hook(name)))
             for name, module in self._targets[1]:
@@ -357,7 +514,7 @@ class Recorder:
                 names.append(name)
                 g = weight.grad
                 norms.append(torch.tensor(math.nan, dtype=torch.float64) if g is None
-                             else torch.linalg.vector_norm(g.detach().double()).cpu())
+                             else torch.linalg.vector_norm(_dense(g).double()).cpu())
         return dict(zip(names, torch.stack(norms).tolist())) if names else {}
 
     @property
@@ -401,6 +558,13 @@ class Recorder:
             return {}
         return dict(zip(labels, torch.stack([self._dead[k].double().mean().cpu()
                                              for k in labels]).tolist()))
+
+    @property
+    def dead_examples(self) -> dict[str, int]:
+        """label -> how many examples each unit of a ReLU-family activation was judged on
+        (batch size, times positions for convolutions and sequences)."""
+        return {label: self._dead_examples[label] for label in self._act_labels.values()
+                if label in self._dead_examples}
 
     @property
     def activations(self) -> dict[str, np.ndarray]:
@@ -569,8 +733,10 @@ def dead_units(model: nn.Module, x: Any) -> dict[str, float]:
     """Fraction of dead units of each ReLU-family activation on the batch ``x``.
 
     Runs ``model(x)`` once under ``no_grad`` (in whatever train/eval mode the model is).
-    Units are the *last* dimension of the activation's input; every other dimension
-    counts as an example. A unit is dead when, for every example of the batch,
+    Units are channels for convolution-shaped activations (N, C, H, W) -- dimension 1
+    after a convolution or a channel norm, or of any 4- or 5-dimensional activation -- and
+    features, the last dimension, for (N, F) and (N, T, F); every other dimension counts
+    as an example. A unit is dead when, for every example of the batch,
 
     * ReLU / ReLU6: it outputs exactly 0 (its input is :math:`\\le 0`);
     * LeakyReLU / PReLU / RReLU: its input is :math:`< 0` (it sits on the small-slope
@@ -596,21 +762,25 @@ def dead_units(model: nn.Module, x: Any) -> dict[str, float]:
     from .diagnose import _call          # (diagnose imports this module)
     dead: OrderedDict[str, Tensor] = OrderedDict()
     mismatch: list[str] = []
+    producer: list[nn.Module] = []          # the layer that ran last (units: channels?)
+
+    def ran(module: nn.Module, inputs: Any, output: Any) -> None:
+        producer[:] = [module]
 
     def make_hook(name: str):
         def hook(module: nn.Module, inputs: Any, output: Tensor) -> None:
-            z = inputs[0]
-            units = z.shape[-1] if z.dim() > 0 else 1
-            call_dead = _dead_per_unit(module, z, output)               # (units,)
+            call_dead, _ = _dead_per_unit(module, inputs[0], output,
+                                          producer[0] if producer else None)   # (units,)
             label = _label(name, module)
             if label in dead and dead[label].shape != call_dead.shape:
-                mismatch.append(f"{label} was called with {units} and "
+                mismatch.append(f"{label} was called with {call_dead.numel()} and "
                                 f"{dead[label].numel()} units in one forward pass")
                 return
             dead[label] = dead[label] & call_dead if label in dead else call_dead
         return hook
 
     handles = [m.register_forward_hook(make_hook(n)) for n, m in found]
+    handles += [m.register_forward_hook(ran) for _, m in _layers(model)]
     try:
         _call(model, x)
     finally:

@@ -30,35 +30,56 @@ __all__ = ["Symptom", "SYMPTOMS", "Finding", "Report"]
 # --------------------------------------------------------------------- symptoms
 class Symptom(NamedTuple):
     """One row of the book's map: what the symptom is, its usual causes, the remedy
-    to try first and the chapter that explains it."""
+    to try first and the chapter that explains it; ``remedies`` maps a cause that
+    :mod:`companion.diagnose` can tell apart to (its remedy, its chapter), and
+    ``severity`` is ``"info"`` for the notes (designs that look like a problem and are
+    not), else None (a warning or an error, by the numbers)."""
 
     name: str
     title: str
     cause: str
     remedy: str
     chapter: str
+    remedies: dict = {}
+    severity: Optional[str] = None
 
 
-#: symptom -> :class:`Symptom`, in the order of the book's chapters.
+#: symptom -> :class:`Symptom`, in the order of the book's chapters; the notes last.
 SYMPTOMS: "OrderedDict[str, Symptom]" = OrderedDict((s.name, s) for s in (
     Symptom("vanishing", "vanishing gradients",
             "a product of layer Jacobians smaller than 1: saturating activations, "
             "weights too small, too many layers",
             "He/Xavier initialization, ReLU-family activations, normalization, "
-            "skip connections", "vanishing"),
+            "skip connections", "vanishing",
+            {"frozen_zero": ("unfreeze that parameter or start it away from zero (a "
+                             "frozen zero, or one whose gradient is zero too, blocks every "
+                             "gradient behind it for good)", "initialization")}),
     Symptom("exploding", "exploding gradients",
             "a product of layer Jacobians larger than 1: weights too large, batch norm "
             "in a deep plain network, a recurrent matrix with radius > 1",
-            "variance-preserving initialization, skip connections, gradient clipping",
-            "exploding"),
+            "variance-preserving initialization, skip connections; per-layer adaptive "
+            "clipping (AGC) rather than global clipping, which scales every layer by the "
+            "same factor and leaves the imbalance between layers as it is", "exploding",
+            {"batch_norm": ("skip connections: batch norm in a deep plain network "
+                            "multiplies the gradient at every layer whatever the "
+                            "initialization (no initialization fixes it)",
+                            "skip_connections")}),
     Symptom("initial_loss", "loss far above the baseline",
-            "an output layer too large at the start: logits far from uniform",
+            "an output layer too large at the start, or far from the labels' prior",
             "scale the output layer down (or zero it) and check the loss at "
-            "initialization against log C", "initialization"),
+            "initialization against the best constant prediction", "initialization",
+            {"logits": ("scale the output layer down (or zero its weight) so that the "
+                        "first predictions are close to uniform", "initialization"),
+             "prior": ("set the output layer's bias to the log of the class "
+                       "frequencies (the log prior) and scale its weight down", "initialization"),
+             "offset": ("set the output layer's bias to mean(y), or standardize y",
+                        "initialization"),
+             "scale": ("scale the output layer down, or standardize y", "initialization")}),
     Symptom("saturation", "saturated activations",
-            "pre-activations too large for a sigmoid or tanh",
-            "Xavier initialization, normalization before the activation, or a "
-            "non-saturating activation", "activations"),
+            "pre-activations too large for a sigmoid or tanh: inputs not standardized, "
+            "weights too large",
+            "standardize the inputs, Xavier initialization, normalization before the "
+            "activation, or a non-saturating activation", "activations"),
     Symptom("dead_units", "dead ReLUs",
             "units pushed to negative pre-activations for every input, by a large "
             "step or a negative bias",
@@ -79,7 +100,44 @@ SYMPTOMS: "OrderedDict[str, Symptom]" = OrderedDict((s.name, s) for s in (
     Symptom("update_ratio", "update-to-weight ratio out of range",
             "a learning rate too small or too large for this layer's scale",
             "tune the learning rate (about 1e-3 of the weights per step), or an "
-            "adaptive optimizer", "optimizers"),
+            "adaptive optimizer", "optimizers",
+            {"large": ("a smaller learning rate, or warm-up", "optimizers"),
+             "small": ("a larger learning rate, or an adaptive optimizer; if the gradient "
+                       "there is vanishing, its remedies first", "optimizers"),
+             "rounding": ("keep float32 master weights (train in float32 under autocast) "
+                          "or a larger learning rate for these parameters", "optimizers")}),
+    Symptom("no_gradient", "parameters without a gradient",
+            "the graph between them and the loss is cut (.detach(), torch.no_grad(), "
+            ".item(), an integer cast) or their output is not used",
+            "find where the graph is cut: keep the computation from those parameters to "
+            "the loss in autograd, or freeze them on purpose (requires_grad_(False))",
+            "diagnose"),
+    Symptom("not_in_optimizer", "trainable parameters not in the optimizer",
+            "the optimizer was built from a subset of the parameters (or before a layer "
+            "was added)",
+            "build the optimizer from model.parameters(), or freeze those parameters on "
+            "purpose", "optimizers"),
+    Symptom("gated", "a small signal behind a gate, by design",
+            "a zero-initialized head, LoRA B or batch-norm gamma, a ReZero/SkipInit "
+            "alpha or a small layer scale, or a branch off the gradient's main path",
+            "nothing: it grows in training (check again after a few steps)",
+            "skip_connections", severity="info"),
+    Symptom("frozen", "frozen parameters", "requires_grad=False, on purpose",
+            "nothing, if they are meant to be frozen", "diagnose", severity="info"),
+    Symptom("not_called", "modules not called on this batch",
+            "an expert the router did not pick, a head this pass does not use",
+            "nothing, if that is how the model routes", "diagnose", severity="info"),
+    Symptom("unused_output", "outputs the loss does not use",
+            "an auxiliary head or a second output of the model, left out of the loss "
+            "diagnose computed (it takes the first output, or .logits, as the prediction)",
+            "nothing, if your training loss leaves them out too", "diagnose",
+            severity="info"),
+    Symptom("tied", "tied weights", "one weight shared by two layers (input and output "
+            "embedding)", "nothing", "diagnose", severity="info"),
+    Symptom("small_batch", "a batch too small to judge",
+            "too few examples per unit or per class to call a unit dead or estimate "
+            "the baseline loss", "diagnose a larger batch (at least 16 examples)",
+            "diagnose", severity="info"),
 ))
 
 
@@ -87,8 +145,11 @@ class Finding(NamedTuple):
     """One diagnosis: the symptom, how bad, where, the numbers, what to do, where to read.
 
     ``severity`` is ``"error"`` (training cannot work as it is: non-finite values, a
-    divergence, or a threshold missed by more than a factor of 1000) or ``"warning"``.
-    ``layers`` are module names (as in ``named_modules()``) or activation labels.
+    divergence, or a threshold missed by more than a factor of 1000), ``"warning"``,
+    or ``"info"`` for a note (a design that looks like a problem and is not).
+    ``layers`` are module names (as in ``named_modules()``), parameter names or
+    activation labels. ``cause`` is the key of the cause that was told apart (in
+    ``SYMPTOMS[symptom].remedies``), or ``""``.
     """
 
     symptom: str
@@ -97,18 +158,22 @@ class Finding(NamedTuple):
     evidence: str
     remedy: str
     chapter: str
+    cause: str = ""
 
     def __str__(self) -> str:
         where = f" in {_short_list(self.layers)}" if self.layers else ""
+        if self.severity == "info":
+            return f"[info] {SYMPTOMS[self.symptom].title}{where}: {self.evidence}."
         return (f"[{self.severity}] {SYMPTOMS[self.symptom].title}{where}: {self.evidence}. "
                 f"Try: {self.remedy} (chapter '{self.chapter}').")
 
 
 def _finding(symptom: str, evidence: str, layers: Sequence[str] = (), *,
-             severe: bool = False) -> Finding:
+             severe: bool = False, info: bool = False, cause: str = "") -> Finding:
     s = SYMPTOMS[symptom]
-    return Finding(symptom, "error" if severe else "warning", tuple(layers), evidence,
-                   s.remedy, s.chapter)
+    remedy, chapter = s.remedies.get(cause, (s.remedy, s.chapter))
+    severity = "info" if info else "error" if severe else "warning"
+    return Finding(symptom, severity, tuple(layers), evidence, remedy, chapter, cause)
 
 
 def _short_list(names: Sequence[str], k: int = 4) -> str:
@@ -121,7 +186,11 @@ class Report:
     """What :func:`diagnose` and :meth:`Watcher.report` return.
 
     Attributes:
-        findings: list of :class:`Finding`, worst first; empty for a healthy model.
+        findings: list of :class:`Finding` (errors, then warnings): what will hurt
+            training; empty for a healthy model.
+        notes: list of :class:`Finding` of severity ``"info"``: designs that look like
+            a problem and are not (a zero-initialized gate, frozen parameters, a module
+            not called, tied weights, a batch too small to judge), each saying what it is.
         loss: the loss of the pass (``None`` without ``y`` and ``loss``).
         baseline: the loss of the best constant prediction, when known.
         rows: the per-layer and per-activation table as a list of dicts (keys
@@ -152,9 +221,9 @@ class Report:
                                    what="a list of Finding")
         for i, f in enumerate(findings):
             _check.instance(f"findings[{i}]", f, Finding, "a Finding")
-            if f.severity not in ("error", "warning"):
-                raise ValueError(f"findings[{i}] must have severity 'error' or 'warning', "
-                                 f"got {f.severity!r}")
+            if f.severity not in ("error", "warning", "info"):
+                raise ValueError(f"findings[{i}] must have severity 'error', 'warning' or "
+                                 f"'info', got {f.severity!r}")
         loss = None if loss is None else _number("loss", loss)   # NaN: a diverged run
         baseline = _check.optional_real("baseline", baseline, low=0.0)
         if losses is not None:
@@ -164,7 +233,9 @@ class Report:
                  enumerate(_check.sequence("steps", steps, nonempty=False,
                                            what="a list of step numbers"))]
         order = {"error": 0, "warning": 1}
-        self.findings = sorted(findings, key=lambda f: order[f.severity])
+        self.findings = sorted((f for f in findings if f.severity != "info"),
+                               key=lambda f: order[f.severity])
+        self.notes = [f for f in findings if f.severity == "info"]
         self.loss, self.baseline = loss, baseline
         self.losses, self.steps = losses, list(steps)
         self._m = measurement
@@ -175,19 +246,23 @@ class Report:
 
     @property
     def ok(self) -> bool:
-        """True when there is no finding."""
+        """True when there is no finding (notes do not count)."""
         return not self.findings
 
     @property
     def rows(self) -> list[dict[str, Any]]:
         m, nan = self._m, math.nan
-        ref = [s for s in m.signal.values() if math.isfinite(s)]
-        ref = ref[-1] if ref else nan
+        from .diagnose import _signal_ratios          # (diagnose imports this module)
+        _, ratios = _signal_ratios(m)
         rows = [{"name": n, "kind": "layer", "type": t, "signal": m.signal.get(n, nan),
-                 "signal_ratio": m.signal.get(n, nan) / ref if ref else nan,
+                 "signal_ratio": ratios.get(n, nan),
                  "grad_norm": m.grad_norm.get(n, nan), "weight_norm": m.weight_norm.get(n, nan),
                  "update_ratio": m.update_ratio.get(n, nan)}
                 for n, t in m.layer_types.items()]
+        rows += [{"name": n, "kind": "parameter", "type": "parameter", "signal": nan,
+                  "signal_ratio": nan, "grad_norm": g, "weight_norm": w,
+                  "update_ratio": m.update_ratio.get(n, nan)}
+                 for n, (g, w) in getattr(m, "params", {}).items()]
         rows += [{"name": label, "kind": "activation", "type": label.split("after ")[-1][:-1],
                   "mean": s.mean, "std": s.std, "saturated": s.saturated_fraction,
                   "dead": m.dead.get(label, nan)} for label, s in m.act_stats.items()]
@@ -208,7 +283,7 @@ class Report:
         fmt = "{:<28} {:<18} {:>10} {:>10} {:>10} {:>10} {:>10}"
         lines.append(fmt.format("layer", "type", "signal", "vs out", "|grad W|", "|W|", "update"))
         for r in self.rows:
-            if r["kind"] == "layer":
+            if r["kind"] != "activation":
                 lines.append(fmt.format(r["name"][:28], r["type"][:18], *(
                     _num(r[k]) for k in ("signal", "signal_ratio", "grad_norm",
                                          "weight_norm", "update_ratio"))))
@@ -222,6 +297,9 @@ class Report:
         lines.append("Findings:" if self.findings else "No findings: nothing in this pass "
                      "is outside the thresholds.")
         lines += [f"- {f}" for f in self.findings]
+        if self.notes:
+            lines.append("Notes (by design, not problems):")
+            lines += [f"- {f}" for f in self.notes]
         return "\n".join(lines)
 
     def __repr__(self) -> str:
@@ -246,13 +324,17 @@ class Report:
             return (f"<table style='border-collapse:collapse;font-size:0.8em;margin:0.4em 0'>"
                     f"<tr>{head}</tr>{''.join(body)}</table>")
 
-        layers = [r for r in self.rows if r["kind"] == "layer"]
+        layers = [r for r in self.rows if r["kind"] != "activation"]
         acts = [r for r in self.rows if r["kind"] == "activation"]
+        notes = "".join(f"<li>note: {html.escape(SYMPTOMS[f.symptom].title)}: "
+                        f"{html.escape(f.evidence)}.</li>" for f in self.notes)
         items = "".join(f"<li><b>{f.severity}: {html.escape(SYMPTOMS[f.symptom].title)}</b>"
                         f"{' in ' + html.escape(_short_list(f.layers)) if f.layers else ''}: "
                         f"{html.escape(f.evidence)}. <i>Try:</i> {html.escape(f.remedy)} "
                         f"(chapter <code>{f.chapter}</code>).</li>" for f in self.findings)
         verdict = f"<ul>{items}</ul>" if items else "<p>No findings.</p>"
+        if notes:
+            verdict += f"<ul style='color:#555'>{notes}</ul>"
         out = [f"<div><p><b>Diagnosis</b>: {html.escape(self._summary() or 'one pass')}</p>",
                verdict, table(("layer", "type", "signal", "vs out", "|grad W|", "|W|",
                                "update ratio"),
@@ -293,7 +375,7 @@ class Report:
             ["acts"] if acts else [])
         grid = fig.add_gridspec(2, len(panels), height_ratios=(3, 1.3), hspace=0.5,
                                 wspace=0.42, left=0.1, right=0.97, top=0.87, bottom=0.03)
-        red = np.array([r["name"] in flagged for r in layers])
+        red = np.array([r["name"] in flagged for r in layers], dtype=bool)
         for i, panel in enumerate(panels):
             ax = fig.add_subplot(grid[0, i])
             if panel == "signal":
