@@ -991,8 +991,10 @@ class Watcher:
     measurements are read and the hooks removed. The other steps cost a hook call and
     a list append. A measured step costs about as much as one more training step, so
     ``every=10`` adds about a tenth. Measured with ``tests/benchmarks/bench_diagnose.py``
-    (CPU, 2 threads, SGD, every=10): x1.21 on the 3 ms step of a 20-layer MLP of width
-    32, x1.03 on an 8-layer MLP of width 512, x1.10 on a 6-layer TokenTransformer.
+    (CPU, 2 threads, SGD, every=10): x1.45 on the 1.6 ms step of a 20-layer MLP of width
+    32, x1.06 on an 8-layer MLP of width 512, x1.08 on a 6-layer TokenTransformer, x1.03
+    on a 4-layer Hugging Face GPT-2 (the version before the notes and causes, in the same
+    session: x1.35, x1.06, x1.04).
 
     Only the weights a step trained are compared: frozen ones, those outside the
     optimizer, those without a gradient (an expert the router did not pick) and those
