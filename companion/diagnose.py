@@ -809,9 +809,11 @@ def _diagnose_pass(model, x, y, loss, optimizer, seed) -> Report:
                                                                       side)
     findings += _initial_loss_findings(model, kind, base, lv / per, per, out, y, class_dim)
     if optimizer is not None and not m.nonfinite:
-        rounding = {n: str(w.dtype).replace("torch.", "") for n, w in (
-            (n, _dg._weight(dict(model.named_modules())[n if n != "model" else ""]))
-            for n, r in judged.items() if r == 0) if w.dtype in (torch.float16, torch.bfloat16)}
+        modules = dict(model.named_modules())
+        weights = {n: _dg._weight(modules[n if n != "model" else ""])
+                   for n, r in judged.items() if r == 0}
+        rounding = {n: str(w.dtype).replace("torch.", "") for n, w in weights.items()
+                    if w.dtype in (torch.float16, torch.bfloat16)}
         findings += _ratio_findings(judged, "one step's update ratio", rounding=rounding)
     return Report(m, findings, loss=lv if y is not None or loss is not None
                   or own_loss is not None else None,
@@ -1021,10 +1023,10 @@ class Watcher:
         # that starts at or near zero by design means nothing (GATE_SCALE)
         gates, frozen_zeros = _gates(self.model)
         self._gate_names = set(gates) | set(frozen_zeros)
-        gates = {id(p) for n, p in self.model.named_parameters() if n in gates}
+        gate_ids = {id(p) for n, p in self.model.named_parameters() if n in gates}
         self._weights = {n: w for n, m in _dg._layers(self.model)
                          if (w := _dg._weight(m)) is not None and w.requires_grad
-                         and id(w) not in gates}
+                         and id(w) not in gate_ids}
         self._in_optimizer = None if self.optimizer is None else {
             id(p) for g in self.optimizer.param_groups for p in g["params"]}
         self.lrs: list[float] = []

@@ -244,14 +244,6 @@ def _tensors(module: nn.Module, out: Any) -> list[Tensor]:
     return []
 
 
-def _has_tensor(out: Any) -> bool:
-    try:
-        _prediction(out)
-        return True
-    except TypeError:
-        return False
-
-
 def _fields(out: Any) -> list[tuple[str, Any]]:
     """(name, value) of a dict, a dataclass or an object with ``logits``/``loss``."""
     if isinstance(out, Mapping):
@@ -271,28 +263,43 @@ def _prediction(out: Any) -> tuple[Tensor, Tensor | None]:
     * a dict, a dataclass or an object with ``.logits``/``.loss`` (a Hugging Face
       ``ModelOutput``): ``logits``, else its first tensor that is not ``loss``; and
       ``loss`` when the model computed one (labels passed in ``x``).
+
+    Raises:
+        TypeError: there is no tensor in ``out``.
     """
+    found = _find_prediction(out)
+    if found is None:
+        raise TypeError(f"no tensor in {type(out).__name__}")
+    return found
+
+
+def _find_prediction(out: Any, depth: int = 0) -> tuple[Tensor, Tensor | None] | None:
+    """:func:`_prediction`, or None when ``out`` holds no tensor (nested at most 4 deep)."""
     if isinstance(out, Tensor):
         return out, None
+    if depth > 4:
+        return None
     if isinstance(out, (tuple, list)):
         items = [o for o in out if o is not None]
         if (len(items) >= 2 and isinstance(items[0], Tensor) and items[0].dim() == 0
-                and items[0].is_floating_point() and _has_tensor(items[1])):
-            return _prediction(items[1])[0], items[0]
+                and items[0].is_floating_point()):
+            rest = _find_prediction(items[1], depth + 1)
+            if rest is not None:
+                return rest[0], items[0]
         for item in items:
-            if _has_tensor(item):
-                return _prediction(item)
-        raise TypeError("no tensor in the tuple")
-    fields = dict((k, v) for k, v in _fields(out) if v is not None)
+            found = _find_prediction(item, depth + 1)
+            if found is not None:
+                return found
+        return None
+    fields = {k: v for k, v in _fields(out) if v is not None}
     loss = fields.get("loss") if isinstance(fields.get("loss"), Tensor) else None
     if isinstance(fields.get("logits"), Tensor):
         return fields["logits"], loss
     for key, value in fields.items():
-        if key != "loss" and _has_tensor(value):
-            return _prediction(value)[0], loss
-    if loss is not None:
-        return loss, loss
-    raise TypeError(f"no tensor in {type(out).__name__}")
+        found = None if key == "loss" else _find_prediction(value, depth + 1)
+        if found is not None:
+            return found[0], loss
+    return (loss, loss) if loss is not None else None
 
 
 def _nearest_layers(pred: Tensor | None, grad_fns: dict[Any, str],
@@ -446,8 +453,8 @@ class Recorder:
     def _output_hook(self, module: nn.Module, inputs: Any, output: Any) -> None:
         """On the model's output: the layers nearest to its prediction in the autograd
         graph (the reference of the signal ratios), then forget the graph."""
-        pred = _prediction(output)[0] if _has_tensor(output) else None
-        self.reference_layers = _nearest_layers(pred, self._grad_fns)
+        found = _find_prediction(output)
+        self.reference_layers = _nearest_layers(found and found[0], self._grad_fns)
         self._grad_fns = {}
 
     def _activation_hook(self, name: str):

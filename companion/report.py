@@ -262,7 +262,7 @@ class Report:
         rows += [{"name": n, "kind": "parameter", "type": "parameter", "signal": nan,
                   "signal_ratio": nan, "grad_norm": g, "weight_norm": w,
                   "update_ratio": m.update_ratio.get(n, nan)}
-                 for n, (g, w) in getattr(m, "params", {}).items()]
+                 for n, (g, w) in m.params.items()]
         rows += [{"name": label, "kind": "activation", "type": label.split("after ")[-1][:-1],
                   "mean": s.mean, "std": s.std, "saturated": s.saturated_fraction,
                   "dead": m.dead.get(label, nan)} for label, s in m.act_stats.items()]

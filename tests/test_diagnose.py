@@ -75,13 +75,7 @@ OPTIMIZERS = {"none": None,
               "sgd": lambda params: torch.optim.SGD(params, lr=0.01)}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These models are small: one thread is fastest (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # small models: one thread
 
 
 # ------------------------------------------------------------------------- helpers
@@ -1266,6 +1260,16 @@ def test_diagnose_refuses_bad_data_and_broadcasting_targets():
 
 
 # ------------------------------------------------- 11. designs that are not problems
+def _watched_training(model, opt, x, y, loss_fn, *, steps: int, every: int) -> Watcher:
+    """``steps`` full-batch training steps under ``watch(model, opt, every=every)``."""
+    with watch(model, opt, every=every) as w:
+        for _ in range(steps):
+            loss = loss_fn(model(x), y)
+            _step(opt, loss)
+            w.log(loss)
+    return w
+
+
 class _Tokens(nn.Module):
     """A ViT-like model that owns loose parameters at its root (a cls token of std 1e-6
     and a position embedding), a LayerNorm and a zero-initialized head."""
@@ -1372,12 +1376,8 @@ def test_gated_residual_branches_are_not_vanishing(kind):
     _assert_no_findings(report, kind)
     gated = [f for f in report.notes if f.symptom == "gated"]
     assert gated and ("scales.0" in gated[0].evidence or "branches.0.4.weight" in gated[0].evidence)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    with watch(model, opt, every=5) as w:
-        for _ in range(20):
-            loss = F.cross_entropy(model(x), y)
-            _step(opt, loss)
-            w.log(loss)
+    w = _watched_training(model, torch.optim.AdamW(model.parameters(), lr=1e-2), x, y,
+                          F.cross_entropy, steps=20, every=5)
     assert w.losses[-1] < 0.5 * w.losses[0], w.losses
     _assert_no_findings(w.report(), f"{kind} under watch")
 
@@ -1394,11 +1394,7 @@ def test_frozen_parameters_in_the_optimizer_are_a_note():
     _assert_no_findings(report, "frozen backbone")
     frozen = [f for f in report.notes if f.symptom == "frozen"]
     assert len(frozen) == 1 and "4 of 10 parameter tensors" in frozen[0].evidence
-    with watch(net, opt, every=2) as w:
-        for _ in range(6):
-            loss = F.cross_entropy(net(x), y)
-            _step(opt, loss)
-            w.log(loss)
+    w = _watched_training(net, opt, x, y, F.cross_entropy, steps=6, every=2)
     _assert_no_findings(w.report(), "frozen backbone under watch")
 
 
@@ -1534,12 +1530,8 @@ def test_sparse_gradients_half_precision_and_unrouted_experts_do_not_crash():
     y = torch.randn(32, 2, generator=torch.Generator().manual_seed(1))
     report = diagnose(moe, x, y)
     assert [n.symptom for n in report.notes] == ["not_called"], report.notes
-    opt = torch.optim.Adam(moe.parameters(), lr=1e-3)
-    with watch(moe, opt, every=1) as w:
-        for _ in range(3):
-            loss = F.mse_loss(moe(x), y)
-            _step(opt, loss)
-            w.log(loss)
+    w = _watched_training(moe, torch.optim.Adam(moe.parameters(), lr=1e-3), x, y, F.mse_loss,
+                          steps=3, every=1)
     _assert_no_findings(w.report(), "moe")
 
 

@@ -74,13 +74,7 @@ DIVERGES_FACTOR = 10.0
 WATCH_STEPS = 20
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These models are small: one thread is fastest (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")   # small models: one thread
 
 
 # ------------------------------------------------------------------------- cases
