@@ -36,6 +36,7 @@ same in training and inference.
   L/\partial y` and bars the means over the normalized values.
 * :class:`BatchNorm1d`, :class:`BatchNorm2d`, :class:`LayerNorm`, :class:`RMSNorm`,
   :class:`GroupNorm` -- drop-in modules.
+* :func:`fold_batch_norm` -- batch norm in eval mode folded into the layer before it.
 
 Example::
 
@@ -53,6 +54,7 @@ References: Ioffe & Szegedy (2015); Ba, Kiros & Hinton (2016); Zhang & Sennrich
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import numbers
 from typing import Any, NamedTuple, Sequence
@@ -65,7 +67,8 @@ from . import _check
 
 __all__ = ["RunningStats", "batch_norm_train", "batch_norm_eval", "layer_norm", "rms_norm",
            "group_norm", "batch_norm_backward", "layer_norm_backward", "BatchNorm1d",
-           "BatchNorm2d", "LayerNorm", "RMSNorm", "GroupNorm", "TRANSFORMATIONS", "invariances"]
+           "BatchNorm2d", "LayerNorm", "RMSNorm", "GroupNorm", "fold_batch_norm", "TRANSFORMATIONS",
+           "invariances"]
 
 Array = Any  # a numpy.ndarray or a torch.Tensor: every body below works for both
 
@@ -81,10 +84,26 @@ class RunningStats(NamedTuple):
 
 # ----------------------------------------------------------------------------- checks
 def _input(name: str, x: object, min_ndim: int = 1) -> Array:
-    """A pure function's ``x`` (or ``grad_y``): a non-empty floating numpy array or torch
-    tensor with at least ``min_ndim`` dimensions. No NaN scan: a diverging network's
-    activations are normalized (to NaN) and passed on, as torch's layers do."""
-    return _check.array(name, x, min_ndim=min_ndim)
+    """A pure function's ``x`` (or ``grad_y``): a floating numpy array or torch tensor with
+    at least ``min_ndim`` dimensions. Empty is legal, as in torch (the last shard of a
+    dataset on one process can be empty): the output is empty too. No NaN scan: a
+    diverging network's activations are normalized (to NaN) and passed on, as torch's
+    layers do."""
+    return _check.array(name, x, min_ndim=min_ndim, nonempty=False)
+
+
+def _empty(x: Array) -> bool:
+    return (x.numel() if isinstance(x, Tensor) else x.size) == 0
+
+
+def _training_eps(eps: object) -> float:
+    """``eps`` of a batch-norm *module* using batch statistics: > 0, as torch's modules
+    require (with eps = 0 a channel whose values are all equal divides 0 by 0)."""
+    eps = _eps(eps)
+    if eps <= 0:
+        raise ValueError(f"batch_norm eps must be positive during training, but got {eps!r} "
+                         f"(torch refuses it too: a constant channel would divide 0 by 0)")
+    return eps
 
 
 def _eps(eps: object, *, optional: bool = False) -> float | None:
@@ -159,9 +178,9 @@ def _factory(device: object, dtype: object) -> dict:
 
 
 def _module_input(module: nn.Module, x: object, ref: Tensor | None) -> Tensor:
-    """A module's input: a non-empty floating tensor with the dtype of ``ref`` (the
-    module's weight or running mean; torch refuses mixed dtypes too)."""
-    x = _check.tensor("x", x)
+    """A module's input: a floating tensor (empty is legal, as in torch) with the dtype of
+    ``ref`` (the module's weight or running mean; torch refuses mixed dtypes too)."""
+    x = _check.tensor("x", x, nonempty=False)
     if ref is not None and x.dtype != ref.dtype:
         want = str(ref.dtype).replace("torch.", "")
         raise TypeError(f"x must have the module's dtype {want}, got {_check.show(x)} "
@@ -200,22 +219,24 @@ def batch_norm_train(x: Array, gamma: Array | None = None, beta: Array | None = 
         gamma, beta: ``(C,)`` scale and shift, or ``None`` (1 and 0).
         running: the current running estimates, or ``None`` to skip the update.
         momentum: :math:`m` in [0, 1], or ``None`` for the cumulative average (:math:`m = 1/t`).
-        eps: :math:`\epsilon \ge 0`, added to the variance.
+        eps: :math:`\epsilon \ge 0`, added to the variance (0 gives the equation exactly;
+            the modules, like torch's, refuse it in training).
 
     Returns:
         ``(y, new_running)``: ``y`` like ``x``; ``new_running`` a new
         :class:`RunningStats` (``count + 1``; the variance estimate unbiased), or
-        ``None`` when ``running`` is ``None``.
+        ``None`` when ``running`` is ``None``. An empty batch (as torch): ``y`` empty,
+        the running estimates unchanged, ``count + 1``.
 
     Raises:
         TypeError: ``x`` not a floating numpy array or torch tensor; ``gamma``, ``beta``,
             ``running.mean``/``running.var`` not arrays of ``x``'s kind (numpy with numpy,
             torch with torch); ``running`` not a :class:`RunningStats`; ``eps`` or
             ``momentum`` not a number.
-        ValueError: ``x`` empty or with fewer than 2 dimensions, or a single value per
-            channel (the variance is undefined); ``gamma``, ``beta`` or the running
-            statistics not of shape ``(C,)``; ``running.count`` < 0; ``eps`` < 0 or not
-            finite; ``momentum`` outside [0, 1].
+        ValueError: ``x`` with fewer than 2 dimensions, or a single value per channel
+            (the variance is undefined); ``gamma``, ``beta`` or the running statistics
+            not of shape ``(C,)``; ``running.count`` < 0; ``eps`` < 0 or not finite;
+            ``momentum`` outside [0, 1].
     """
     x = _input("x", x, min_ndim=2)
     axes = _channel_axes(x)
@@ -224,11 +245,15 @@ def batch_norm_train(x: Array, gamma: Array | None = None, beta: Array | None = 
     running = _running(running, C, x)
     momentum, eps = _momentum(momentum), _eps(eps)
     n = _values_per_channel(x)
-    if n < 2:
+    if n == 1:
         raise ValueError(f"Expected more than 1 value per channel when training, got input "
                          f"x of shape {tuple(x.shape)}")
-    mu = x.mean(axis=axes, keepdims=True)                    # (1) batch mean, (1, C, 1..)
-    var = ((x - mu) ** 2).mean(axis=axes, keepdims=True)     # (2) biased batch variance
+    if n == 0:          # an empty batch: nothing to normalize, nothing to learn from
+        mu = x.sum(axis=axes, keepdims=True)                 # zeros, (1, C, 1..)
+        var = mu + 1
+    else:
+        mu = x.mean(axis=axes, keepdims=True)                # (1) batch mean, (1, C, 1..)
+        var = ((x - mu) ** 2).mean(axis=axes, keepdims=True)  # (2) biased batch variance
     x_hat = (x - mu) / (var + eps) ** 0.5                    # (3) normalize
     y = x_hat                                                # (4) scale and shift
     if gamma is not None:
@@ -238,6 +263,8 @@ def batch_norm_train(x: Array, gamma: Array | None = None, beta: Array | None = 
     if running is None:
         return y, None
     count = int(running.count) + 1
+    if n == 0:          # torch counts the batch but leaves the estimates as they were
+        return y, RunningStats(mean=running.mean * 1, var=running.var * 1, count=count)
     m = 1.0 / count if momentum is None else momentum
     # the running estimates are state, not part of the graph (as torch's): no autograd
     with torch.no_grad() if isinstance(x, Tensor) else contextlib.nullcontext():
@@ -258,7 +285,7 @@ def batch_norm_eval(x: Array, running_mean: Array, running_var: Array,
         TypeError: ``x`` not a floating numpy array or torch tensor; ``running_mean``,
             ``running_var`` (required), ``gamma`` or ``beta`` not arrays of ``x``'s kind;
             ``eps`` not a number.
-        ValueError: ``x`` empty or with fewer than 2 dimensions; ``running_mean``,
+        ValueError: ``x`` with fewer than 2 dimensions; ``running_mean``,
             ``running_var``, ``gamma`` or ``beta`` not of shape ``(C,)``; ``eps`` < 0 or
             not finite.
     """
@@ -296,7 +323,7 @@ def layer_norm(x: Array, normalized_shape: int | Sequence[int], gamma: Array | N
         TypeError: ``x`` not a floating numpy array or torch tensor; ``normalized_shape``
             neither an int nor a sequence of ints; ``gamma``/``beta`` not arrays of
             ``x``'s kind; ``eps`` not a number.
-        ValueError: ``x`` empty or not ending with ``normalized_shape``; a size < 1;
+        ValueError: ``x`` not ending with ``normalized_shape``; a size < 1;
             ``gamma``/``beta`` not of shape ``normalized_shape``; ``eps`` < 0 or not finite.
     """
     x = _input("x", x)
@@ -349,7 +376,7 @@ def group_norm(x: Array, num_groups: int, gamma: Array | None = None, beta: Arra
     Raises:
         TypeError: ``x`` not a floating numpy array or torch tensor; ``num_groups`` not an
             int; ``gamma``/``beta`` not arrays of ``x``'s kind; ``eps`` not a number.
-        ValueError: ``x`` empty or with fewer than 2 dimensions; ``num_groups`` < 1 or not
+        ValueError: ``x`` with fewer than 2 dimensions; ``num_groups`` < 1 or not
             dividing ``C``; ``gamma``/``beta`` not of shape ``(C,)``; ``eps`` < 0 or not
             finite.
     """
@@ -360,9 +387,13 @@ def group_norm(x: Array, num_groups: int, gamma: Array | None = None, beta: Arra
         raise ValueError(f"num_channels ({C}) of x must be divisible by num_groups ({G})")
     gamma, beta = _param("gamma", gamma, (C,), x), _param("beta", beta, (C,), x)
     eps = _eps(eps)
-    xg = x.reshape((N, G, -1))                       # (N, G, C/G * positions)
-    mu = xg.mean(axis=(2,), keepdims=True)
-    var = ((xg - mu) ** 2).mean(axis=(2,), keepdims=True)
+    xg = x.reshape((N, G, math.prod(x.shape[1:]) // G))   # (N, G, C/G * positions)
+    if _empty(x):       # no example, or no position: an empty output, as torch's
+        mu = xg.sum(axis=(2,), keepdims=True)
+        var = mu + 1
+    else:
+        mu = xg.mean(axis=(2,), keepdims=True)
+        var = ((xg - mu) ** 2).mean(axis=(2,), keepdims=True)
     y = ((xg - mu) / (var + eps) ** 0.5).reshape(tuple(x.shape))
     if gamma is not None:
         y = _per_channel(gamma, x.ndim) * y
@@ -394,7 +425,7 @@ def batch_norm_backward(grad_y: Array, x: Array, gamma: Array | None = None, *,
     Raises:
         TypeError: ``grad_y`` or ``x`` not a floating numpy array or torch tensor, or not
             of the same kind; ``gamma`` not an array of ``x``'s kind; ``eps`` not a number.
-        ValueError: ``grad_y`` not of ``x``'s shape; ``x`` empty or with fewer than 2
+        ValueError: ``grad_y`` not of ``x``'s shape; ``x`` with fewer than 2
             dimensions; ``gamma`` not of shape ``(C,)``; ``eps`` < 0 or not finite.
     """
     grad_y = _input("grad_y", grad_y, min_ndim=2)
@@ -404,6 +435,9 @@ def batch_norm_backward(grad_y: Array, x: Array, gamma: Array | None = None, *,
     axes = _channel_axes(x)
     gamma = _param("gamma", gamma, (x.shape[1],), x)
     eps = _eps(eps)
+    if _empty(x):       # an empty batch: no gradient to pass on, zero for gamma and beta
+        zeros = x.sum(axis=axes)
+        return grad_y * 1, zeros, zeros * 1
     mu = x.mean(axis=axes, keepdims=True)
     sigma = (((x - mu) ** 2).mean(axis=axes, keepdims=True) + eps) ** 0.5
     x_hat = (x - mu) / sigma
@@ -447,13 +481,17 @@ def layer_norm_backward(grad_y: Array, x: Array, normalized_shape: int | Sequenc
 
 
 # --------------------------------------------------------------------------- modules
-def _register_affine(module: nn.Module, channels: int, affine: bool, kw: dict) -> None:
-    """Per-channel ``weight`` (gamma = 1) and ``bias`` (beta = 0), or both registered as None."""
+def _register_affine(module: nn.Module, channels: int, affine: bool, kw: dict,
+                     bias: bool = True) -> None:
+    """Per-channel ``weight`` (gamma = 1) and ``bias`` (beta = 0; only with ``bias``), or
+    both registered as None."""
     if affine:
         module.weight = nn.Parameter(torch.ones(channels, **kw))
-        module.bias = nn.Parameter(torch.zeros(channels, **kw))
     else:
         module.register_parameter("weight", None)
+    if affine and bias:
+        module.bias = nn.Parameter(torch.zeros(channels, **kw))
+    else:
         module.register_parameter("bias", None)
 
 
@@ -466,7 +504,7 @@ class _BatchNorm(nn.Module):
 
     def __init__(self, num_features: int, eps: float = 1e-5, momentum: float | None = 0.1,
                  affine: bool = True, track_running_stats: bool = True, device=None,
-                 dtype=None) -> None:
+                 dtype=None, *, bias: bool = True) -> None:
         super().__init__()
         self.num_features = num_features = _size("num_features", num_features)
         self.eps = _eps(eps)
@@ -475,7 +513,7 @@ class _BatchNorm(nn.Module):
         self.track_running_stats = track_running_stats = _check.flag(
             "track_running_stats", track_running_stats)
         kw = _factory(device, dtype)
-        _register_affine(self, num_features, affine, kw)
+        _register_affine(self, num_features, affine, kw, _check.flag("bias", bias))
         if track_running_stats:
             self.register_buffer("running_mean", torch.zeros(num_features, **kw))
             self.register_buffer("running_var", torch.ones(num_features, **kw))
@@ -493,8 +531,9 @@ class _BatchNorm(nn.Module):
 
     def reset_parameters(self) -> None:
         self.reset_running_stats()
-        if self.affine:
+        if self.weight is not None:
             nn.init.ones_(self.weight)
+        if self.bias is not None:
             nn.init.zeros_(self.bias)
 
     def _check_input(self, x: object) -> Tensor:
@@ -513,13 +552,16 @@ class _BatchNorm(nn.Module):
 
         Raises:
             TypeError: ``x`` not a floating torch tensor, or not of the module's dtype.
-            ValueError: ``x`` empty, of the wrong number of dimensions (2 or 3 for
+            ValueError: ``x`` of the wrong number of dimensions (2 or 3 for
                 :class:`BatchNorm1d`, 4 for :class:`BatchNorm2d`) or channels; one value
-                per channel in training mode.
+                per channel in training mode; ``eps`` = 0 with batch statistics (torch
+                raises the same). An empty ``x`` gives an empty output, as torch's.
         """
         x = self._check_input(x)
         # Batch statistics in training mode, and in eval mode when nothing is tracked.
         use_batch = self.training or self.running_mean is None
+        if use_batch:
+            _training_eps(self.eps)
         if not use_batch:
             return batch_norm_eval(x, self.running_mean, self.running_var, self.weight,
                                    self.bias, eps=self.eps)
@@ -539,7 +581,8 @@ class _BatchNorm(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"{self.num_features}, eps={self.eps}, momentum={self.momentum}, "
-                f"affine={self.affine}, track_running_stats={self.track_running_stats}")
+                f"affine={self.affine}, bias={self.bias is not None}, "
+                f"track_running_stats={self.track_running_stats}")
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
                               unexpected_keys, error_msgs) -> None:
@@ -554,7 +597,8 @@ class _BatchNorm(nn.Module):
 class BatchNorm1d(_BatchNorm):
     r"""Batch norm over a 2D ``(N, C)`` or 3D ``(N, C, L)`` input; a drop-in for
     ``torch.nn.BatchNorm1d`` (same arguments, defaults, buffers and ``state_dict`` keys:
-    ``weight, bias, running_mean, running_var, num_batches_tracked``).
+    ``weight, bias, running_mean, running_var, num_batches_tracked``; the keyword-only
+    ``bias=False`` of torch 2.13 keeps gamma and drops beta).
 
     Training mode normalizes with the batch statistics (biased variance) and updates the
     running estimates (unbiased variance, momentum ``m``: see the module docstring);
@@ -563,7 +607,7 @@ class BatchNorm1d(_BatchNorm):
 
     Raises:
         TypeError: ``num_features`` not an int; ``eps``/``momentum`` not numbers;
-            ``affine``/``track_running_stats`` not bools; ``dtype`` not a floating
+            ``affine``/``track_running_stats``/``bias`` not bools; ``dtype`` not a floating
             torch.dtype; ``device`` not a device.
         ValueError: ``num_features`` < 1, ``eps`` < 0 or not finite, ``momentum``
             outside [0, 1], an unknown ``device``. (``forward``: see its docstring.)
@@ -612,7 +656,7 @@ class LayerNorm(nn.Module):
 
         Raises:
             TypeError: ``x`` not a floating torch tensor, or not of the module's dtype.
-            ValueError: ``x`` empty or not ending with ``normalized_shape``.
+            ValueError: ``x`` not ending with ``normalized_shape``.
         """
         x = _module_input(self, x, self.weight)
         return layer_norm(x, self.normalized_shape, self.weight, self.bias, eps=self.eps)
@@ -651,7 +695,7 @@ class RMSNorm(nn.Module):
             TypeError: ``x`` not a floating torch tensor, or not of the module's dtype
                 (torch's ``RMSNorm`` promotes a mixed pair; we refuse it, as its
                 ``LayerNorm`` does).
-            ValueError: ``x`` empty or not ending with ``normalized_shape``.
+            ValueError: ``x`` not ending with ``normalized_shape``.
         """
         x = _module_input(self, x, self.weight)
         return rms_norm(x, self.normalized_shape, self.weight, eps=self.eps)
@@ -662,18 +706,19 @@ class RMSNorm(nn.Module):
 
 class GroupNorm(nn.Module):
     r"""Group norm; a drop-in for ``torch.nn.GroupNorm(num_groups, num_channels, eps=1e-5,
-    affine=True)`` on ``(N, C, *)`` inputs (``state_dict`` keys ``weight``, ``bias``).
+    affine=True, *, bias=True)`` on ``(N, C, *)`` inputs (``state_dict`` keys ``weight``,
+    ``bias``).
     See :func:`group_norm`.
 
     Raises:
         TypeError: ``num_groups``/``num_channels`` not ints, ``eps`` not a number,
-            ``affine`` not a bool, a bad ``dtype``/``device``.
+            ``affine``/``bias`` not bools, a bad ``dtype``/``device``.
         ValueError: a count < 1, ``num_channels`` not divisible by ``num_groups``,
             ``eps`` < 0 or not finite, an unknown ``device``.
     """
 
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
-                 device=None, dtype=None) -> None:
+                 device=None, dtype=None, *, bias: bool = True) -> None:
         super().__init__()
         self.num_groups = num_groups = _size("num_groups", num_groups)
         self.num_channels = num_channels = _size("num_channels", num_channels)
@@ -681,14 +726,15 @@ class GroupNorm(nn.Module):
             raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
         self.eps = _eps(eps)
         self.affine = affine = _check.flag("affine", affine)
-        _register_affine(self, num_channels, affine, _factory(device, dtype))
+        _register_affine(self, num_channels, affine, _factory(device, dtype),
+                         _check.flag("bias", bias))
 
     def forward(self, x: Tensor) -> Tensor:
         """Group norm of an ``(N, num_channels, *)`` input ``x``.
 
         Raises:
             TypeError: ``x`` not a floating torch tensor, or not of the module's dtype.
-            ValueError: ``x`` empty, or not of shape ``(N, num_channels, *)``.
+            ValueError: ``x`` not of shape ``(N, num_channels, *)``.
         """
         x = _module_input(self, x, self.weight)
         if x.dim() < 2 or x.shape[1] != self.num_channels:
@@ -697,7 +743,68 @@ class GroupNorm(nn.Module):
         return group_norm(x, self.num_groups, self.weight, self.bias, eps=self.eps)
 
     def extra_repr(self) -> str:
-        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}"
+        return (f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, "
+                f"bias={self.bias is not None}")
+
+
+# ------------------------------------------------------------------------- folding
+_FOLDABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def fold_batch_norm(layer: nn.Module, bn: nn.Module) -> nn.Module:
+    r"""A copy of ``layer`` that computes ``bn(layer(x))`` with ``bn`` in eval mode: batch
+    norm with running statistics is an affine map per channel, so it folds into the
+    layer before it. With :math:`s_c = \gamma_c / \sqrt{\bar\sigma_c^2 + \epsilon}`,
+
+    .. math:: W'_{c\cdot} = s_c\,W_{c\cdot},\qquad b'_c = s_c\,(b_c - \bar\mu_c) + \beta_c
+
+    (:math:`b = 0` for a layer without bias, :math:`\gamma = 1, \beta = 0` without affine
+    parameters). Inference then costs one layer instead of two. Training cannot fold: there
+    the statistics are the batch's own. The same rule as torch's
+    ``torch.nn.utils.fusion.fuse_linear_bn_eval`` / ``fuse_conv_bn_eval``.
+
+    Args:
+        layer: an ``nn.Linear`` (on ``(N, F)`` inputs) or ``nn.Conv1d/2d/3d`` whose output
+            channels ``bn`` normalizes. Not changed.
+        bn: a batch-norm module (torch's or :class:`BatchNorm1d`/:class:`BatchNorm2d`) in
+            eval mode with running statistics.
+
+    Returns:
+        A new module of ``layer``'s type, with a bias (added if ``layer`` had none).
+
+    Raises:
+        TypeError: ``layer`` not a Linear or (non-transposed) Conv; ``bn`` not a batch norm.
+        ValueError: ``bn`` in training mode (call ``model.eval()`` first), without running
+            statistics (``track_running_stats=False``), or normalizing a different number
+            of channels than ``layer`` produces.
+    """
+    if not isinstance(layer, _FOLDABLE):
+        raise TypeError(f"layer must be an nn.Linear or nn.Conv1d/2d/3d, got "
+                        f"{type(layer).__name__}")
+    if not isinstance(bn, (nn.modules.batchnorm._BatchNorm, _BatchNorm)):
+        raise TypeError(f"bn must be a batch-norm module (nn.BatchNorm1d/2d/3d or "
+                        f"companion.norm.BatchNorm1d/2d), got {type(bn).__name__}")
+    if bn.training:
+        raise ValueError("bn must be in eval mode (call model.eval() first): the folded layer "
+                         "reproduces batch norm with running statistics, not with batch ones")
+    if bn.running_mean is None:
+        raise ValueError("bn must track running statistics (track_running_stats=True): "
+                         "without them batch norm uses each batch's own, which cannot fold")
+    channels = layer.out_features if isinstance(layer, nn.Linear) else layer.out_channels
+    if bn.num_features != channels:
+        raise ValueError(f"bn normalizes {bn.num_features} channels but layer produces "
+                         f"{channels}")
+    folded = copy.deepcopy(layer)
+    W = layer.weight.detach()
+    b = layer.bias.detach() if layer.bias is not None else torch.zeros_like(bn.running_mean)
+    gamma = bn.weight.detach() if bn.weight is not None else torch.ones_like(bn.running_mean)
+    beta = bn.bias.detach() if bn.bias is not None else torch.zeros_like(bn.running_mean)
+    s = gamma / (bn.running_var + bn.eps).sqrt()                     # s_c, (C,)
+    folded.weight = nn.Parameter(W * s.reshape((-1,) + (1,) * (W.dim() - 1)),
+                                 layer.weight.requires_grad)
+    folded.bias = nn.Parameter(s * (b - bn.running_mean) + beta,
+                               layer.weight.requires_grad)
+    return folded
 
 
 # ------------------------------------------------------------------------ invariances

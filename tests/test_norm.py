@@ -8,6 +8,7 @@ properties that must hold (the backward projections, invariances).
 """
 from __future__ import annotations
 
+import inspect
 import numpy as np
 import pytest
 import torch
@@ -18,9 +19,10 @@ from companion import norm
 from companion.nets import mlp
 
 SETTINGS = settings(max_examples=20, deadline=None)
-# float32: a few ulps of the largest entry (gradients through a small group can reach ~10);
+# float32: a few tens of ulps of the largest entry (gradients through a small group can
+# reach ~10; a 3-value group of GroupNorm(4, 4) at batch 1 once differed by 2.7e-6);
 # float64: 1e-12 as the issue asks.
-TOL = {torch.float32: 2e-6, torch.float64: 1e-12}
+TOL = {torch.float32: 4e-6, torch.float64: 1e-12}
 HAS_RMSNORM = hasattr(torch.nn, "RMSNorm")
 
 
@@ -82,7 +84,12 @@ def test_batch_norm_matches_torch_over_many_steps(kind, channels, batch, momentu
         ours.zero_grad(), theirs.zero_grad()
         ya.backward(g)
         yb.backward(g)
-        _assert_close(xa.grad, xb.grad, dtype, f"input gradient at step {step}")
+        # x_hat = (x - mu) / sigma carries rounding of ulp(|x|) / sigma: a channel whose few
+        # values lie close together (batch 3) amplifies it, in torch's float32 as in ours
+        dims = [0] + list(range(2, x.dim()))
+        cond = (x.abs().amax(dims) / (x.var(dims, unbiased=False) + eps).sqrt()).max().item()
+        _assert_close(xa.grad, xb.grad, dtype, f"input gradient at step {step}",
+                      scale=cond * yb.detach().abs().max().item() if dtype == torch.float32 else None)
         # d gamma = sum_i g_i x_hat_i: rounding grows with the sum of |terms| (<= sum |g| sqrt n)
         for p, q in zip(ours.parameters(), theirs.parameters()):
             _assert_close(p.grad, q.grad, dtype, f"parameter gradient at step {step}",
@@ -383,7 +390,6 @@ def test_scale_invariance_of_a_linear_layer_followed_by_batch_norm():
      ValueError, r"running.var must have shape \(3,\), got \(2,\)"),
     (lambda: norm.batch_norm_eval(np.ones((4, 3)), None, np.ones(3)), TypeError,
      r"running_mean must be a numpy array or a torch tensor, got None"),
-    (lambda: norm.layer_norm(np.ones((0, 3)), 3), ValueError, r"x must not be empty"),
     (lambda: norm.layer_norm(np.ones((2, 3)), [3, 0]), ValueError, r"normalized_shape\[1\] must be an int >= 1"),
     (lambda: norm.BatchNorm1d(3, dtype=torch.int64), TypeError, "dtype must be a floating-point torch.dtype"),
     (lambda: norm.BatchNorm1d(3, device="gpu"), ValueError, "device must name a torch device"),
@@ -448,7 +454,7 @@ def test_batch_norm_makes_the_mlp_output_independent_of_the_weight_scale():
                 getattr(net, f"fc{l}").weight.mul_(scale)
             for m in net.modules():
                 if isinstance(m, norm.BatchNorm1d):
-                    m.eps = 0.0
+                    m.eps = 1e-300      # exact to float64 (torch refuses eps = 0 in training)
         outs.append(net(x))
     assert torch.allclose(outs[0], outs[1], atol=1e-10)
 
@@ -506,3 +512,180 @@ def test_invariance_table_is_ba_et_al_table_1():
                 "rms": [True, False, False, True, False, True],
                 "group": [True, True, False, True, False, True]}
     assert {n: [table[n][t] for t in order] for n in table} == expected
+
+
+# ------------------------------------------- conformance found with torch's own test inputs
+def _empty_cases():
+    """(ours, theirs, empty input) for every module, 2- to 4-D, an empty batch or an empty
+    spatial axis (the last shard of a dataset on one process can be empty)."""
+    return [
+        (lambda: norm.BatchNorm1d(3), lambda: torch.nn.BatchNorm1d(3), (0, 3)),
+        (lambda: norm.BatchNorm1d(3), lambda: torch.nn.BatchNorm1d(3), (0, 3, 5)),
+        (lambda: norm.BatchNorm1d(3), lambda: torch.nn.BatchNorm1d(3), (2, 3, 0)),
+        (lambda: norm.BatchNorm2d(3), lambda: torch.nn.BatchNorm2d(3), (0, 3, 4, 4)),
+        (lambda: norm.BatchNorm2d(3, momentum=None), lambda: torch.nn.BatchNorm2d(3, momentum=None),
+         (2, 3, 0, 4)),
+        (lambda: norm.LayerNorm(3), lambda: torch.nn.LayerNorm(3), (0, 3)),
+        (lambda: norm.LayerNorm([2, 3]), lambda: torch.nn.LayerNorm([2, 3]), (0, 5, 2, 3)),
+        (lambda: norm.RMSNorm(3), lambda: torch.nn.RMSNorm(3), (0, 3)),
+        (lambda: norm.GroupNorm(1, 4), lambda: torch.nn.GroupNorm(1, 4), (0, 4)),
+        (lambda: norm.GroupNorm(2, 4), lambda: torch.nn.GroupNorm(2, 4), (2, 4, 0)),
+    ]
+
+
+@pytest.mark.parametrize("make_ours, make_theirs, shape", _empty_cases())
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_an_empty_batch_gives_what_torch_gives(make_ours, make_theirs, shape, mode):
+    """Reference: torch's modules on the same empty input: an empty output of the input's
+    shape; batch norm leaves its running statistics as they were but counts the batch
+    (num_batches_tracked + 1); the parameters' gradients are zeros, not None (where torch's
+    are NaN, see below, ours are the zeros of a sum over nothing)."""
+    ours, theirs = make_ours(), make_theirs()
+    theirs.load_state_dict(ours.state_dict())
+    for m in (ours, theirs):
+        getattr(m, mode)()
+        if getattr(m, "running_mean", None) is not None:
+            with torch.no_grad():
+                m.running_mean.fill_(2.0), m.running_var.fill_(3.0)
+    xa, xb = torch.empty(shape, requires_grad=True), torch.empty(shape, requires_grad=True)
+    ya, yb = ours(xa), theirs(xb)
+    assert ya.shape == yb.shape == torch.Size(shape)
+    ya.sum().backward(), yb.sum().backward()
+    assert xa.grad.shape == xb.grad.shape
+    for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
+        assert p.grad is not None and q.grad is not None, name
+        # torch's GroupNorm kernel gives NaN here for an empty spatial axis (it divides by
+        # the empty group's size); a sum over nothing is 0, which is what ours gives
+        want = torch.where(q.grad.isnan(), torch.zeros_like(q.grad), q.grad)
+        assert torch.equal(p.grad, want), name
+    for (name, a), b in zip(ours.named_buffers(), theirs.buffers()):
+        assert torch.equal(a, b), f"{name}: ours {a}, torch's {b}"
+
+
+def test_an_empty_batch_then_a_full_one_matches_torch():
+    """Reference: torch.nn.BatchNorm1d with the cumulative average (momentum=None), where
+    the counted empty batch changes the next batch's weight 1/t."""
+    ours, theirs = norm.BatchNorm1d(3, momentum=None), torch.nn.BatchNorm1d(3, momentum=None)
+    x = torch.randn(6, 3, generator=torch.Generator().manual_seed(0)) * 2 + 1
+    for batch in (x[:3], x[:0], x[3:]):
+        ours(batch), theirs(batch)
+    assert torch.allclose(ours.running_mean, theirs.running_mean, atol=1e-6)
+    assert torch.allclose(ours.running_var, theirs.running_var, atol=1e-6)
+    assert int(ours.num_batches_tracked) == int(theirs.num_batches_tracked) == 3
+
+
+def test_pure_functions_accept_an_empty_batch_for_numpy_too():
+    """Property: the pure functions give an empty output of the input's shape, and the
+    hand-written backward gives zero gradients for gamma and beta (a sum over nothing)."""
+    x = np.ones((0, 3))
+    y, new = norm.batch_norm_train(x, running=norm.RunningStats(np.full(3, 2.0), np.full(3, 3.0), 4))
+    assert y.shape == (0, 3) and new.count == 5
+    assert np.array_equal(new.mean, np.full(3, 2.0)) and np.array_equal(new.var, np.full(3, 3.0))
+    assert norm.layer_norm(x, 3).shape == norm.rms_norm(x, 3).shape == (0, 3)
+    assert norm.group_norm(np.ones((2, 4, 0)), 2).shape == (2, 4, 0)
+    gx, gg, gb = norm.batch_norm_backward(x, x)
+    assert gx.shape == (0, 3) and np.array_equal(gg, np.zeros(3)) and np.array_equal(gb, np.zeros(3))
+
+
+@pytest.mark.parametrize("track, mode, raises", [(True, "train", True), (True, "eval", False),
+                                                 (False, "train", True), (False, "eval", True)])
+def test_eps_zero_is_refused_where_torch_refuses_it(track, mode, raises):
+    """Reference: torch.nn.BatchNorm1d(eps=0) raises "batch_norm eps must be positive during
+    training" wherever batch statistics are used (training, and eval without running
+    statistics), and runs in eval mode with them."""
+    x = torch.randn(4, 3)
+    for make in (norm.BatchNorm1d, torch.nn.BatchNorm1d):
+        m = make(3, eps=0.0, track_running_stats=track)
+        getattr(m, mode)()
+        if raises:
+            with pytest.raises(ValueError, match="batch_norm eps must be positive during training"):
+                m(x)
+        else:
+            assert m(x).shape == (4, 3)
+
+
+@pytest.mark.skipif("bias" not in inspect.signature(torch.nn.BatchNorm1d).parameters,
+                    reason="torch's batch and group norm take bias= from torch 2.13")
+@pytest.mark.parametrize("ours_cls, theirs_cls, args, shape", [
+    (norm.BatchNorm1d, torch.nn.BatchNorm1d, (4,), (8, 4)),
+    (norm.BatchNorm2d, torch.nn.BatchNorm2d, (4,), (8, 4, 3, 3)),
+    (norm.GroupNorm, torch.nn.GroupNorm, (2, 4), (8, 4, 3)),
+])
+def test_bias_false_matches_torch(ours_cls, theirs_cls, args, shape):
+    """Reference: torch's keyword-only bias=False: the same state_dict keys, repr and
+    outputs (gamma kept, beta gone)."""
+    ours, theirs = ours_cls(*args, bias=False), theirs_cls(*args, bias=False)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    assert repr(ours).split("(", 1)[1] == repr(theirs).split("(", 1)[1]
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 2.0, generator=gen)
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(shape, generator=gen)
+    assert torch.allclose(ours(x), theirs(x), atol=1e-6)
+
+
+def _trained_bn(bn, layer, gen, shape):
+    """``bn`` after a few training batches of ``layer``'s output, random gamma and beta."""
+    for _ in range(3):
+        with torch.no_grad():
+            bn(layer(torch.randn(shape, generator=gen, dtype=torch.float64) * 2 + 1))
+    if bn.weight is not None:
+        with torch.no_grad():
+            bn.weight.uniform_(0.5, 2.0, generator=gen), bn.bias.normal_(generator=gen)
+    return bn.eval()
+
+
+@pytest.mark.parametrize("layer, shape", [
+    (lambda: torch.nn.Linear(5, 4), (16, 5)),
+    (lambda: torch.nn.Linear(5, 4, bias=False), (16, 5)),
+    (lambda: torch.nn.Conv1d(3, 4, 3), (8, 3, 7)),
+    (lambda: torch.nn.Conv2d(3, 4, 3, padding=1, bias=False), (8, 3, 6, 6)),
+])
+@pytest.mark.parametrize("ours_bn, affine", [(False, True), (True, True), (True, False)])
+def test_folding_batch_norm_is_exact_and_is_torchs_fusion(layer, shape, ours_bn, affine):
+    """References: bn(layer(x)) in eval mode, computed unfolded (the fold must agree to
+    float64 rounding), and torch.nn.utils.fusion.fuse_linear_bn_eval / fuse_conv_bn_eval
+    (the same weights and bias)."""
+    from torch.nn.utils import fusion
+
+    gen = torch.Generator().manual_seed(1)
+    lay = layer().double().eval()
+    C = 4
+    conv = not isinstance(lay, torch.nn.Linear)
+    dims = len(shape) - 2
+    torch_bn = {0: torch.nn.BatchNorm1d, 1: torch.nn.BatchNorm1d, 2: torch.nn.BatchNorm2d}[dims]
+    ours_cls = norm.BatchNorm2d if dims == 2 else norm.BatchNorm1d
+    bn = (ours_cls if ours_bn else torch_bn)(C, affine=affine).double()
+    bn = _trained_bn(bn, lay, gen, shape)
+    folded = norm.fold_batch_norm(lay, bn)
+    assert type(folded) is type(lay) and folded is not lay
+    x = torch.randn(shape, generator=gen, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(folded(x), bn(lay(x)), atol=1e-12, rtol=0)
+        if affine:            # torch's fusion needs gamma and beta
+            ref_bn = torch_bn(C).double()
+            ref_bn.load_state_dict(bn.state_dict())
+            ref = (fusion.fuse_conv_bn_eval(lay, ref_bn.eval()) if conv
+                   else fusion.fuse_linear_bn_eval(lay, ref_bn.eval()))
+            assert torch.allclose(folded.weight, ref.weight, atol=1e-12, rtol=0)
+            assert torch.allclose(folded.bias, ref.bias, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: norm.fold_batch_norm(torch.nn.ReLU(), torch.nn.BatchNorm1d(3).eval()), TypeError,
+     "layer must be an nn.Linear or nn.Conv1d/2d/3d, got ReLU"),
+    (lambda: norm.fold_batch_norm(torch.nn.Linear(2, 3), torch.nn.LayerNorm(3)), TypeError,
+     "bn must be a batch-norm module"),
+    (lambda: norm.fold_batch_norm(torch.nn.Linear(2, 3), torch.nn.BatchNorm1d(3)), ValueError,
+     r"bn must be in eval mode \(call model.eval\(\) first\)"),
+    (lambda: norm.fold_batch_norm(torch.nn.Linear(2, 3),
+                                  torch.nn.BatchNorm1d(3, track_running_stats=False).eval()),
+     ValueError, "bn must track running statistics"),
+    (lambda: norm.fold_batch_norm(torch.nn.Linear(2, 4), torch.nn.BatchNorm1d(3).eval()),
+     ValueError, "bn normalizes 3 channels but layer produces 4"),
+])
+def test_folding_bad_input_gives_a_named_error(call, error, message):
+    """Reference: the errors documented in fold_batch_norm's docstring."""
+    with pytest.raises(error, match=message):
+        call()
