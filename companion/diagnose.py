@@ -127,7 +127,8 @@ INITIAL_MSE_FACTOR = 10.0
 #: flagged. The rule of thumb is about 1e-3 (Karpathy, CS231n); the band is wide
 #: because healthy steps range widely: Adam at 1e-3 on small weights gives 1e-2, and
 #: SGD's first steps on a regression output layer 0.3. A step that moves a layer by
-#: half its norm is too large by any rule; one below 1e-6 does not train it.
+#: half its norm is too large by any rule; one below 1e-6 needs a million steps to move
+#: the layer by its own norm (and below ~6e-8, half the float32 spacing, it rounds away).
 UPDATE_RATIO_LOW = 1e-6
 UPDATE_RATIO_HIGH = 0.5
 #: A unit is judged dead, and a baseline loss estimated, only from at least this many
