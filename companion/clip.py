@@ -363,10 +363,11 @@ def descent_steps(grad: Any, x0: Any, lr: float, *, max_norm: Optional[float] = 
         \Big)\,\nabla f(x_t)\qquad(\tau = \text{max\_norm};\ \tau=\infty
         \text{: plain gradient descent}).
 
-    Zhang, He, Sra & Jadbabaie (2020) compare the two on :math:`f(x) = x^2 + x^4` (their
-    Figure 2): with the step size that is safe at :math:`x_0`, :math:`\eta = 1/f''(x_0)`,
-    plain descent needs :math:`\Theta(x_0^2)` steps; clipped descent with a fixed
-    :math:`\eta` needs :math:`\Theta(x_0)` (tests/test_clip.py fits both slopes).
+    On :math:`f(x) = x^2 + x^4`, the book's example of an :math:`(L_0, L_1)`-smooth
+    function (Zhang, He, Sra & Jadbabaie, 2020): with a fixed step that is stable from
+    :math:`x_0` (at most :math:`1/(1 + 2x_0^2)`, e.g. :math:`1/f''(x_0)`), plain descent
+    needs :math:`\Theta(x_0^2)` steps; clipped descent with a fixed :math:`\eta` needs
+    :math:`\Theta(x_0)` (tests/test_clip.py fits both slopes).
 
     Args:
         grad: ``grad(x)`` -> the gradient at ``x`` (a float for a float ``x``, else an
