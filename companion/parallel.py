@@ -26,6 +26,12 @@ which is the full-batch gradient of the mean loss when the shards have equal siz
 trains the same model on the full batch in this process; tests/test_parallel.py checks that
 "after_reduce" equals :func:`run_single` step by step and that "before_reduce" does not.
 
+Batch norm under DDP (the normalization chapter): :func:`run_ddp_batch_norm` trains a small
+batch-norm MLP on K processes with per-device statistics (``mode="local"``, plain
+``BatchNorm1d``) and with statistics synchronized over the processes (``mode="sync"``,
+:class:`SyncedBatchNorm1d`); :func:`run_single_batch_norm` is the one-process reference (full
+batch, or gradient accumulation over K micro-batches).
+
 Example::
 
     from companion.parallel import run_ddp, run_single
@@ -56,7 +62,9 @@ from . import data, nets
 from . import optim as co
 
 __all__ = ["CLIP_MODES", "OPTIMIZERS", "DEFAULT_CONFIG", "check_config", "run_ddp",
-           "run_ddp_many", "run_single", "ddp_train_worker"]
+           "run_ddp_many", "run_single", "ddp_train_worker", "BN_MODES", "BN_DEFAULT_CONFIG",
+           "SyncedBatchNorm1d", "check_bn_config", "run_ddp_batch_norm",
+           "run_single_batch_norm", "ddp_batch_norm_worker"]
 
 CLIP_MODES = ("none", "after_reduce", "before_reduce")
 OPTIMIZERS = {
@@ -308,3 +316,285 @@ def run_ddp(config: dict, world_size: int = 2, timeout: float = 60.0) -> dict:
     world_size = _check.integer("world_size", world_size, minimum=1)
     timeout = _check.positive("timeout", timeout)
     return _launch([_config(config, world_size, "config")], world_size, timeout)[0]
+
+
+# ------------------------------------------------------- batch norm under data parallelism
+# Batch norm under DDP (the normalization chapter).
+#
+# Under DDP each process runs the model on its own shard, so a ``BatchNorm1d`` normalizes
+# with the mean and variance of that shard ("per-device" statistics, ``mode="local"``), not
+# of the whole batch; the gradients are averaged afterwards, but the forward pass the
+# gradient was taken through is not the full-batch one. ``torch.nn.SyncBatchNorm`` computes
+# the statistics over all processes, but in torch 2.13 it refuses CPU tensors ("SyncBatchNorm
+# expected input tensor to be on GPU or XPU ..."), so ``mode="sync"`` uses
+# :class:`SyncedBatchNorm1d` below: the same computation, with the per-channel sums
+# all-reduced by a differentiable all-reduce (whose backward all-reduces the gradient, as
+# SyncBatchNorm's hand-written backward does).
+BN_MODES = ("local", "sync")
+#: every key a batch-norm config may have. The model is ``nets.mlp(in_features, 1, width,
+#: depth, activation="relu", weight_scale=sqrt(2), norm=<batch norm>, seed=seed)`` in
+#: float64, the data ``data.teacher_regression(n, in_features, seed=seed)``, the loss the
+#: mean squared error, the optimizer SGD.
+BN_DEFAULT_CONFIG: dict[str, Any] = dict(steps=5, lr=0.1, seed=0, n=16, in_features=4,
+                                         width=8, depth=2)
+
+
+class _AllReduceSum(torch.autograd.Function):
+    """The sum over processes, differentiable: the gradient of a sum is the sum of the
+    gradients, so the backward all-reduces too."""
+
+    @staticmethod
+    def forward(ctx, t: torch.Tensor) -> torch.Tensor:
+        t = t.clone()
+        dist.all_reduce(t)
+        return t
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad)
+        return grad
+
+
+class SyncedBatchNorm1d(torch.nn.BatchNorm1d):
+    r"""``BatchNorm1d`` whose training statistics are those of the whole batch across processes.
+
+    In training, with a process group of :math:`K > 1` processes initialized, the mean and
+    the biased variance of each channel are computed over all :math:`N = \sum_k n_k` rows
+    of all processes (two differentiable all-reduces: :math:`\sum x`, then
+    :math:`\sum (x-\mu)^2`), and the running estimates are updated with them (variance
+    times :math:`N/(N-1)`), as ``torch.nn.SyncBatchNorm`` does on GPUs. Otherwise (eval
+    mode, or no process group) it is ``torch.nn.BatchNorm1d``. Takes (N, C) input only.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x``: a floating (N, C) tensor; a process may hold N = 0 rows."""
+        x = _check.tensor("x", x, ndim=2, nonempty=False)
+        if x.shape[1] != self.num_features:
+            raise ValueError(f"x must have shape (N, {self.num_features}), got "
+                             f"{tuple(x.shape)}")
+        if self.affine and x.dtype != self.weight.dtype:
+            raise TypeError(f"x must have the layer's dtype {self.weight.dtype}, got {x.dtype}")
+        if not (self.training and dist.is_available() and dist.is_initialized()
+                and dist.get_world_size() > 1):
+            return super().forward(x)
+        all_reduce = _AllReduceSum.apply
+        count = all_reduce(torch.tensor(float(x.shape[0]), dtype=x.dtype))
+        mean = all_reduce(x.sum(0)) / count
+        var = all_reduce(((x - mean) ** 2).sum(0)) / count        # biased, over all N rows
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                m = (1.0 / float(self.num_batches_tracked) if self.momentum is None
+                     else self.momentum)
+                self.running_mean.mul_(1 - m).add_(m * mean)
+                self.running_var.mul_(1 - m).add_(m * var * count / (count - 1))
+        y = (x - mean) / torch.sqrt(var + self.eps)
+        return y * self.weight + self.bias if self.affine else y
+
+
+def check_bn_config(config: dict | None = None, world_size: int = 1) -> dict:
+    """``BN_DEFAULT_CONFIG`` updated with ``config`` (``None``: the defaults), checked:
+    ``steps``, ``n``, ``in_features``, ``width``, ``depth`` ints >= 1, ``lr`` > 0, ``seed``
+    an int, ``n`` divisible by ``world_size`` with at least 2 rows per process.
+
+    Raises:
+        TypeError: ``config`` not a dict, a key of the wrong type.
+        ValueError: unknown keys, a bad value, ``n`` not divisible by ``world_size`` or
+            fewer than 2 rows per shard (batch norm needs 2 values per channel).
+    """
+    world_size = _check.integer("world_size", world_size, minimum=1)
+    return _bn_config(config, world_size, "world_size")
+
+
+def _bn_config(config: dict | None, parts: int, parts_name: str) -> dict:
+    """:func:`check_bn_config` with ``n`` split into ``parts`` shards, named ``parts_name``
+    in the error (``world_size`` processes, or ``micro_batches``)."""
+    config = {} if config is None else config
+    _check.mapping("config", config, nonempty=False)
+    unknown = [k for k in config if k not in BN_DEFAULT_CONFIG]
+    if unknown:
+        raise ValueError(f"config has unknown keys {sorted(unknown, key=repr)}; valid: "
+                         f"{list(BN_DEFAULT_CONFIG)}")
+    cfg = {**BN_DEFAULT_CONFIG, **config}
+    for k in ("steps", "n", "in_features", "width", "depth"):
+        cfg[k] = _check.integer(f"config[{k!r}]", cfg[k], minimum=1)
+    cfg["seed"] = _check.seed(cfg["seed"], "config['seed']")
+    cfg["lr"] = _check.positive("config['lr']", cfg["lr"])
+    if cfg["n"] % parts or cfg["n"] // parts < 2:
+        raise ValueError(f"config['n'] must be divisible by {parts_name}={parts} with at "
+                         f"least 2 rows per shard, got n={cfg['n']}")
+    return cfg
+
+
+def _bn_problem(cfg: dict, synced: bool):
+    x, y = data.teacher_regression(cfg["n"], cfg["in_features"], seed=cfg["seed"])
+    norm = SyncedBatchNorm1d if synced else torch.nn.BatchNorm1d
+    net = nets.mlp(cfg["in_features"], 1, cfg["width"], cfg["depth"], activation="relu",
+                   weight_scale=2 ** 0.5, norm=norm, seed=cfg["seed"])
+    return net.double(), x.double(), y.double()
+
+
+def _bn_train(cfg: dict, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor,
+              world_size: int, micro_batches: int = 1) -> dict:
+    """SGD on (x, y): this process's shard under DDP, else the full batch split into
+    ``micro_batches`` equal parts whose gradients are averaged (gradient accumulation)."""
+    opt = torch.optim.SGD(model.parameters(), lr=cfg["lr"])
+    losses = []
+    for _ in range(cfg["steps"]):
+        opt.zero_grad(set_to_none=True)
+        loss = torch.zeros((), dtype=x.dtype)
+        for xm, ym in zip(x.chunk(micro_batches), y.chunk(micro_batches)):
+            part = F.mse_loss(model(xm), ym) / micro_batches    # accumulate the mean
+            part.backward()
+            loss += part.detach()
+        opt.step()
+        if world_size > 1:
+            dist.all_reduce(loss)
+            loss /= world_size
+        losses.append(loss.item())
+    net = model.module if world_size > 1 else model
+    bns = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+    return dict(losses=np.array(losses),
+                params=[p.detach().numpy().copy() for p in net.parameters()],
+                running_mean=[b.running_mean.numpy().copy() for b in bns],
+                running_var=[b.running_var.numpy().copy() for b in bns], config=dict(cfg))
+
+
+def run_single_batch_norm(config: dict | None = None, *, micro_batches: int = 1) -> dict:
+    """The batch-norm training of :func:`run_ddp_batch_norm` in this process.
+
+    ``micro_batches=1``: full-batch batch norm, the reference. ``micro_batches=K``:
+    gradient accumulation over K equal micro-batches, each normalized with its own
+    statistics (so it equals ``mode="local"`` on K processes, not the full batch).
+
+    Returns:
+        ``losses`` (steps,) -- the loss before each step (the mean over micro-batches);
+        ``params``, ``running_mean``, ``running_var`` -- final values (numpy arrays, one
+        per parameter / per batch-norm layer); ``config``.
+
+    Raises:
+        TypeError, ValueError: a bad config (see :func:`check_bn_config`) or
+            ``micro_batches`` (an int >= 1 dividing ``n`` with >= 2 rows each).
+    """
+    micro_batches = _check.integer("micro_batches", micro_batches, minimum=1)
+    cfg = _bn_config(config, micro_batches, "micro_batches")
+    net, x, y = _bn_problem(cfg, synced=False)
+    return _bn_train(cfg, net, x, y, world_size=1, micro_batches=micro_batches)
+
+
+def ddp_batch_norm_worker(rank: int, world_size: int, port: int, config: dict,
+                          modes: Sequence[str], result_path: str) -> None:
+    """Process ``rank`` of :func:`run_ddp_batch_norm` (top level, so ``spawn`` can pickle it).
+
+    Joins the ``gloo`` group, then for each mode wraps a fresh model in DDP and trains it
+    on rows ``[rank n / K, (rank + 1) n / K)``; rank 0 pickles ``{mode: result}`` to
+    ``result_path`` (via a temporary name).
+
+    Every argument is checked before anything happens, as in :func:`ddp_train_worker`.
+
+    Raises:
+        TypeError, ValueError: ``rank``, ``world_size``, ``port`` or ``result_path`` as in
+            :func:`ddp_train_worker`; a bad ``config`` (see :func:`check_bn_config`); an
+            unknown, repeated or empty list of ``modes``.
+    """
+    rank = _check.integer("rank", rank, minimum=0)
+    world_size = _check.integer("world_size", world_size, minimum=1)
+    if rank >= world_size:
+        raise ValueError(f"rank must be an int in [0, {world_size - 1}] (world_size="
+                         f"{world_size}), got {rank}")
+    port = _check.integer("port", port, minimum=1, maximum=65535)
+    config = check_bn_config(config, world_size)
+    modes = _bn_modes(modes)
+    _check.string("result_path", result_path, nonempty=True)
+    folder = os.path.dirname(os.path.abspath(result_path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"result_path must be in an existing folder, got {result_path!r} "
+                         f"({folder} does not exist)")
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world_size,
+                            timeout=timedelta(seconds=60))
+    try:
+        results = {}
+        for mode in modes:
+            net, x, y = _bn_problem(config, synced=mode == "sync")
+            shard = slice(rank * config["n"] // world_size,
+                          (rank + 1) * config["n"] // world_size)
+            # DDP broadcasts rank 0's buffers (running estimates) before each forward
+            model = torch.nn.parallel.DistributedDataParallel(net)
+            results[mode] = _bn_train(config, model, x[shard], y[shard], world_size)
+        if rank == 0:
+            with open(result_path + ".tmp", "wb") as f:
+                pickle.dump(results, f)
+            os.replace(result_path + ".tmp", result_path)
+    finally:
+        dist.destroy_process_group()
+
+
+def run_ddp_batch_norm(config: dict | None = None, *, modes: Sequence[str] = BN_MODES,
+                       world_size: int = 2, timeout: float = 60.0) -> dict[str, dict]:
+    """Train a small ReLU MLP with batch norm under DDP on ``world_size`` CPU processes.
+
+    One launch trains one model per mode: ``"local"`` -- ``torch.nn.BatchNorm1d``, each
+    process normalizes with its own shard's statistics (what plain DDP does);
+    ``"sync"`` -- :class:`SyncedBatchNorm1d`, statistics over all processes (what
+    ``torch.nn.SyncBatchNorm`` does on GPUs). ``"sync"`` equals
+    :func:`run_single_batch_norm` (full batch) step by step; ``"local"`` equals
+    ``run_single_batch_norm(config, micro_batches=world_size)`` (tests/test_parallel.py).
+    Call it under ``if __name__ == "__main__":`` in a script.
+
+    Returns:
+        ``{mode: result}``, each result as :func:`run_single_batch_norm`'s (losses: the
+        mean over the processes of their shard losses; the rest: rank 0's).
+
+    Raises:
+        TypeError, ValueError: a bad config (see :func:`check_bn_config`), an unknown or
+            repeated mode, ``world_size`` < 1, a bad ``timeout``: all before spawning.
+        TimeoutError, torch.multiprocessing.ProcessRaisedException: as :func:`run_ddp_many`.
+    """
+    world_size = _check.integer("world_size", world_size, minimum=1)
+    cfg = check_bn_config(config, world_size)
+    items = _bn_modes(modes)
+    timeout = _check.positive("timeout", timeout)
+    return _spawn(ddp_batch_norm_worker, (cfg, items), world_size, timeout,
+                  f"{len(items)} modes")
+
+
+def _bn_modes(modes: Sequence[str]) -> list[str]:
+    items = list(_check.sequence("modes", modes, what="a non-empty list of modes"))
+    if not items:
+        raise ValueError("modes must be a non-empty list of modes, got []")
+    for i, mode in enumerate(items):
+        _check.choice(f"modes[{i}]", mode, BN_MODES)
+    if len(set(items)) != len(items):
+        raise ValueError(f"modes must not repeat a mode, got {items}")
+    return items
+
+
+def _spawn(worker, args: tuple, world_size: int, timeout: float, what: str):
+    """Spawn ``worker(rank, world_size, port, *args, result_path)`` on ``world_size``
+    processes, always join (or terminate, then kill) them, and return rank 0's pickle."""
+    with tempfile.TemporaryDirectory(prefix="companion_ddp_") as tmp:
+        path = os.path.join(tmp, "results.pkl")
+        deadline = time.monotonic() + timeout
+        ctx = mp.start_processes(worker, args=(world_size, _free_port(), *args, path),
+                                 nprocs=world_size, join=False, daemon=True,
+                                 start_method="spawn")
+        try:
+            while not ctx.join(timeout=max(0.0, deadline - time.monotonic())):
+                if time.monotonic() >= deadline:
+                    raise TimeoutError(f"the DDP run ({world_size} processes, {what}) did not "
+                                       f"finish within timeout={timeout} s")
+        finally:
+            for p in ctx.processes:
+                if p.is_alive():
+                    p.terminate()
+            for p in ctx.processes:
+                p.join(5)
+                if p.is_alive():
+                    p.kill()
+                    p.join()
+        with open(path, "rb") as f:
+            return pickle.load(f)

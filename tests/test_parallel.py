@@ -182,3 +182,82 @@ def test_run_ddp_many_checks_every_config_before_spawning():
     with pytest.raises(ValueError, match="configs must not be empty"):
         run_ddp_many([])
     assert multiprocessing.active_children() == []
+
+
+# ------------------------------------------------------- batch norm under data parallelism
+from companion.parallel import (SyncedBatchNorm1d, check_bn_config,  # noqa: E402
+                                run_ddp_batch_norm, run_single_batch_norm)
+
+BN_CFG = dict(steps=6, lr=0.1, n=16, in_features=4, width=8, depth=2, seed=0)
+
+
+@pytest.fixture(scope="module")
+def ddp_bn():
+    """Both batch-norm modes on 2 gloo processes, in one launch."""
+    return run_ddp_batch_norm(BN_CFG, world_size=2, timeout=90.0)
+
+
+def _max_gap(xs, ys):
+    return max(np.abs(np.asarray(a) - np.asarray(b)).max() for a, b in zip(xs, ys))
+
+
+def test_synced_batch_norm_equals_full_batch(ddp_bn):
+    """Reference: single-process training with torch.nn.BatchNorm1d on the full batch of 16.
+    SyncedBatchNorm1d on 2 processes (8 rows each) equals it step by step to 1e-12: losses,
+    final parameters and running estimates."""
+    got, ref = ddp_bn["sync"], run_single_batch_norm(BN_CFG)
+    assert np.abs(got["losses"] - ref["losses"]).max() < 1e-12
+    assert _max_gap(got["params"], ref["params"]) < 1e-12
+    assert _max_gap(got["running_mean"], ref["running_mean"]) < 1e-12
+    assert _max_gap(got["running_var"], ref["running_var"]) < 1e-12
+
+
+def test_per_device_batch_norm_is_gradient_accumulation_not_full_batch(ddp_bn):
+    """Per-device statistics (plain BatchNorm1d under DDP) differ from the full batch by far
+    more than rounding, and equal single-process gradient accumulation over 2 micro-batches
+    of 8 (each normalized with its own statistics) to 1e-12."""
+    got, full = ddp_bn["local"], run_single_batch_norm(BN_CFG)
+    accumulated = run_single_batch_norm(BN_CFG, micro_batches=2)
+    assert np.abs(got["losses"] - full["losses"]).max() > 1e-3
+    assert _max_gap(got["params"], full["params"]) > 1e-3
+    assert np.abs(got["losses"] - accumulated["losses"]).max() < 1e-12
+    assert _max_gap(got["params"], accumulated["params"]) < 1e-12
+
+
+def test_synced_batch_norm_without_process_group_is_batchnorm1d():
+    """Reference: torch.nn.BatchNorm1d with the same state, in training and eval mode."""
+    torch.manual_seed(0)
+    ours, ref = SyncedBatchNorm1d(3).double(), torch.nn.BatchNorm1d(3).double()
+    x = torch.randn(10, 3, dtype=torch.float64) * 2 + 1
+    assert torch.equal(ours(x), ref(x))
+    assert torch.equal(ours.running_var, ref.running_var)
+    ours.eval(), ref.eval()
+    assert torch.equal(ours(x), ref(x))
+
+
+def test_torch_sync_batch_norm_refuses_cpu_tensors():
+    """The reason SyncedBatchNorm1d exists: torch.nn.SyncBatchNorm raises on CPU input once
+    a process group is initialized (here a 1-process gloo group)."""
+    import torch.distributed as dist
+    dist.init_process_group("gloo", store=dist.HashStore(), rank=0, world_size=1)
+    try:
+        with pytest.raises(ValueError, match="SyncBatchNorm expected input tensor to be on GPU"):
+            torch.nn.SyncBatchNorm(3)(torch.randn(4, 3))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("call, error, match", [
+    (lambda: check_bn_config(dict(batch=3)), ValueError, r"config has unknown keys \['batch'\]"),
+    (lambda: check_bn_config(dict(steps=0)), ValueError, r"config\['steps'\] must be an int >= 1"),
+    (lambda: check_bn_config(dict(lr=0)), ValueError, r"config\['lr'\] must be a finite number > 0"),
+    (lambda: check_bn_config(dict(n=6), 4), ValueError, r"at least 2 rows per shard"),
+    (lambda: check_bn_config([1]), TypeError, r"config"),
+    (lambda: run_ddp_batch_norm(BN_CFG, modes=["global"]), ValueError, r"modes\[0\] must be one of"),
+    (lambda: run_ddp_batch_norm(BN_CFG, modes=["sync", "sync"]), ValueError, r"must not repeat"),
+    (lambda: run_single_batch_norm(BN_CFG, micro_batches=3), ValueError, r"divisible"),
+])
+def test_batch_norm_bad_calls(call, error, match):
+    """Every bad argument is refused before anything is spawned."""
+    with pytest.raises(error, match=match):
+        call()
