@@ -18,6 +18,12 @@ r"""Residual networks: the block :math:`x + \alpha F(x)`, its plain twin, and Fi
   and the classifier set to zero, the other branch layers scaled by
   :math:`L^{-1/(2m-2)}`, so that a network without normalization starts as the identity
   map and each block's update stays :math:`O(1/L)`.
+* :func:`train_stacked` -- many independent :class:`ResidualMLP` of one architecture
+  trained at once (parameters stacked, each layer one batched matrix product), with
+  torch's SGD, momentum-SGD or Adam rule per model: a grid of seeds and learning rates
+  for the cost of a few runs.
+* :func:`stochastic_depth` -- Huang et al.'s (2016) random branch dropping, with
+  ``torchvision.ops.stochastic_depth``'s arguments and rule.
 
 Why the block helps, in one line: the Jacobian of a block is
 :math:`I + \alpha\,\partial F/\partial x`, so :math:`\partial x_L / \partial x_\ell` is
@@ -41,16 +47,20 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _check
 from .nets import _GAIN_NAMES, _activation, _linear, _norm_factory
 
 __all__ = ["ResidualMLP", "ResidualBlock", "Gate", "fixup_init_", "path_gradients",
-           "TokenTransformer", "BRANCH_SCALES"]
+           "TokenTransformer", "BRANCH_SCALES", "train_stacked", "StackedRun",
+           "stochastic_depth"]
 
 #: The names ``branch_scale`` accepts besides a number.
 BRANCH_SCALES = ("rezero", "skipinit")
@@ -654,3 +664,232 @@ class TokenTransformer(nn.Module):
         if self.norm_first:
             h = self.norm(h)
         return self.head(h)                               # (B, T, vocab)
+
+
+# ------------------------------------------------------------------ many models at once
+@dataclass
+class StackedRun:
+    """What :func:`train_stacked` returns; one column per model.
+
+    Attributes:
+        losses: ``(steps, S)`` training losses before each step (NaN after a divergence).
+        step_errors: ``(steps, S)`` training errors before each step, from the same
+            forward pass (training mode).
+        errors: ``(S,)`` training error after the last step, in training mode (batch
+            norm with the statistics of the full training batch); NaN for a diverged model.
+        diverged_at: ``(S,)`` the step at which each model's loss was non-finite or above
+            ``DIVERGENCE_FACTOR`` times its first loss (as :func:`companion.train.train`),
+            -1 where it never diverged.
+    """
+    losses: np.ndarray
+    step_errors: np.ndarray
+    errors: np.ndarray
+    diverged_at: np.ndarray
+
+
+def _stacked_bn(z: Tensor, bn: nn.BatchNorm1d, w: Tensor, b: Tensor) -> Tensor:
+    # training-mode batch norm of S stacked batches (S, B, C), per model and channel:
+    # one F.batch_norm over (B, S*C), whose channels are the S models' C channels
+    S, B, C = z.shape
+    flat = z.transpose(0, 1).reshape(B, S * C)
+    out = F.batch_norm(flat, None, None, w.reshape(-1), b.reshape(-1), training=True,
+                       eps=bn.eps)
+    return out.reshape(B, S, C).transpose(0, 1)
+
+
+def _stacked_linear(z: Tensor, w: Tensor, b: Tensor) -> Tensor:
+    return torch.baddbmm(b[:, None], z, w.transpose(1, 2))   # (S, B, out)
+
+
+def _stacked_forward(model: ResidualMLP, P: dict, alphas: Tensor | None, x: Tensor) -> Tensor:
+    """``model``'s forward pass for S parameter sets ``P[name]: (S, ...)`` at once, in
+    training mode (batch norm normalizes with each model's own batch statistics)."""
+    def norm(module_name: str, z: Tensor) -> Tensor:
+        bn = model.get_submodule(module_name)
+        return _stacked_bn(z, bn, P[module_name + ".weight"], P[module_name + ".bias"])
+
+    S = P["inp.weight"].shape[0]
+    h = _stacked_linear(x.expand(S, *x.shape), P["inp.weight"], P["inp.bias"])  # x_0
+    for l, block in enumerate(model.blocks, start=1):
+        name = f"block{l}"
+        z = norm(name + ".norm1", h) if hasattr(block, "norm1") else h
+        z = _stacked_linear(block.act1(z), P[name + ".fc1.weight"], P[name + ".fc1.bias"])
+        z = norm(name + ".norm2", z) if hasattr(block, "norm2") else z
+        f = _stacked_linear(block.act2(z), P[name + ".fc2.weight"], P[name + ".fc2.bias"])
+        scale = P[name + ".gate.alpha"] if block.alpha is None else alphas
+        f = f * scale[:, None, None]
+        h = h + f if model.skip else f
+    z = norm("norm", h) if hasattr(model, "norm") else h
+    return _stacked_linear(model.act(z), P["out.weight"], P["out.bias"])
+
+
+def train_stacked(models: list[ResidualMLP], x: Tensor, y: Tensor, *, steps: int,
+                  lr: float | list[float], optimizer: str = "momentum",
+                  normalize_grads: bool = False) -> StackedRun:
+    r"""Train independent :class:`ResidualMLP` classifiers of one architecture together.
+
+    The S models' parameters are stacked along a new first dimension and every layer
+    runs as one batched matrix product (``torch.baddbmm``), so S small models cost
+    little more than one. Each model is trained as
+    ``companion.train.train(model, x, y, steps=steps, lr=lr_i, loss="cross_entropy",
+    optimizer=optimizer)`` would train it (full batch, training mode), with torch's
+    update rules written out per model:
+
+    * ``"sgd"``: :math:`p \leftarrow p - \eta g`;
+    * ``"momentum"``: torch's heavy ball, :math:`v \leftarrow 0.9 v + g,\ p \leftarrow p - \eta v`;
+    * ``"adam"``: ``torch.optim.Adam``'s defaults (:math:`\beta = (0.9, 0.999)`,
+      :math:`\epsilon = 10^{-8}`).
+
+    ``normalize_grads=True`` replaces every parameter tensor's gradient by
+    :math:`g/\lVert g\rVert` before the step (per model and per tensor), so every layer
+    takes a step of the same size whatever the size of its gradient.
+
+    Batch norm runs in training mode with each model's full-batch statistics; the
+    running statistics are **not** updated. The trained parameters are copied back into
+    ``models``; before evaluating a model in ``eval()`` mode, recompute its running
+    statistics, e.g. ``torch.optim.swa_utils.update_bn([x], model)``.
+
+    Args:
+        models: a non-empty list of :class:`ResidualMLP` of the same architecture (sizes,
+            ``skip``, norm, activation, kind of ``branch_scale``); norm ``None`` or
+            ``nn.BatchNorm1d``.
+        x: ``(B, in_features)`` inputs of the models' dtype; y: ``(B,)`` class labels.
+        steps: number of full-batch steps, >= 1.
+        lr: one learning rate, or one per model.
+        optimizer: ``"sgd"``, ``"momentum"`` or ``"adam"``.
+        normalize_grads: normalize each parameter tensor's gradient to norm 1.
+
+    Returns:
+        A :class:`StackedRun`.
+
+    Raises:
+        TypeError: ``models`` not a list of :class:`ResidualMLP`; ``x``/``y`` not tensors.
+        ValueError: models of different architectures, a norm other than batch norm,
+            a wrong number of learning rates or one that is not finite and > 0, an
+            unknown ``optimizer``, ``steps < 1``, badly shaped ``x`` or ``y``.
+    """
+    from .train import DIVERGENCE_FACTOR  # sibling module, imported lazily
+
+    if not isinstance(models, (list, tuple)) or not models:
+        raise TypeError(f"models must be a non-empty list of ResidualMLP, got {_check.show(models)}")
+    for m in models:
+        _check.instance("models[i]", m, ResidualMLP, "a ResidualMLP")
+    first = models[0]
+    names = [n for n, _ in first.named_parameters()]
+    for m in models[1:]:
+        if ([n for n, _ in m.named_parameters()] != names or m.skip != first.skip
+                or [type(k) for k in m.modules()] != [type(k) for k in first.modules()]
+                or (m.blocks[0].alpha is None) != (first.blocks[0].alpha is None)
+                or any(p.shape != q.shape for p, q in zip(m.parameters(), first.parameters()))):
+            raise ValueError("models must all have the same architecture")
+    for mod in first.modules():
+        if mod is not first and any(True for _ in mod.parameters(recurse=False)) and \
+                not isinstance(mod, (nn.Linear, nn.BatchNorm1d, Gate)):
+            raise ValueError(f"models must have norm None or nn.BatchNorm1d (train_stacked "
+                             f"writes out only those), got a {type(mod).__name__}")
+    S = len(models)
+    steps = _check.integer("steps", steps, minimum=1)
+    if isinstance(lr, numbers.Real) and not isinstance(lr, bool):
+        lrs = [_check.positive("lr", lr)] * S
+    else:
+        items = _check.sequence("lr", lr, what="a number or a list of numbers, one per model")
+        if len(items) != S:
+            raise ValueError(f"lr must be one number or one per model ({S}), got "
+                             f"{len(items)}")
+        lrs = [_check.positive(f"lr[{i}]", v) for i, v in enumerate(items)]
+    optimizer = _check.choice("optimizer", optimizer, ("sgd", "momentum", "adam"))
+    normalize_grads = _check.flag("normalize_grads", normalize_grads)
+    dtype = first._dtype()
+    x = _batch("x", x, first.in_features, dtype)
+    y = _check.labels("y", y, n=x.shape[0], classes=first.out_features).long()
+
+    P = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]).clone()
+         .requires_grad_(True) for n in names}
+    alphas = None
+    if first.blocks[0].alpha is not None:   # a fixed branch scale, one per model
+        alphas = torch.tensor([float(m.blocks[0].alpha) for m in models], dtype=dtype)
+    eta = torch.tensor(lrs, dtype=dtype)
+    state = {n: (torch.zeros_like(p), torch.zeros_like(p)) for n, p in P.items()}
+    alive = torch.ones(S, dtype=torch.bool)
+    losses = np.full((steps, S), np.nan)
+    step_errors = np.full((steps, S), np.nan)
+    diverged_at = np.full(S, -1)
+    threshold = None
+    yy = y.repeat(S)
+
+    def per_model(v: Tensor, like: Tensor) -> Tensor:
+        return v.view(-1, *[1] * (like.dim() - 1))
+
+    for t in range(steps):
+        out = _stacked_forward(first, P, alphas, x)                       # (S, B, C)
+        loss = F.cross_entropy(out.reshape(yy.shape[0], -1), yy,
+                               reduction="none").view(S, -1).mean(1)       # (S,)
+        value = loss.detach()
+        if threshold is None:
+            threshold = DIVERGENCE_FACTOR * value.clamp_min(0)
+        bad = alive & (~torch.isfinite(value) | (value > threshold))
+        diverged_at[bad.numpy()] = t
+        alive &= ~bad
+        losses[t] = torch.where(alive, value, torch.nan).numpy()
+        wrong = (out.detach().argmax(-1) != y).to(torch.float64).mean(1)
+        step_errors[t] = torch.where(alive, wrong, torch.nan).numpy()
+        if not alive.any():
+            break
+        grads = torch.autograd.grad(torch.where(alive, loss, 0).sum(), list(P.values()))
+        with torch.no_grad():
+            for (n, p), g in zip(P.items(), grads):
+                g = torch.where(per_model(alive, g), g, 0)
+                if normalize_grads:
+                    norms = torch.linalg.vector_norm(g.flatten(1), dim=1)
+                    g = g / per_model(norms.clamp_min(1e-30), g)
+                m, v = state[n]
+                if optimizer == "sgd":
+                    step = g
+                elif optimizer == "momentum":
+                    step = m.mul_(0.9).add_(g)
+                else:
+                    m.lerp_(g, 0.1)
+                    v.mul_(0.999).addcmul_(g, g, value=0.001)
+                    step = (m / (1 - 0.9 ** (t + 1))) / (
+                        (v / (1 - 0.999 ** (t + 1))).sqrt() + 1e-8)
+                p.sub_(per_model(eta, p) * torch.where(per_model(alive, p), step, 0))
+
+    with torch.no_grad():
+        out = _stacked_forward(first, P, alphas, x)
+        errors = (out.argmax(-1) != y).to(torch.float64).mean(1)
+        errors = torch.where(alive, errors, torch.nan).numpy()
+        for i, m in enumerate(models):
+            for n, p in m.named_parameters():
+                p.copy_(P[n][i])
+    return StackedRun(losses=losses, step_errors=step_errors, errors=errors,
+                      diverged_at=diverged_at)
+
+
+def stochastic_depth(input: Tensor, p: float, mode: str = "row", training: bool = True,
+                     *, generator: torch.Generator | None = None) -> Tensor:
+    r"""Stochastic depth (Huang et al., 2016): drop a residual branch at random while training.
+
+    Each example's branch output (``mode="row"``) or the whole batch's (``"batch"``) is
+    kept with probability :math:`1 - p` and divided by :math:`1 - p`, so that its
+    expectation is unchanged: :math:`E[\text{out}] = \text{input}`. Use it on the
+    branch, ``x + stochastic_depth(F(x), p, training=model.training)``; at evaluation
+    (``training=False``) it returns ``input``. The same rule, with the same
+    arguments, as ``torchvision.ops.stochastic_depth`` (Huang et al. instead scaled
+    by :math:`1 - p` at test time, which is the same in expectation).
+
+    Raises:
+        TypeError: ``input`` not a floating tensor; ``training`` not a bool.
+        ValueError: ``p`` outside [0, 1]; ``mode`` not ``"row"`` or ``"batch"``.
+    """
+    input = _check.tensor("input", input, nonempty=False)
+    p = _check.real("p", p, low=0.0, high=1.0)
+    mode = _check.choice("mode", mode, ("row", "batch"))
+    training = _check.flag("training", training)
+    if not training or p == 0.0:
+        return input
+    shape = (input.shape[0],) + (1,) * (input.dim() - 1) if mode == "row" else (1,) * input.dim()
+    keep = torch.empty(shape, dtype=input.dtype, device=input.device)
+    keep.bernoulli_(1.0 - p, generator=generator)
+    if p < 1.0:
+        keep.div_(1.0 - p)
+    return input * keep

@@ -1,15 +1,15 @@
-"""Rows for companion.residual: the constructors, every method, fixup_init_ and
-path_gradients."""
+"""Rows for companion.residual: the constructors, every method, fixup_init_,
+path_gradients, train_stacked and stochastic_depth."""
 import math
 
 import numpy as np
 import torch
 from torch import nn
 
-from companion.residual import (Gate, ResidualBlock, ResidualMLP, TokenTransformer,
-                                fixup_init_, path_gradients)
+from companion.residual import (Gate, ResidualBlock, ResidualMLP, StackedRun, TokenTransformer,
+                                fixup_init_, path_gradients, stochastic_depth, train_stacked)
 from badcalls import (Row, bad_array, bad_choice, bad_seed, not_bool, not_callable, not_int,
-                      not_module, not_str, positive_int)
+                      not_module, not_str, positive_int, positive_real)
 
 
 def _net(**kw):
@@ -44,6 +44,7 @@ def _models_bad():
 NAN_FORWARD = ("forward runs every step: no NaN scan (path_gradients, a measurement, "
                "refuses NaN data)")
 TOKENS = torch.tensor([[0, 1, 2, 3], [7, 6, 5, 4]])
+LABELS = torch.tensor([0, 1, 1, 0, 1])
 
 
 def _tokens_bad():
@@ -121,4 +122,26 @@ ROWS = [
                                            num_layers=1, seed=0)(**kw),
         good=dict(tokens=TOKENS), bad=dict(tokens=_tokens_bad()),
         accepted={"tokens": ([TOKENS.int(), TOKENS[:1]], "any integer dtype; a batch of one")}),
+    Row(train_stacked,
+        good=dict(models=[_net()], x=_t(5, 3), y=LABELS, steps=1, lr=0.1, optimizer="momentum",
+                  normalize_grads=False),
+        bad=dict(models=not_module() + [[], [nn.Linear(3, 2)], [_net(), ResidualMLP(3, 2, 4, 3, seed=0)],
+                                        [_net(norm="layer")], [_net(), _net(skip=False)]],
+                 x=_batch_bad(3),
+                 y=[None, LABELS.float(), LABELS[:4], LABELS[None], LABELS + 2, LABELS - 1,
+                    LABELS.numpy()],
+                 steps=positive_int(), lr=[v for v in positive_real() if v != [0.1]] + [[0.1, 0.2], [-0.1], "fast"],
+                 optimizer=bad_choice("rmsprop"), normalize_grads=not_bool()),
+        accepted={"lr": ([[0.1], (0.2,), 1], "one rate, or one per model"),
+                  "models": ([[_net(norm=nn.BatchNorm1d)], [_net(branch_scale="rezero")]],
+                             "torch's batch norm; a learnable gate")}),
+    Row(StackedRun, reason="a record that train_stacked returns: its fields are made there",
+        run_good=False),
+    Row(stochastic_depth, good=dict(input=_t(5, 4), p=0.5, mode="row", training=True,
+                                    generator=None),
+        bad=dict(input=bad_array(_t(5, 4), torch_only=True, nan=False, empty=False, ndim=False),
+                 p=[None, "0.5", True, math.nan, -0.1, 1.5, math.inf],
+                 mode=bad_choice("rows"), training=not_bool()),
+        accepted={"p": ([0.0, 1.0], "never drop; always drop"),
+                  "input": ([_t(5), _t(0, 4), _t(2, 3, 4)], "any shape, empty too, as torchvision's")}),
 ]
