@@ -278,19 +278,20 @@ def run_ddp_many(configs: Sequence[dict], world_size: int = 2, timeout: float = 
     return _launch(cfgs, world_size, timeout)
 
 
-def _launch(cfgs: list[dict], world_size: int, timeout: float) -> list[dict]:
-    """Spawn the workers for checked configs and collect rank 0's results."""
+def _spawn(worker, args: tuple, world_size: int, timeout: float, what: str):
+    """Spawn ``worker(rank, world_size, port, *args, result_path)`` on ``world_size``
+    processes, always join (or terminate, then kill) them, and return rank 0's pickle."""
     with tempfile.TemporaryDirectory(prefix="companion_ddp_") as tmp:
         path = os.path.join(tmp, "results.pkl")
         deadline = time.monotonic() + timeout
-        ctx = mp.start_processes(ddp_train_worker, args=(world_size, _free_port(), cfgs, path),
+        ctx = mp.start_processes(worker, args=(world_size, _free_port(), *args, path),
                                  nprocs=world_size, join=False, daemon=True,
                                  start_method="spawn")
         try:
             while not ctx.join(timeout=max(0.0, deadline - time.monotonic())):
                 if time.monotonic() >= deadline:
-                    raise TimeoutError(f"the DDP run ({world_size} processes, {len(cfgs)} "
-                                       f"configs) did not finish within timeout={timeout} s")
+                    raise TimeoutError(f"the DDP run ({world_size} processes, {what}) did not "
+                                       f"finish within timeout={timeout} s")
         finally:
             for p in ctx.processes:
                 if p.is_alive():
@@ -302,6 +303,11 @@ def _launch(cfgs: list[dict], world_size: int, timeout: float) -> list[dict]:
                     p.join()
         with open(path, "rb") as f:
             return pickle.load(f)
+
+
+def _launch(cfgs: list[dict], world_size: int, timeout: float) -> list[dict]:
+    """Spawn the workers for checked configs and collect rank 0's results."""
+    return _spawn(ddp_train_worker, (cfgs,), world_size, timeout, f"{len(cfgs)} configs")
 
 
 def run_ddp(config: dict, world_size: int = 2, timeout: float = 60.0) -> dict:
@@ -571,30 +577,3 @@ def _bn_modes(modes: Sequence[str]) -> list[str]:
     if len(set(items)) != len(items):
         raise ValueError(f"modes must not repeat a mode, got {items}")
     return items
-
-
-def _spawn(worker, args: tuple, world_size: int, timeout: float, what: str):
-    """Spawn ``worker(rank, world_size, port, *args, result_path)`` on ``world_size``
-    processes, always join (or terminate, then kill) them, and return rank 0's pickle."""
-    with tempfile.TemporaryDirectory(prefix="companion_ddp_") as tmp:
-        path = os.path.join(tmp, "results.pkl")
-        deadline = time.monotonic() + timeout
-        ctx = mp.start_processes(worker, args=(world_size, _free_port(), *args, path),
-                                 nprocs=world_size, join=False, daemon=True,
-                                 start_method="spawn")
-        try:
-            while not ctx.join(timeout=max(0.0, deadline - time.monotonic())):
-                if time.monotonic() >= deadline:
-                    raise TimeoutError(f"the DDP run ({world_size} processes, {what}) did not "
-                                       f"finish within timeout={timeout} s")
-        finally:
-            for p in ctx.processes:
-                if p.is_alive():
-                    p.terminate()
-            for p in ctx.processes:
-                p.join(5)
-                if p.is_alive():
-                    p.kill()
-                    p.join()
-        with open(path, "rb") as f:
-            return pickle.load(f)
