@@ -13,6 +13,9 @@ Surfaces (``get(name)``, ``names()``):
 * ``beale`` -- :math:`\\sum_i (c_i - x_1 + x_1 x_2^i)^2`, c = (1.5, 2.25, 2.625); minimum (3, 0.5).
 * ``saddle`` -- :math:`x_1^2 - x_2^2`; the start (-2, 1e-3) lies just off the stable manifold
   :math:`x_2 = 0`, so plain GD first heads for the saddle point and only slowly escapes it.
+* ``rotated`` -- the ravine turned by 45 degrees (``quadratic(0.1, 2.0, angle=45)``): the same
+  eigenvalues (0.2, 4), condition number 20, but the steep and flat directions are diagonals,
+  not axes, so scaling each coordinate by its own gradient size leaves the conditioning in place.
 
 Each :class:`Surface` has ``f(x1, x2)`` (vectorised over numpy arrays, for contour plots;
 plain arithmetic, so torch tensors work too), ``grad(p)``, ``start``, ``minimum``, ``xlim``,
@@ -37,7 +40,7 @@ from . import optim as _optim
 from .optim._functional import UNCHECKED as _UNCHECKED
 
 __all__ = ["Surface", "Trajectory", "quadratic", "get", "names", "run", "DIVERGED_NORM",
-           "heavy_ball_rate", "sgd_noise_floor"]
+           "heavy_ball_rate", "nesterov_rate", "sgd_noise_floor"]
 
 #: ``run`` stops once ``|p|`` exceeds this (or p is not finite).
 DIVERGED_NORM = 1e6
@@ -153,31 +156,50 @@ class Surface:
 def quadratic(a: float, b: float, *, name: Optional[str] = None,
               start: tuple[float, float] = (-5.0, -2.0),
               xlim: tuple[float, float] = (-5.5, 5.5),
-              ylim: tuple[float, float] = (-3.0, 3.0)) -> Surface:
-    r"""The quadratic :math:`f = a x_1^2 + b x_2^2`: Hessian diag(2a, 2b).
+              ylim: tuple[float, float] = (-3.0, 3.0), angle: float = 0.0) -> Surface:
+    r"""The quadratic :math:`f = a x_1^2 + b x_2^2`: Hessian diag(2a, 2b); turned by ``angle``.
 
     Gradient descent acts on each coordinate alone: :math:`x_{i,t} = (1 - 2\eta a_i)^t x_{i,0}`,
     stable iff :math:`\eta < 1 / \max(a, b) = 2/\lambda_{\max}`. Condition number
     :math:`\max(a,b)/\min(a,b)` when both are positive; a negative coefficient makes a saddle.
 
+    With ``angle`` :math:`\theta` (degrees, counter-clockwise) the surface is turned about the
+    origin: :math:`f(p) = \tfrac12 p^\top H p` with :math:`H = R\,\mathrm{diag}(2a, 2b)\,R^\top`,
+    :math:`R` the rotation by :math:`\theta`. The eigenvalues, and so every rate of gradient
+    descent and momentum, stay the same; per-coordinate methods (AdaGrad, RMSProp, Adam) see
+    other coordinates. ``start`` is turned with the surface.
+
     Raises:
-        TypeError: ``a`` or ``b`` not a real number, ``name`` neither None nor a str,
-            ``start``, ``xlim`` or ``ylim`` not a pair of reals.
-        ValueError: ``a`` or ``b`` zero or not finite, ``start`` not finite, limits with
-            low >= high or not finite.
+        TypeError: ``a``, ``b`` or ``angle`` not a real number, ``name`` neither None nor a
+            str, ``start``, ``xlim`` or ``ylim`` not a pair of reals.
+        ValueError: ``a`` or ``b`` zero or not finite, ``angle`` not finite, ``start`` not
+            finite, limits with low >= high or not finite.
     """
     a, b = _check.real("a", a), _check.real("b", b)
+    theta = np.deg2rad(_check.real("angle", angle))
     for arg, value in (("a", a), ("b", b)):
         if value == 0:
             raise ValueError(f"{arg} must be finite and non-zero, got {value}")
     if name is not None:
         _check.string("name", name, nonempty=True)
+    minimum = (0.0, 0.0) if a > 0 and b > 0 else None
+    if theta == 0.0:
+        return Surface(
+            name=name or f"quadratic({a:g}, {b:g})",
+            f=lambda x1, x2: a * x1 ** 2 + b * x2 ** 2,
+            df=lambda x1, x2: (2 * a * x1, 2 * b * x2),
+            start=start, minimum=minimum, xlim=xlim, ylim=ylim,
+            hessian=np.diag([2 * a, 2 * b]))
+    c, s = float(np.cos(theta)), float(np.sin(theta))
+    rot = np.array([[c, -s], [s, c]])
+    hessian = rot @ np.diag([2 * a, 2 * b]) @ rot.T
+    (h11, h12), (_, h22) = hessian.tolist()
+    start = tuple((rot @ np.array(_point("start", start))).tolist())
     return Surface(
-        name=name or f"quadratic({a:g}, {b:g})",
-        f=lambda x1, x2: a * x1 ** 2 + b * x2 ** 2,
-        df=lambda x1, x2: (2 * a * x1, 2 * b * x2),
-        start=start, minimum=(0.0, 0.0) if a > 0 and b > 0 else None, xlim=xlim, ylim=ylim,
-        hessian=np.diag([2 * a, 2 * b]))
+        name=name or f"quadratic({a:g}, {b:g}, angle={angle:g})",
+        f=lambda x1, x2: 0.5 * (h11 * x1 * x1 + 2 * h12 * x1 * x2 + h22 * x2 * x2),
+        df=lambda x1, x2: (h11 * x1 + h12 * x2, h12 * x1 + h22 * x2),
+        start=start, minimum=minimum, xlim=xlim, ylim=ylim, hessian=hessian)
 
 
 def _rosenbrock_df(x1, x2):
@@ -205,6 +227,7 @@ _SURFACES = {s.name: s for s in (
     Surface("beale", _beale_f, _beale_df, start=(1.0, 1.5), minimum=(3.0, 0.5),
             xlim=(-4.5, 4.5), ylim=(-4.5, 4.5)),
     quadratic(1.0, -1.0, name="saddle", start=(-2.0, 1e-3), xlim=(-2.5, 2.5), ylim=(-2.5, 2.5)),
+    quadratic(0.1, 2.0, name="rotated", angle=45.0, xlim=(-5.5, 5.5), ylim=(-5.5, 5.5)),
 )}
 
 
@@ -376,6 +399,57 @@ def heavy_ball_rate(lr: float, momentum: float, curvatures: Any) -> float:
     root = np.sqrt(np.abs(disc))
     real_roots = np.maximum(np.abs(a + root), np.abs(a - root)) / 2
     modulus = np.where(disc >= 0, real_roots, np.sqrt(mu))  # complex pair: |r| = sqrt(mu)
+    return float(modulus.max())
+
+
+def nesterov_rate(lr: float, momentum: float, curvatures: Any) -> float:
+    r"""Worst per-step contraction of torch's Nesterov momentum on a quadratic (closed form).
+
+    torch's Nesterov (``sgd_update(..., nesterov=True)``, constant lr) takes
+    :math:`v_t = \mu v_{t-1} + g_t` and :math:`p_t = p_{t-1} - \eta\,(g_t + \mu v_t)`. On a
+    direction of curvature :math:`\lambda`, with :math:`h = \eta\lambda` and
+    :math:`u = \eta v`, the pair :math:`(x, u)` evolves by
+
+    .. math::
+        \begin{pmatrix} x_t \\ u_t \end{pmatrix} =
+        \begin{pmatrix} 1 - h(1+\mu) & -\mu^2 \\ h & \mu \end{pmatrix}
+        \begin{pmatrix} x_{t-1} \\ u_{t-1} \end{pmatrix},
+
+    trace :math:`a = 1 + \mu - h(1+\mu)`, determinant :math:`d = \mu(1-h)`, eigenvalues
+    :math:`\tfrac12(a \pm \sqrt{a^2 - 4d})`. The Jury conditions :math:`|d| < 1`,
+    :math:`|a| < 1 + d` give stability iff :math:`0 < h < 2(1+\mu)/(1+2\mu)`: below heavy
+    ball's :math:`2(1+\mu)` and, for :math:`\mu > 0`, below gradient descent's 2. The rate is
+    the largest eigenvalue modulus over all curvatures; with ``momentum=0`` it is gradient
+    descent's :math:`\max_i |1-\eta\lambda_i|`.
+
+    Args:
+        lr: the learning rate :math:`\eta`, finite and >= 0.
+        momentum: :math:`\mu`, in [0, 1).
+        curvatures: the Hessian's eigenvalues :math:`\lambda_i` (a nonempty sequence of
+            finite reals > 0).
+
+    Returns:
+        The rate, a float >= 0 (> 1: the iterates grow).
+
+    Raises:
+        TypeError: ``lr`` or ``momentum`` not a real number, ``curvatures`` not a
+            sequence or array of reals.
+        ValueError: ``lr`` < 0 or not finite, ``momentum`` outside [0, 1), an empty
+            ``curvatures``, or one that is not finite and > 0.
+
+    >>> round(nesterov_rate(0.4, 0.9, [0.2, 4.0]), 3)   # 0.4 * 4 > 2 * 1.9 / 2.8: diverges
+    1.5
+    """
+    lr = _check.nonnegative("lr", lr)
+    mu = _check.real("momentum", momentum, low=0.0, high=1.0, high_open=True)
+    lam = _curvatures(curvatures)
+    h = lr * lam
+    a = 1 + mu - h * (1 + mu)                              # trace of the iteration matrix
+    d = mu * (1 - h)                                       # its determinant
+    disc = a * a - 4 * d
+    root = np.sqrt(np.abs(disc))
+    real_roots = np.maximum(np.abs(a + root), np.abs(a - root)) / 2
+    modulus = np.where(disc >= 0, real_roots, np.sqrt(np.abs(d)))   # complex pair: sqrt(d)
     return float(modulus.max())
 
 

@@ -28,6 +28,42 @@ def test_heavy_ball_rate_is_the_spectral_radius(lr, mu):
         iteration_matrix_rate(lr, mu, RAVINE), rel=1e-6, abs=1e-7)
 
 
+def nesterov_matrix_rate(lr, mu, curvatures):
+    """Reference: the largest |eigenvalue| of torch's Nesterov step written as a 2x2 map on
+    (x, v): v' = mu v + lam x, x' = x - lr (lam x + mu v'), built column by column."""
+    rates = []
+    for lam in curvatures:
+        def step(x, v):
+            v = mu * v + lam * x
+            return x - lr * (lam * x + mu * v), v
+        m = np.array([step(1.0, 0.0), step(0.0, 1.0)]).T
+        rates.append(np.abs(np.linalg.eigvals(m)).max())
+    return max(rates)
+
+
+@pytest.mark.parametrize("mu", [0.0, 0.25, 0.5, 0.9])
+@pytest.mark.parametrize("lr", [0.05, 0.1, 0.3, 0.4, 0.6])
+def test_nesterov_rate_is_the_spectral_radius(lr, mu):
+    """surfaces.nesterov_rate (closed form) equals numpy's spectral radius of the map."""
+    assert surfaces.nesterov_rate(lr, mu, RAVINE) == pytest.approx(
+        nesterov_matrix_rate(lr, mu, RAVINE), rel=1e-6, abs=1e-7)
+
+
+@pytest.mark.parametrize("mu", [0.25, 0.5, 0.9])
+def test_nesterov_stability_limit_against_sgd_update(mu):
+    """eta lam_max < 2(1+mu)/(1+2mu): the companion's sgd_update(nesterov=True) on the ravine
+    converges 2 % below the limit and diverges 2 % above it; heavy ball at the same eta
+    (limit 2(1+mu)/lam_max) converges on both sides; the rate crosses 1 at the limit."""
+    limit = 2 * (1 + mu) / (1 + 2 * mu) / max(RAVINE)
+    assert surfaces.nesterov_rate(limit, mu, RAVINE) == pytest.approx(1.0, abs=1e-9)
+    for lr, diverges in ((0.98 * limit, False), (1.02 * limit, True)):
+        run = surfaces.run("ravine", optim.sgd_update, steps=3000, lr=lr, momentum=mu,
+                           nesterov=True)
+        assert (run.diverged_at is not None) == diverges, (lr, mu)
+        heavy = surfaces.run("ravine", optim.sgd_update, steps=3000, lr=lr, momentum=mu)
+        assert heavy.diverged_at is None and heavy.losses[-1] < 1e-6
+
+
 def measured_rate(lr, mu, curvatures, T=400):
     """(max over the last 10 |x_t| / |x_0|)^(1/T), with the companion's sgd_update."""
     lam = np.array(curvatures)

@@ -61,6 +61,33 @@ def test_quadratics_hessian_matches_autograd():
         np.testing.assert_allclose(s.hessian, h.numpy(), rtol=1e-12)
 
 
+def test_rotated_ravine_is_the_ravine_in_turned_coordinates():
+    """rotated(p) == ravine(R^T p) for R the 45-degree rotation: same eigenvalues (0.2, 4),
+    a Hessian with off-diagonal entries, gradients matching autograd, start turned too."""
+    rot, rav = surfaces.get("rotated"), RAVINE
+    c = s = np.sqrt(0.5)
+    r = np.array([[c, -s], [s, c]])
+    np.testing.assert_allclose(np.linalg.eigvalsh(rot.hessian), [0.2, 4.0], rtol=1e-12)
+    assert abs(rot.hessian[0, 1]) > 1.0          # not axis-aligned
+    np.testing.assert_allclose(rot.start, r @ np.array(rav.start), rtol=1e-12)
+    rng = np.random.default_rng(0)
+    for p in rng.standard_normal((5, 2)) * 3:
+        q = r.T @ p
+        assert rot.loss(p) == pytest.approx(rav.loss(q), rel=1e-12)
+        np.testing.assert_allclose(rot.grad(p), r @ rav.grad(q), rtol=1e-10, atol=1e-12)
+    h = torch.autograd.functional.hessian(
+        lambda x: rot.f(x[0], x[1]), torch.tensor([0.7, -1.3], dtype=torch.float64))
+    np.testing.assert_allclose(rot.hessian, h.numpy(), rtol=1e-12, atol=1e-12)
+    # gradient descent sees only the eigenvalues: the same distances as on the ravine
+    a = surfaces.run(rot, optim.sgd_update, steps=30, lr=0.3).points
+    b = surfaces.run(rav, optim.sgd_update, steps=30, lr=0.3).points
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1), rtol=1e-10)
+    # a per-coordinate method does not: Adam's first step is lr * sign(g) in each coordinate
+    g = rot.grad(rot.start)
+    p1 = surfaces.run(rot, optim.adam_update, steps=1, lr=0.1).points[1]
+    np.testing.assert_allclose(p1 - rot.start, -0.1 * np.sign(g), rtol=1e-6)
+
+
 def test_scaled_gradient_is_100x_larger_along_x1():
     """At equal distance from the minimum, |df/dx1| = 100 |df/dx2|."""
     s = surfaces.get("scaled")
@@ -157,7 +184,7 @@ def test_run_accepts_a_start_and_an_explicit_state():
 def test_get_unknown_name_lists_valid_names():
     with pytest.raises(ValueError, match=r"name must be one of \['ravine', 'scaled', .*got 'nope'"):
         surfaces.get("nope")
-    assert set(surfaces.names()) == {"ravine", "scaled", "rosenbrock", "beale", "saddle"}
+    assert set(surfaces.names()) == {"ravine", "scaled", "rosenbrock", "beale", "saddle", "rotated"}
 
 
 @pytest.mark.parametrize("kwargs, exc, match", [

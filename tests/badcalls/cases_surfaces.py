@@ -1,5 +1,5 @@
 """Rows for companion.surfaces: Surface (built and its methods), quadratic, get, names, run,
-heavy_ball_rate, sgd_noise_floor."""
+heavy_ball_rate, nesterov_rate, sgd_noise_floor."""
 from __future__ import annotations
 
 import math
@@ -80,7 +80,7 @@ ROWS = [
     Row(surfaces.quadratic, good=dict(a=1.0, b=2.0),
         bad=dict(a=finite_real() + [0.0, 0], b=finite_real() + [0.0],
                  name=[3, "", True, ["q"]], start=bad_point(), xlim=bad_limits(),
-                 ylim=bad_limits()),
+                 ylim=bad_limits(), angle=finite_real()),
         accepted={"name": ([None], "None: named after a and b"),
                   "a": ([-1.0, 3], "a negative coefficient makes a saddle; ints are reals")}),
     Row(surfaces.get, good=dict(name="ravine"), bad=dict(name=bad_choice("Ravine"))),
@@ -111,6 +111,12 @@ ROWS = [
         call=lambda **kw: surfaces.get("ravine").grid(**kw), bad=dict(n=positive_int() + [1]),
         accepted={"n": ([2], "the smallest grid: the corners")}),
     Row(surfaces.heavy_ball_rate, good=dict(lr=0.4, momentum=0.5, curvatures=[0.2, 4.0]),
+        bad=dict(lr=nonnegative_real(), momentum=unit_interval_open(),
+                 curvatures=bad_curvatures()),
+        accepted={"curvatures": ([(0.2, 4.0), np.array([0.2, 4.0]), torch.tensor([1.0]), [3]],
+                                 "a list, tuple, 1-D numpy array or tensor of positive reals"),
+                  "lr": ([0.0, 1], "lr = 0 is a (non-moving) rate of 1; ints are reals")}),
+    Row(surfaces.nesterov_rate, good=dict(lr=0.1, momentum=0.9, curvatures=[0.2, 4.0]),
         bad=dict(lr=nonnegative_real(), momentum=unit_interval_open(),
                  curvatures=bad_curvatures()),
         accepted={"curvatures": ([(0.2, 4.0), np.array([0.2, 4.0]), torch.tensor([1.0]), [3]],
