@@ -89,3 +89,74 @@ def test_hessian_ratio_of_the_chapters_net_is_near_c_to_the_2L():
            for s in (math.sqrt(2), 2.0, 4.0, 8.0)}
     assert 1 / 1.5 < lam[2.0] / lam[math.sqrt(2)] / math.sqrt(2) ** (2 * depth) < 1.5
     assert lam[8.0] / lam[4.0] == pytest.approx(2.0 ** (2 * depth), rel=0.05)
+
+
+# ---------------------------------------------------------- positive homogeneity (issue 26)
+@pytest.mark.parametrize("k", [0, 2, 4])
+@pytest.mark.parametrize("a", [0.3, 2.5])
+def test_bias_free_relu_net_is_positively_homogeneous_in_each_weight_matrix(k, a):
+    """f(..., a W_k, ...) = a f for a > 0 (degree 1 in each matrix), but not for a < 0:
+    f is not linear in W_k."""
+    x, _ = _data()
+    net = _net(1.0, 4, bias=False)
+    layers = [m for m in net if isinstance(m, torch.nn.Linear)]
+    f0 = net(x).detach()
+    with torch.no_grad():
+        layers[k].weight.mul_(a)
+    assert torch.allclose(net(x), a * f0, rtol=1e-12, atol=1e-12)
+    if k < len(layers) - 1:                   # a hidden matrix: a ReLU follows it
+        with torch.no_grad():
+            layers[k].weight.mul_(-1.0)
+        assert not torch.allclose(net(x), -a * f0, rtol=1e-6, atol=1e-6)
+
+
+# ------------------------------------------------- spread of log |g|^2 at finite width
+def _log_grad_sq(width, depth, nets=600, seed=0):
+    """The chapter's estimate, written independently: a loop over nets, float64."""
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(nets):
+        x = torch.randn(width, generator=gen, dtype=torch.float64, requires_grad=True)
+        h = x
+        for _l in range(depth):
+            W = torch.randn(width, width, generator=gen, dtype=torch.float64) * math.sqrt(2 / width)
+            h = torch.relu(W @ h)
+        u = torch.randn(width, generator=gen, dtype=torch.float64)
+        (g,) = torch.autograd.grad(h @ (u / u.norm()), x)
+        out.append(math.log(float(g.pow(2).sum())))
+    return np.array(out)
+
+
+def test_variance_of_log_gradient_norm_grows_like_depth_over_width():
+    """Var log |dL/dx|^2 of random He-initialized ReLU nets is about c L / n with c between
+    4 and 8 (the chapter finds 4.8 to 7.1): proportional to L at fixed n, and smaller at
+    larger n (Hanin 2018: exponential in the sum of 1/n_j)."""
+    v = {(L, n): _log_grad_sq(n, L, seed=L + n).var() for L, n in [(4, 16), (12, 16), (12, 48)]}
+    for (L, n), var in v.items():
+        assert 4 < var / (L / n) < 8, (L, n, var)
+    assert 2 < v[12, 16] / v[4, 16] < 4.5
+    assert v[12, 48] < 0.5 * v[12, 16]
+
+
+# ------------------------------------------------------------------ the debugging tools
+def test_clip_grad_norm_raises_on_a_non_finite_norm_only_when_asked():
+    lin = torch.nn.Linear(3, 1)
+    lin.weight.grad = torch.tensor([[math.inf, 1.0, 1.0]])
+    lin.bias.grad = torch.zeros(1)
+    with pytest.raises(RuntimeError, match="non-finite"):
+        torch.nn.utils.clip_grad_norm_(lin.parameters(), 1.0, error_if_nonfinite=True)
+    total = torch.nn.utils.clip_grad_norm_(lin.parameters(), 1.0)     # the default: no error
+    assert math.isinf(total) and torch.isnan(lin.weight.grad[0, 0])
+
+
+def test_detect_anomaly_names_the_backward_function_that_returned_nan():
+    """sqrt'(0) = inf passes unflagged; the square's backward makes 0 * inf = nan."""
+    import warnings
+
+    a = torch.tensor([1.0, 2.0], requires_grad=True)
+    b = a.detach().clone()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(RuntimeError, match="PowBackward0"):
+            with torch.autograd.detect_anomaly():
+                ((a - b) ** 2).sum().sqrt().backward()

@@ -176,3 +176,82 @@ def test_float32_relative_spacing_is_2_to_the_minus_23():
     assert np.nextafter(w, np.float32(2)) - w == np.float32(2.0 ** -23)
     assert w + np.float32(0.9 * 2.0 ** -24) == w
     assert w + np.float32(1.1 * 2.0 ** -24) != w
+
+
+# ------------------------------------------------- the sigmoid's edge of chaos (issue 26)
+def _sigmoid(z):
+    return 0.5 * (1.0 + np.tanh(z / 2))
+
+
+def _chi_sigmoid_quad(sigma_w: float) -> float:
+    """Mean-field norm gain of a zero-bias sigmoid net, scipy.integrate.quad (the chapter's way)."""
+    from scipy import integrate
+
+    def mean(f):
+        return integrate.quad(lambda z: f(z) * math.exp(-z * z / 2) / math.sqrt(2 * math.pi),
+                              -np.inf, np.inf, limit=200)[0]
+
+    q = 1.0
+    for _ in range(1000):
+        q_new = sigma_w ** 2 * mean(lambda z: _sigmoid(math.sqrt(q) * z) ** 2)
+        if abs(q_new - q) < 1e-12 * q_new:
+            break
+        q = q_new
+    s = lambda z: _sigmoid(math.sqrt(q) * z)
+    return sigma_w * math.sqrt(mean(lambda z: (s(z) * (1 - s(z))) ** 2))
+
+
+def _chi_sigmoid_hermite(sigma_w: float, points: int = 800) -> float:
+    """The same with a Gauss-Hermite rule (an independent reference; at sigma_w >= 10,
+    q* ~ 44 and a rule of a few hundred points is still visibly off)."""
+    from scipy.special import roots_hermitenorm
+
+    z, w = roots_hermitenorm(points)
+    w = w / w.sum()
+    q = 1.0
+    for _ in range(2000):
+        q = sigma_w ** 2 * np.sum(w * _sigmoid(np.sqrt(q) * z) ** 2)
+    s = _sigmoid(np.sqrt(q) * z)
+    return float(sigma_w * np.sqrt(np.sum(w * (s * (1 - s)) ** 2)))
+
+
+@pytest.mark.parametrize("sigma_w", [1.0, 4.0, 10.0, 12.0])
+def test_sigmoid_mean_field_gain_agrees_between_two_quadratures(sigma_w):
+    assert _chi_sigmoid_quad(sigma_w) == pytest.approx(_chi_sigmoid_hermite(sigma_w), rel=1e-4)
+
+
+def test_sigmoid_gain_rises_with_the_weight_scale_and_crosses_one_near_10():
+    """chi = 0.24, 0.41, 0.63, 0.89, 0.99, 1.08 at sigma_w = 1, 2, 4, 8, 10, 12 (issue 26):
+    no usual scale (<= 4) brings chi near 1; chi = 1 lies between 10 and 12."""
+    chi = [_chi_sigmoid_quad(s) for s in (1, 2, 4, 8, 10, 12)]
+    assert np.round(chi, 2).tolist() == [0.24, 0.41, 0.63, 0.89, 0.99, 1.08]
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_a_30_layer_sigmoid_net_at_sigma_w_12_passes_the_signal_back(seed):
+    """Measured backward gain per layer (geometric mean over 29 layers, width 64): above 1
+    at sigma_w = 12, below 0.7 at 4 -- other seeds than the chapter's."""
+    x, y = data.teacher_regression(64, 16, seed=seed)
+    gains = {}
+    for s in (4.0, 12.0):
+        net = nets.mlp(16, 1, width=64, depth=30, activation="sigmoid", weight_scale=s, seed=seed)
+        with diagnostics.record(net) as rec:
+            torch.nn.functional.mse_loss(net(x), y).backward()
+        g = [rec.output_grad_norms[f"fc{l}"] for l in (1, 30)]
+        gains[s] = (g[0] / g[1]) ** (1 / 29)
+    assert gains[4.0] < 0.7 and gains[12.0] > 1.0, gains
+
+
+# ------------------------------------------------------- output saturation and the loss
+@pytest.mark.parametrize("z0", [3.0, 0.0, -2.0, -8.0])
+@pytest.mark.parametrize("y0", [0.0, 1.0])
+def test_output_gradients_of_bce_with_logits_and_mse_on_a_sigmoid(z0, y0):
+    """torch.nn.BCEWithLogitsLoss: dL/dz = p - y; torch.nn.MSELoss on sigmoid(z):
+    dL/dz = 2 (p - y) p (1 - p) (closed forms, float64 autograd)."""
+    z = torch.tensor([z0], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([y0], dtype=torch.float64)
+    p = 1 / (1 + math.exp(-z0))
+    g_bce = torch.autograd.grad(torch.nn.BCEWithLogitsLoss()(z, y), z)[0].item()
+    g_mse = torch.autograd.grad(torch.nn.MSELoss()(torch.sigmoid(z), y), z)[0].item()
+    assert g_bce == pytest.approx(p - y0, rel=1e-12, abs=1e-15)
+    assert g_mse == pytest.approx(2 * (p - y0) * p * (1 - p), rel=1e-12, abs=1e-15)
