@@ -1,5 +1,9 @@
 """Claims of the initialization chapter (book/initialization.ipynb), checked without running it.
 
+(The later tests, from "the chapter's later cells" on, check the batched trainers, the
+Jacobian product, orthogonal weights, convolutions, zero-gamma blocks, the output bias and
+LSUV against independent references.)
+
 * Finite-width drift (Hanin & Rolnick 2018): the per-layer log-ratio ln R of squared norms
   of a bias-free ReLU layer at He's scale has mean about -5/(2n) and variance about 5/n.
   References: Monte Carlo, once through the chapter's representation (z = W h sampled as
@@ -48,6 +52,16 @@ def _only_definitions(source: str) -> str:
     keep = [node for node in tree.body
             if isinstance(node, (ast.FunctionDef, ast.Import, ast.ImportFrom, ast.Assign))]
     return ast.unparse(ast.Module(body=keep, type_ignores=[]))
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: one thread is faster, and much faster on a busy machine (as the
+    chapter itself sets); the previous setting is restored after each test."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -233,3 +247,176 @@ def test_small_output_layer_gives_about_log_C_and_a_normal_one_more():
                 assert torch.all((per_example - math.log(10)).abs() <= bound + 1e-6)
     assert abs(losses[0.01] - math.log(10)) < 0.01
     assert losses[1.0] > math.log(10) + 0.1
+
+
+# ------------------------------------------------------- the chapter's later cells
+def _pick(source: str, *names: str) -> str:
+    """The top-level imports and the definitions (functions, classes, assignments) of
+    ``names`` in a cell, in the cell's order: what a test needs without the cell's
+    experiments."""
+    tree = ast.parse(source)
+    keep = []
+    for node in tree.body:
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            keep.append(node)
+        elif isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in names:
+            keep.append(node)
+        elif isinstance(node, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id in names
+                or isinstance(t, ast.Tuple) and any(getattr(e, "id", None) in names for e in t.elts)
+                for t in node.targets):
+            keep.append(node)
+    return ast.unparse(ast.Module(body=keep, type_ignores=[]))
+
+
+def _cell(marker: str) -> str:
+    return next(s for s in _code_cells() if marker in s)
+
+
+def _namespace(**extra) -> dict:
+    from companion import data, diagnostics, train
+    ns = {"np": np, "torch": torch, "init": init, "nets": nets, "data": data,
+          "diagnostics": diagnostics, "train": train, "activations": activations,
+          "glue": lambda *a, **k: None}
+    ns.update(extra)
+    return ns
+
+
+def test_stacked_mlp_training_equals_companion_train():
+    """The He experiment's batched trainer (stacked weights, torch's heavy ball written
+    out) against companion.train.train(optimizer="momentum") run model by model, on
+    shallow nets where float rounding does not grow (different rates per model)."""
+    ns = _namespace()
+    exec(_pick(_cell("def train_mlps_together"), "train_mlps_together"), ns)
+    x, y = ns["data"].teacher_regression(64, 8, seed=1)
+    lrs, seeds = [0.01, 0.03], [0, 1]
+    make = lambda s: nets.mlp(8, 1, width=16, depth=3, activation="relu",
+                              init="kaiming_normal", seed=s)
+    stacked = ns["train_mlps_together"]([make(s) for s in seeds], x, y, lrs, 60)
+    for k, (lr, s) in enumerate(zip(lrs, seeds)):
+        history = ns["train"].train(make(s), x, y, steps=60, lr=lr, optimizer="momentum")
+        np.testing.assert_allclose(stacked[:, k], history.losses, rtol=1e-4)
+
+
+def test_linear_nets_on_the_qr_pair_equal_the_full_data():
+    """The deep linear nets train on (R, Q^T y) instead of the 256 examples: the losses
+    equal plain autograd gradient descent on the full data, model by model."""
+    ns = _namespace()
+    exec(_cell("def train_linear_together"), ns)               # definitions only, and an assert
+    ns["LIN_STEPS"] = 40
+    depth, lrs = 3, [0.5 / 3, 2.0 / 3]
+    models = [ns["deep_linear"](depth, "Gaussian N(0, 1/n)", seed) for seed in (0, 1)]
+    stacked = ns["train_linear_together"](models, lrs)
+    for k, lr in enumerate(lrs):
+        Ws = [m.weight.detach().clone().requires_grad_() for m in models[k]]
+        for t in range(40):
+            h = ns["x_lin"]
+            for W in Ws:
+                h = h @ W.T
+            loss = ((h - ns["y_lin"]) ** 2).mean()
+            assert loss.item() == pytest.approx(stacked[t, k], rel=1e-4)
+            grads = torch.autograd.grad(loss, Ws)
+            with torch.no_grad():
+                for W, g in zip(Ws, grads):
+                    W -= lr * g
+
+
+@pytest.mark.parametrize("activation, s_b, weights", [("tanh", 0.3, "orthogonal"),
+                                                      ("tanh", 0.0, "Gaussian"),
+                                                      ("relu", 0.0, "orthogonal")])
+def test_jacobian_product_equals_autograd(chapter, activation, s_b, weights):
+    """The product of per-layer Jacobians D_l W_l against torch.func.jacrev of the forward
+    pass through the same layers (float64), on a small net."""
+    ns = _namespace(q_star=chapter["q_star"], chi_1=chapter["chi_1"])
+    source = _cell("def input_output_jacobian")
+    exec(_pick(source, "random_net", "input_output_jacobian", "ISO_F", "ISO_F_PRIME"), ns)
+    ns["ISO_WIDTH"], ns["ISO_DEPTH"] = 12, 6
+    h0, layers = ns["random_net"](activation, 1.3, s_b, weights, seed=3)
+    f = ns["ISO_F"][activation]
+
+    def forward(h):
+        for W, b in layers:
+            h = f(W @ h + b)
+        return h
+
+    reference = torch.func.jacrev(forward)(h0)
+    assert torch.allclose(ns["input_output_jacobian"](activation, h0, layers), reference,
+                          atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("shape", [(256, 512), (512, 256)])
+def test_orthogonal_is_orthonormal_on_the_shorter_side(shape):
+    """torch's orthogonal_ on a wide weight has orthonormal rows (W W^T = I) and W^T W a
+    rank-256 projection; on a tall weight the columns are orthonormal."""
+    W = torch.nn.init.orthogonal_(torch.empty(*shape, dtype=torch.float64))
+    short = W @ W.T if shape[0] < shape[1] else W.T @ W
+    long = W.T @ W if shape[0] < shape[1] else W @ W.T
+    assert torch.allclose(short, torch.eye(256, dtype=torch.float64), atol=1e-12)
+    eig = torch.linalg.eigvalsh(long)
+    assert torch.allclose(eig[256:], torch.ones(256, dtype=torch.float64), atol=1e-12)
+    assert eig[:256].abs().max() < 1e-12
+
+
+@pytest.mark.parametrize("c_in, c_out, k", [(64, 128, 3), (32, 16, 5)])
+def test_conv_fans_and_variances(c_in, c_out, k):
+    """fan_in = C_in k^2, fan_out = C_out k^2; nn.Conv2d's default weights have variance
+    1/(3 fan_in) (closed form of U(+-1/sqrt(fan_in)), within 4 standard errors), and
+    kaiming_normal_ gives 2/fan in either mode (within 4 standard errors of a Gaussian
+    sample variance, sqrt(2/N))."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(c_in, c_out, k)
+    fan_in, fan_out = init.calculate_fan_in_and_fan_out(conv.weight)
+    assert (fan_in, fan_out) == (c_in * k * k, c_out * k * k)
+    W = conv.weight.detach().double()
+    a = 1 / math.sqrt(fan_in)
+    se = math.sqrt((a ** 4 / 5 - a ** 4 / 9) / W.numel())
+    assert abs((W ** 2).mean().item() - a ** 2 / 3) < 4 * se
+    for mode, fan in (("fan_in", fan_in), ("fan_out", fan_out)):
+        w = torch.nn.init.kaiming_normal_(torch.empty(c_out, c_in, k, k, dtype=torch.float64),
+                                          mode=mode, nonlinearity="relu")
+        assert abs((w ** 2).mean().item() / (2 / fan) - 1) < 4 * math.sqrt(2 / w.numel())
+
+
+def test_zero_gamma_blocks_are_the_identity_and_gamma_still_learns():
+    """The chapter's torchvision-style BasicBlock stack with zero_init_residual: output ==
+    input on non-negative inputs, in training and eval mode; the zero gammas get a nonzero
+    gradient (so they leave zero at the first step)."""
+    ns = _namespace()
+    exec(_pick(_cell("class BasicBlock"), "BasicBlock", "resnet_stack"), ns)
+    net = ns["resnet_stack"](4, True, channels=8, seed=1)
+    x = torch.relu(torch.randn(4, 8, 6, 6, generator=torch.Generator().manual_seed(0)))
+    out = net(x)
+    assert torch.equal(out, x)
+    (out * torch.randn_like(out)).sum().backward()
+    assert all(block.bn2.weight.grad.abs().max() > 0 for block in net)
+    net.eval()
+    with torch.no_grad():
+        assert torch.equal(net(x), x)
+
+
+def test_log_frequency_bias_gives_the_entropy():
+    """Zero output weights and b_k = ln p_k: softmax(b) = p, so the cross-entropy over labels
+    with frequencies p is exactly H(p) (closed form)."""
+    y = torch.tensor([0] * 50 + [1] * 30 + [2] * 15 + [3] * 5)
+    p = torch.bincount(y).double() / len(y)
+    logits = torch.log(p).expand(len(y), -1)
+    loss = torch.nn.functional.cross_entropy(logits, y).item()
+    assert loss == pytest.approx(-(p * torch.log(p)).sum().item(), rel=1e-12)
+
+
+def test_lsuv_finds_he_scale_for_relu_and_the_unit_variance_scale_for_tanh():
+    """The chapter's lsuv_ on wide nets (width 256, depth 8, 512 inputs): the median sigma_w
+    of the hidden layers is He's sqrt(2) for ReLU and, for tanh, 1/sqrt(E[tanh(u)^2]),
+    u ~ N(0, 1) (the scale that maps unit variance to unit variance; 101-node
+    Gauss-Hermite), both within 3 %."""
+    ns = _namespace()
+    exec(_pick(_cell("def lsuv_"), "lsuv_"), ns)
+    x = torch.randn(512, 256, generator=torch.Generator().manual_seed(0))
+    nodes, weights = np.polynomial.hermite_e.hermegauss(101)
+    tanh_scale = 1 / math.sqrt(np.sum(np.tanh(nodes) ** 2 * weights) / weights.sum())
+    for act, expected in (("relu", math.sqrt(2)), ("tanh", tanh_scale)):
+        net = nets.mlp(256, 1, width=256, depth=8, activation=act, seed=0)
+        ns["lsuv_"](net, x)
+        hidden = [m for m in net.modules() if isinstance(m, torch.nn.Linear)][1:-1]
+        scales = [math.sqrt(256 * m.weight.var().item()) for m in hidden]
+        assert np.median(scales) == pytest.approx(expected, rel=0.03), act
