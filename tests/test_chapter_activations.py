@@ -380,3 +380,172 @@ def test_the_chapter_imports_only_dependencies():
     assert {"numpy", "torch", "companion"} <= imported           # the scan sees imports
     assert imported - ALLOWED - set(sys.stdlib_module_names) == set()
     assert _imported_packages("from scipy.optimize import brentq") == {"scipy"}
+
+
+# ------------------------------------------------------ the sigmoid's edge of chaos
+def _gh_mean(g, q: float, nodes: int = 300) -> float:
+    """E[g(sqrt(q) u)], u ~ N(0, 1), by a 300-point Gauss-Hermite rule (independent of
+    the chapter's Gauss-Legendre rule; 101 points are visibly wrong at q ~ 44)."""
+    x, w = np.polynomial.hermite_e.hermegauss(nodes)
+    return float(g(math.sqrt(q) * x) @ w / math.sqrt(2 * math.pi))
+
+
+def _sigmoid_chi(s_w: float) -> float:
+    """Mean-field chi of a zero-bias sigmoid MLP at its fixed point q*."""
+    sig = lambda z: 0.5 * (1 + np.tanh(z / 2))                 # = 1 / (1 + e^-z), no overflow
+    q = s_w ** 2
+    for _ in range(400):
+        q = s_w ** 2 * _gh_mean(lambda z: sig(z) ** 2, q)
+    return s_w * math.sqrt(_gh_mean(lambda z: (sig(z) * (1 - sig(z))) ** 2, q))
+
+
+def test_sigmoid_mean_field_gain_crosses_1_near_10():
+    """The issue's values (0.24, 0.41, 0.63, 0.89, 0.99, 1.08 at s_w = 1..12) by an
+    independent quadrature; chi < 0.7 for s_w <= 4 and chi = 1 between 10 and 10.3."""
+    expected = {1: 0.236, 2: 0.414, 4: 0.632, 8: 0.892, 10: 0.993, 12: 1.084}
+    for s_w, chi in expected.items():
+        assert _sigmoid_chi(s_w) == pytest.approx(chi, abs=0.003), s_w
+    assert _sigmoid_chi(10.0) < 1 < _sigmoid_chi(10.3)
+
+
+def test_sigmoid_measured_gain_at_12_exceeds_1_with_companion_nets():
+    """The chapter measures with nn.Linear + torch.sigmoid; here the same claim with
+    nets.mlp(bias=False) and other seeds: the geometric-mean per-layer gain of
+    ||delta|| over 30 layers is > 1 at s_w = 12 and < 0.7 at s_w = 4 (autograd)."""
+    x, y = data.teacher_regression(256, 16, seed=0)
+
+    def gain(s_w, seed):
+        net = nets.mlp(16, 1, width=64, depth=30, activation="sigmoid", weight_scale=s_w,
+                       bias=False, seed=seed)
+        zs = []
+        def keep(module, inputs, z):
+            z.retain_grad()
+            zs.append(z)
+
+        hooks = [net.get_submodule(f"fc{l}").register_forward_hook(keep) for l in range(1, 31)]
+        nn.functional.mse_loss(net(x), y).backward()
+        for h in hooks:
+            h.remove()
+        return (float(zs[0].grad.norm()) / float(zs[-1].grad.norm())) ** (1 / 29)
+
+    seeds = range(10, 15)
+    assert np.exp(np.mean([np.log(gain(12.0, k)) for k in seeds])) > 1
+    assert max(gain(4.0, k) for k in seeds) < 0.7
+
+
+# ----------------------------------------------------------------------- SELU halves
+def test_selu_left_half_mean_square_slope_is_above_1():
+    """E[f'(z)^2 | z < 0] = (lambda alpha)^2 E[e^{2u} | u < 0] = (lambda alpha)^2 2 e^2
+    Phi(-2) (closed form) ~ 1.04, against autograd on nn.SELU integrated by
+    Gauss-Hermite on the half line (nodes reflected to u < 0)."""
+    lam, alpha = activations.SELU_SCALE, activations.SELU_ALPHA
+    closed = (lam * alpha) ** 2 * 2 * math.exp(2) * Phi(-2)
+    assert 1.0 < closed < 1.1
+    u = torch.linspace(-12, -1e-9, 400001, dtype=torch.float64, requires_grad=True)
+    (d,) = torch.autograd.grad(nn.SELU()(u).sum(), u)
+    density = torch.exp(-u.detach() ** 2 / 2) / math.sqrt(2 * math.pi)
+    numeric = float(torch.trapezoid(d ** 2 * density, u.detach())) * 2
+    assert numeric == pytest.approx(closed, rel=1e-5)
+    assert lam ** 2 > 1                                      # the right half too
+
+
+# ---------------------------------------------------------------- the stacked race
+def _race_functions() -> dict:
+    """race_nets and race_stack from the chapter's race cell, defined without running it."""
+    cell = next(c for c in _cells() if c["cell_type"] == "code" and "def race_stack" in _source(c))
+    tree = ast.parse(_source(cell))
+    defs = [n for n in tree.body if isinstance(n, ast.FunctionDef)
+            and n.name in ("race_nets", "race_stack")]
+    x, y = data.teacher_regression(256 + 1024, 16, seed=0)
+    import functools
+    namespace = {"np": np, "torch": torch, "nets": nets, "activations": activations,
+                 "functools": functools, "SQRT2": math.sqrt(2.0), "RACE_SCALE": {"tanh": 1.0},
+                 "RACE_LRS": (1e-3,), "RACE_SEEDS": (0,), "RACE_STEPS": 25, "RACE_DEPTH": 3,
+                 "x_reg": x[:256], "y_reg": y[:256], "x_val": x[256:768], "y_val": y[256:768],
+                 "x_test": x[768:], "y_test": y[768:]}
+    exec(compile(ast.Module(body=defs, type_ignores=[]), "race cell", "exec"), namespace)
+    return namespace
+
+
+@pytest.mark.parametrize("name", ["tanh", "relu"])
+def test_stacked_race_equals_torch_adam_run_by_run(name):
+    """Every run of the chapter's stacked trainer equals nets.mlp trained alone by
+    torch.optim.Adam (the reference), for two rates x two seeds: same losses at every
+    step, same final validation and test losses."""
+    ns = _race_functions()
+    lrs, seeds, steps = (1e-3, 1e-2), (0, 2), 25
+    stacked = ns["race_stack"](name, 3, lrs, seeds, steps)
+    for i, lr in enumerate(lrs):
+        for k, seed in enumerate(seeds):
+            net = ns["race_nets"](name, 3, (seed,))[0]
+            opt = torch.optim.Adam(net.parameters(), lr=lr)
+            losses = []
+            for _ in range(steps):
+                loss = nn.functional.mse_loss(net(ns["x_reg"]), ns["y_reg"])
+                losses.append(float(loss.detach()))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            np.testing.assert_allclose(stacked["curve"][:, i, k], losses, rtol=2e-4, atol=1e-7)
+            with torch.no_grad():
+                for key, (x, y) in (("val", ("x_val", "y_val")), ("test", ("x_test", "y_test"))):
+                    ref = float(nn.functional.mse_loss(net(ns[x]), ns[y]))
+                    assert stacked[key][i, k] == pytest.approx(ref, rel=2e-4)
+
+
+# ------------------------------------------------------------ output losses, GELU, SwiGLU
+def test_fused_losses_are_exact_and_two_step_losses_clamp_or_overflow():
+    """BCEWithLogitsLoss in float32 against softplus(z) in float64 (closed form for
+    target 0); sigmoid + BCELoss clamps the log at -100 with zero gradient once
+    sigmoid(z) rounds to 1; CrossEntropyLoss against logsumexp in float64."""
+    z = torch.tensor([1.0, 15.0, 20.0, 80.0], requires_grad=True)
+    fused = nn.BCEWithLogitsLoss(reduction="none")(z, torch.zeros(4))
+    exact = torch.nn.functional.softplus(z.detach().double())
+    torch.testing.assert_close(fused.double(), exact, rtol=1e-6, atol=0)
+    two_step = nn.BCELoss(reduction="none")(torch.sigmoid(z), torch.zeros(4))
+    (g,) = torch.autograd.grad(two_step.sum(), z)
+    assert two_step[2] == two_step[3] == 100.0 and g[2] == g[3] == 0.0
+    logits = torch.tensor([[0.0, 300.0], [3.0, -2.0]])
+    ce = nn.CrossEntropyLoss(reduction="none")(logits, torch.tensor([0, 1]))
+    ref = torch.logsumexp(logits.double(), 1) - logits.double()[[0, 1], [0, 1]]
+    torch.testing.assert_close(ce.double(), ref, rtol=1e-6, atol=0)
+    assert torch.isinf(-torch.log(torch.softmax(logits, 1))[0, 0])
+
+
+def test_tanh_gelu_differs_from_exact_by_at_most_5e_4_near_minus_2_7():
+    """math.erf (exact) and the tanh formula in numpy float64, against the chapter's
+    reading of torch's nn.GELU(approximate='tanh')."""
+    z = np.linspace(-10, 10, 200001)
+    exact = z * 0.5 * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))
+    approx = 0.5 * z * (1 + np.tanh(math.sqrt(2 / math.pi) * (z + 0.044715 * z ** 3)))
+    gap = np.abs(approx - exact)
+    assert 4.6e-4 < gap.max() < 4.8e-4 and -2.8 < z[gap.argmax()] < -2.6
+    t = torch.from_numpy(z)
+    np.testing.assert_allclose(nn.GELU(approximate="tanh")(t).numpy(), approx, atol=1e-15)
+    np.testing.assert_allclose(nn.GELU()(t).numpy(), exact, atol=1e-15)
+
+
+@pytest.mark.parametrize("d", [64, 512, 4096])
+def test_swiglu_with_two_thirds_hidden_width_matches_the_two_matrix_mlp(d):
+    """3 d h with h = int(8d/3) (and LLaMA's rounding up to 256) against 8 d^2."""
+    h = int(2 * 4 * d / 3)
+    assert abs(3 * d * h / (8 * d * d) - 1) < 0.01
+    h256 = 256 * ((h + 255) // 256)
+    if d == 4096:                                           # LLaMA-7B's width
+        assert h256 == 11008 and abs(3 * d * h256 / (8 * d * d) - 1) < 0.01
+
+
+# ---------------------------------------------------------------------- born dead
+def test_single_input_born_dead_probability_is_1_minus_1_minus_2_to_minus_n_to_the_l():
+    """The chapter's formula, by simulation: ReLU nets with zero biases and symmetric
+    Gaussian weights, one input; the fraction whose hidden layer L is all zero, over
+    40000 nets, within 4 standard errors of 1 - (1 - 2^-N)^L."""
+    g = torch.Generator().manual_seed(5)
+    n_nets, width, depth = 40000, 2, 8
+    h = torch.randn(1, 1, 16, generator=g).expand(n_nets, 1, 16)
+    for _ in range(depth):
+        w = torch.randn(n_nets, h.shape[-1], width, generator=g)
+        h = torch.relu(torch.bmm(h, w))
+    p = 1 - (1 - 2.0 ** -width) ** depth
+    measured = float((h == 0).all(dim=(1, 2)).double().mean())
+    assert abs(measured - p) < 4 * math.sqrt(p * (1 - p) / n_nets)
