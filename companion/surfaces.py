@@ -359,6 +359,15 @@ def _curvatures(value: Any) -> np.ndarray:
     return np.array([_check.positive(f"curvatures[{i}]", v) for i, v in enumerate(items)])
 
 
+def _largest_modulus(trace: np.ndarray, det: np.ndarray) -> float:
+    """max over curvatures of the largest |eigenvalue| of 2x2 matrices with this trace and
+    determinant: the roots of r^2 - trace r + det (a complex pair has modulus sqrt(det))."""
+    disc = trace * trace - 4 * det
+    root = np.sqrt(np.abs(disc))
+    real_roots = np.maximum(np.abs(trace + root), np.abs(trace - root)) / 2
+    return float(np.where(disc >= 0, real_roots, np.sqrt(np.abs(det))).max())
+
+
 def heavy_ball_rate(lr: float, momentum: float, curvatures: Any) -> float:
     r"""Worst per-step contraction of heavy-ball momentum on a quadratic (closed form).
 
@@ -394,12 +403,7 @@ def heavy_ball_rate(lr: float, momentum: float, curvatures: Any) -> float:
     lr = _check.nonnegative("lr", lr)
     mu = _check.real("momentum", momentum, low=0.0, high=1.0, high_open=True)
     lam = _curvatures(curvatures)
-    a = 1 + mu - lr * lam                                  # trace of the iteration matrix
-    disc = a * a - 4 * mu                                  # its discriminant
-    root = np.sqrt(np.abs(disc))
-    real_roots = np.maximum(np.abs(a + root), np.abs(a - root)) / 2
-    modulus = np.where(disc >= 0, real_roots, np.sqrt(mu))  # complex pair: |r| = sqrt(mu)
-    return float(modulus.max())
+    return _largest_modulus(trace=1 + mu - lr * lam, det=np.full_like(lam, mu))
 
 
 def nesterov_rate(lr: float, momentum: float, curvatures: Any) -> float:
@@ -444,13 +448,7 @@ def nesterov_rate(lr: float, momentum: float, curvatures: Any) -> float:
     mu = _check.real("momentum", momentum, low=0.0, high=1.0, high_open=True)
     lam = _curvatures(curvatures)
     h = lr * lam
-    a = 1 + mu - h * (1 + mu)                              # trace of the iteration matrix
-    d = mu * (1 - h)                                       # its determinant
-    disc = a * a - 4 * d
-    root = np.sqrt(np.abs(disc))
-    real_roots = np.maximum(np.abs(a + root), np.abs(a - root)) / 2
-    modulus = np.where(disc >= 0, real_roots, np.sqrt(np.abs(d)))   # complex pair: sqrt(d)
-    return float(modulus.max())
+    return _largest_modulus(trace=(1 + mu) * (1 - h), det=mu * (1 - h))
 
 
 def sgd_noise_floor(lr: float, curvatures: Any, noise_std: float, *,
