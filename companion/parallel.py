@@ -182,6 +182,47 @@ def run_single(config: dict) -> dict:
     return _train(cfg, net, x, y, world_size=1)
 
 
+def _check_worker(rank: Any, world_size: Any, port: Any) -> tuple[int, int, int]:
+    """A worker's rank, world size and port, checked (rank in [0, world_size))."""
+    rank = _check.integer("rank", rank, minimum=0)
+    world_size = _check.integer("world_size", world_size, minimum=1)
+    if rank >= world_size:
+        raise ValueError(f"rank must be an int in [0, {world_size - 1}] (world_size="
+                         f"{world_size}), got {rank}")
+    return rank, world_size, _check.integer("port", port, minimum=1, maximum=65535)
+
+
+def _check_result_path(result_path: Any) -> None:
+    """A non-empty path in a folder that exists (where rank 0 will write)."""
+    _check.string("result_path", result_path, nonempty=True)
+    folder = os.path.dirname(os.path.abspath(result_path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"result_path must be in an existing folder, got {result_path!r} "
+                         f"({folder} does not exist)")
+
+
+@contextlib.contextmanager
+def _gloo_group(rank: int, world_size: int, port: int):
+    """Join the gloo group at 127.0.0.1:port for the block; always leave it."""
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(1)  # K processes share the cores
+    dist.init_process_group("gloo", rank=rank, world_size=world_size,
+                            timeout=timedelta(seconds=60))
+    try:
+        yield
+    finally:
+        dist.destroy_process_group()
+
+
+def _save_on_rank0(rank: int, results: Any, result_path: str) -> None:
+    """Rank 0 pickles the results (to a temporary name, then renamed: never half a file)."""
+    if rank == 0:
+        with open(result_path + ".tmp", "wb") as f:
+            pickle.dump(results, f)
+        os.replace(result_path + ".tmp", result_path)
+
+
 def ddp_train_worker(rank: int, world_size: int, port: int,
                      config: Union[dict, Sequence[dict]], result_path: str) -> None:
     """Process ``rank`` of a DDP run (top level, so ``spawn`` can pickle it).
@@ -202,40 +243,21 @@ def ddp_train_worker(rank: int, world_size: int, port: int,
             outside [1, 65535]; an empty list of configs, or a bad config (see
             :func:`check_config`); ``result_path`` empty or in a folder that does not exist.
     """
-    rank = _check.integer("rank", rank, minimum=0)
-    world_size = _check.integer("world_size", world_size, minimum=1)
-    if rank >= world_size:
-        raise ValueError(f"rank must be an int in [0, {world_size - 1}] (world_size="
-                         f"{world_size}), got {rank}")
-    port = _check.integer("port", port, minimum=1, maximum=65535)
+    rank, world_size, port = _check_worker(rank, world_size, port)
     if isinstance(config, dict):
         configs = [_config(config, world_size, "config")]
     else:
         items = _check.sequence("config", config, what="a dict or a list of dicts")
         configs = [_config(c, world_size, f"config[{i}]") for i, c in enumerate(items)]
-    _check.string("result_path", result_path, nonempty=True)
-    folder = os.path.dirname(os.path.abspath(result_path))
-    if not os.path.isdir(folder):
-        raise ValueError(f"result_path must be in an existing folder, got {result_path!r} "
-                         f"({folder} does not exist)")
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    torch.set_num_threads(1)  # K processes share the cores
-    dist.init_process_group("gloo", rank=rank, world_size=world_size,
-                            timeout=timedelta(seconds=60))
-    try:
+    _check_result_path(result_path)
+    with _gloo_group(rank, world_size, port):
         results = []
         for cfg in configs:
             net, x, y = _problem(cfg)
             shard = slice(rank * cfg["n"] // world_size, (rank + 1) * cfg["n"] // world_size)
             model = torch.nn.parallel.DistributedDataParallel(net)  # broadcasts rank 0's weights
             results.append(_train(cfg, model, x[shard], y[shard], world_size))
-        if rank == 0:
-            with open(result_path + ".tmp", "wb") as f:
-                pickle.dump(results, f)
-            os.replace(result_path + ".tmp", result_path)
-    finally:
-        dist.destroy_process_group()
+        _save_on_rank0(rank, results, result_path)
 
 
 # ----------------------------------------------------------------------- the launcher
@@ -504,25 +526,11 @@ def ddp_batch_norm_worker(rank: int, world_size: int, port: int, config: dict,
             :func:`ddp_train_worker`; a bad ``config`` (see :func:`check_bn_config`); an
             unknown, repeated or empty list of ``modes``.
     """
-    rank = _check.integer("rank", rank, minimum=0)
-    world_size = _check.integer("world_size", world_size, minimum=1)
-    if rank >= world_size:
-        raise ValueError(f"rank must be an int in [0, {world_size - 1}] (world_size="
-                         f"{world_size}), got {rank}")
-    port = _check.integer("port", port, minimum=1, maximum=65535)
+    rank, world_size, port = _check_worker(rank, world_size, port)
     config = check_bn_config(config, world_size)
     modes = _bn_modes(modes)
-    _check.string("result_path", result_path, nonempty=True)
-    folder = os.path.dirname(os.path.abspath(result_path))
-    if not os.path.isdir(folder):
-        raise ValueError(f"result_path must be in an existing folder, got {result_path!r} "
-                         f"({folder} does not exist)")
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world_size,
-                            timeout=timedelta(seconds=60))
-    try:
+    _check_result_path(result_path)
+    with _gloo_group(rank, world_size, port):
         results = {}
         for mode in modes:
             net, x, y = _bn_problem(config, synced=mode == "sync")
@@ -531,12 +539,7 @@ def ddp_batch_norm_worker(rank: int, world_size: int, port: int, config: dict,
             # DDP broadcasts rank 0's buffers (running estimates) before each forward
             model = torch.nn.parallel.DistributedDataParallel(net)
             results[mode] = _bn_train(config, model, x[shard], y[shard], world_size)
-        if rank == 0:
-            with open(result_path + ".tmp", "wb") as f:
-                pickle.dump(results, f)
-            os.replace(result_path + ".tmp", result_path)
-    finally:
-        dist.destroy_process_group()
+        _save_on_rank0(rank, results, result_path)
 
 
 def run_ddp_batch_norm(config: dict | None = None, *, modes: Sequence[str] = BN_MODES,
