@@ -112,12 +112,12 @@ def test_inline_script_maps_every_setting_to_its_frame(tmp_path):
 
 def test_live_control_change_redraws_the_image():
     exp = make()
-    box = exp.live()
-    assert box is not None
-    before = exp._image.value
+    view = exp.live()
+    assert view.widget is not None
+    before = view.image.value
     np.testing.assert_allclose(centre_pixel(base64.b64encode(before).decode()), colour_of(3, "red"), atol=0.03)
-    exp._inputs[1].value = 2  # kind -> blue
-    after = exp._image.value
+    view.inputs[1].value = 2  # kind -> blue
+    after = view.image.value
     assert after != before
     np.testing.assert_allclose(centre_pixel(base64.b64encode(after).decode()), colour_of(3, "blue"), atol=0.03)
 
@@ -133,13 +133,13 @@ def test_live_prefetches_the_neighbours_so_one_step_only_swaps_an_image():
         draw_colour(fig, depth, kind)
 
     exp = explore(draw, {"depth": Slider(DEPTHS, value=3), "kind": Choice(KINDS)}, name="pf")
-    exp.live()                                   # default (depth 3, red) = index (2, 0)
-    exp.prefetch_idle()
+    view = exp.live()                            # default (depth 3, red) = index (2, 0)
+    view.prefetch_idle()
     assert set(exp.neighbours((2, 0))) == {(3, 0), (1, 0), (2, 1)}
     assert {(4, "red"), (2, "red"), (3, "green")} <= set(calls)
-    exp._inputs[0].value = 3                      # depth 3 -> 4: prefetched, not drawn again
+    view.inputs[0].value = 3                     # depth 3 -> 4: prefetched, not drawn again
     assert calls.count((4, "red")) == 1
-    np.testing.assert_allclose(centre_pixel(base64.b64encode(exp._image.value).decode()),
+    np.testing.assert_allclose(centre_pixel(base64.b64encode(view.image.value).decode()),
                                colour_of(4, "red"), atol=0.03)
 
 
@@ -154,17 +154,17 @@ def test_live_expensive_runs_in_background_with_progress():
         draw_colour(fig, n, "green")
 
     exp = explore(slow, {"n": Slider([1, 2])}, expensive=True, figsize=(1, 1), dpi=20)
-    exp.live()  # the first setting starts computing at once, without blocking
+    view = exp.live()  # the first setting starts computing at once, without blocking
     deadline = time.time() + 10
-    while exp._button.disabled and time.time() < deadline:
+    while view.button.disabled and time.time() < deadline:
         time.sleep(0.02)
-    assert exp._progress.value == 1.0 and exp._image.value
-    exp._inputs[0].value = 0  # not computed yet: asks for Run rather than freezing
-    assert "Run" in exp._status.value
-    exp._button.click()
-    while exp._button.disabled and time.time() < deadline:
+    assert view.progress.value == 1.0 and view.image.value
+    view.inputs[0].value = 0  # not computed yet: asks for Run rather than freezing
+    assert "Run" in view.status.value
+    view.button.click()
+    while view.button.disabled and time.time() < deadline:
         time.sleep(0.02)
-    np.testing.assert_allclose(centre_pixel(base64.b64encode(exp._image.value).decode()), colour_of(1, "green"),
+    np.testing.assert_allclose(centre_pixel(base64.b64encode(view.image.value).decode()), colour_of(1, "green"),
                                atol=0.03)
 
 
@@ -175,9 +175,9 @@ def test_live_error_is_shown_not_raised():
         draw_colour(fig, a, "red")
 
     exp = explore(broken, {"a": Slider([1, 2], value=1)}, figsize=(1, 1), dpi=20)
-    exp.live()
-    exp._inputs[0].value = 1
-    assert "lr must be positive" in exp._status.value
+    view = exp.live()
+    view.inputs[0].value = 1
+    assert "lr must be positive" in view.status.value
 
 
 def test_empty_figure_is_refused():
@@ -275,12 +275,11 @@ def fresh_png(exp, index, compact=False):
     """The reference: the frame rasterized on a brand-new Agg canvas (a new renderer)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from companion.explore import _encode
+    from companion._raster import encode
 
-    exp._ready = None            # no axes built ahead: the frame drawn from scratch
     canvas = FigureCanvasAgg(exp.figure(index))
     canvas.draw()
-    return _encode(np.asarray(canvas.buffer_rgba()), compact=compact)
+    return encode(np.asarray(canvas.buffer_rgba()), compact=compact)
 
 
 def test_the_shared_renderer_gives_the_same_png_bytes_as_a_fresh_canvas():
@@ -292,7 +291,7 @@ def test_the_shared_renderer_gives_the_same_png_bytes_as_a_fresh_canvas():
                     name="text-small", figsize=(3, 2), dpi=40)
     for index in [(0, 0), (3, 2), (0, 0)]:
         for exp in (big, small):
-            exp._cache.clear()
+            exp.frames.clear()
             assert exp.render(index) == fresh_png(exp, index), (exp.name, index)
             assert exp.render(index, compact=True) == fresh_png(exp, index, compact=True), (exp.name, index)
 
@@ -305,7 +304,7 @@ def test_cold_renders_leak_no_figures_and_keep_one_renderer_per_size():
 
     import matplotlib.pyplot as plt
 
-    from companion import explore as ex
+    from companion import _raster
 
     figures = []
 
@@ -323,8 +322,8 @@ def test_cold_renders_leak_no_figures_and_keep_one_renderer_per_size():
     assert all(ref() is None for ref in figures), "a drawn figure is still alive"
     assert plt.get_fignums() == pyplot_before
     w, h = int(2.5 * 30), int(1.5 * 30)
-    assert sum(1 for key in ex._RENDERERS if key[:2] == (w, h)) == 1
-    assert len(ex._RENDERERS) <= 8
+    assert sum(1 for key in _raster._RENDERERS if key[:2] == (w, h)) == 1
+    assert len(_raster._RENDERERS) <= 8
 
 
 def draw_grid_layout(fig, depth, kind):
@@ -366,101 +365,39 @@ def test_cached_glyphs_give_the_pixels_of_text_rendered_afresh():
     # antialiasing and with the "none" hinting must give the same PNG bytes.
     import matplotlib
 
-    from companion import explore as ex
+    from companion import _glyphs, _raster
 
     exp = explore(draw_text_everywhere, {"depth": Slider(DEPTHS, value=1), "kind": Choice(KINDS)},
                   name="glyphs", figsize=(4, 2), dpi=60)
     for hinting in ("default", "none"):
         with matplotlib.rc_context({"text.hinting": hinting}):
             for index in [(0, 0), (1, 1), (3, 2), (0, 0), (2, 1)]:
-                exp._cache.clear()
+                exp.frames.clear()
                 assert exp.render(index) == fresh_png(exp, index), (hinting, index)
-    if hasattr(ex.RendererAgg, "_draw_text_glyphs_and_boxes"):   # matplotlib >= 3.11
-        assert ex._renderer_class().__name__ == "_GlyphCachingRenderer"
-        assert ex._GLYPHS and ex._RUNS_OF_GLYPHS, "nothing was kept: the cache is not in use"
+    if _glyphs.supported():
+        assert _glyphs.renderer_class().__name__ == "_GlyphCachingRenderer"
+        assert _glyphs._GLYPHS and _glyphs._RUNS_OF_GLYPHS, "nothing was kept: the cache is not in use"
+    assert _raster.GLYPH_CACHE
 
 
-def recording(drawing, name, **kwargs):
-    """An experiment over DEPTHS x KINDS that draws with ``drawing`` and keeps a weak
-    reference to every figure draw() is handed (the list returned beside it)."""
-    import weakref
+def test_the_glyph_cache_switch_falls_back_to_matplotlibs_own_renderer(monkeypatch):
+    # Reference: a fresh FigureCanvasAgg, as above; with the switch off (or on a
+    # matplotlib version the cache is not tested on) the shared renderers are plain
+    # RendererAgg objects and the bytes are the same.
+    from matplotlib.backends.backend_agg import RendererAgg
 
-    handed = []
+    from companion import _glyphs, _raster
 
-    def draw(fig, depth, kind):
-        handed.append(weakref.ref(fig))
-        drawing(fig, depth, kind)
-
-    return explore(draw, {"depth": Slider(DEPTHS, value=1), "kind": Choice(KINDS)},
-                   name=name, **kwargs), handed
-
-
-@pytest.mark.parametrize("drawing", [draw_text_heavy, draw_grid_layout])
-def test_axes_built_ahead_give_the_pixels_of_a_fresh_figure(drawing):
-    # Reference: the same setting drawn from scratch on a fresh figure and canvas
-    # (fresh_png). The axes of the next frame are built ahead from the last frame's
-    # layout (what the kernel does while idle); drawing a setting into them must give the
-    # same PNG bytes, and draw() must really have been handed the ready figure, unless it
-    # lays the setting out differently (depth 4 of draw_grid_layout: then a fresh figure).
-    import weakref
-
-    exp, handed = recording(drawing, f"ahead-{drawing.__name__}", figsize=(3, 2), dpi=40)
-    exp.render((0, 0))
-    exp._layout_from = 0             # the depth index whose layout the next ready axes copy
-    used = 0
-    for index in [(1, 1), (2, 2), (0, 1), (3, 0), (1, 2), (3, 1), (2, 0)]:
-        assert exp._build_ready(), f"nothing built ahead before {index}"
-        ready = weakref.ref(exp._ready)
-        png = exp.render(index)
-        reused = handed[-1]() is ready() is not None
-        diverges = drawing is draw_grid_layout and (index[0] == 3) != (exp._layout_from == 3)
-        exp._layout_from = index[0]
-        assert reused != diverges, (index, reused)
-        used += reused
-        assert png == fresh_png(exp, index), index
-        assert exp._ready is None
-    assert used >= 3                  # the layout was really reused, not only refused
-
-
-def test_a_draw_with_two_layouts_gets_axes_built_for_each():
-    # Reference: weak references to the figures built ahead, compared with the one draw()
-    # was finally handed, and the PNG of a fresh figure. draw_grid_layout lays depth 4
-    # out as one panel and the other depths as a gridspec; once both were drawn, axes
-    # are built for both, and a setting of either layout is drawn on axes built for it
-    # (after the other layout's figure stops at draw()'s first layout call).
-    import weakref
-
-    exp, handed = recording(draw_grid_layout, "two-layouts", figsize=(3, 2), dpi=40)
-    exp.render((0, 0))
-    exp.render((3, 0))
-    for index in [(1, 1), (3, 2), (2, 0), (0, 2), (3, 1)]:
-        while exp._build_ready():
-            pass
-        built = [weakref.ref(f) for f in [exp._ready, *exp._other_ready.values()]]
-        assert len(built) == 2, "axes were not built for both layouts"
-        png = exp.render(index)
-        assert any(handed[-1]() is ref() for ref in built), f"{index} drawn on a figure not built ahead"
-        assert png == fresh_png(exp, index), index
-
-
-def test_axes_built_ahead_leak_nothing():
-    # Reference: weak references to every figure built or drawn (all freed after one
-    # collection), including ready figures dropped unused because draw() diverged.
-    import gc
-    import weakref
-
-    from companion import explore as ex
-
-    exp, figures = recording(draw_grid_layout, "ahead-leak", figsize=(2, 1.5), dpi=30)
-    exp.render((0, 0))
-    for index in [(1, 0), (3, 1), (2, 2), (3, 0), (0, 2)]:
-        exp._build_ready()
-        figures.append(weakref.ref(exp._ready))
-        exp.render(index, compact=True)
-    exp._ready = None
-    gc.collect()
-    assert all(ref() is None for ref in figures), "a figure built ahead is still alive"
-    assert isinstance(ex._unpack(ex._pack(np.array([1, 2], dtype=object))), np.ndarray)
+    exp = explore(draw_text_everywhere, {"depth": Slider(DEPTHS, value=1), "kind": Choice(KINDS)},
+                  name="no-glyphs", figsize=(3, 2), dpi=50)
+    monkeypatch.setattr(_raster, "GLYPH_CACHE", False)
+    for index in [(0, 0), (2, 1)]:
+        exp.frames.clear()
+        assert exp.render(index) == fresh_png(exp, index), index
+    assert any(type(r) is RendererAgg for r in _raster._RENDERERS.values())
+    monkeypatch.setattr(_raster, "GLYPH_CACHE", True)
+    monkeypatch.setattr(_glyphs.matplotlib, "__version__", "9.0.0")   # an untested version
+    assert not _glyphs.supported() and _glyphs.renderer_class() is RendererAgg
 
 
 def test_the_garbage_collector_is_paused_during_a_frame_and_restored_after():
@@ -503,7 +440,7 @@ def test_prefetch_waits_while_any_run_computes_and_resumes_after():
     import asyncio
     import threading
 
-    from companion import explore as ex
+    from companion import _live
 
     gate = threading.Event()
     calls = []
@@ -520,23 +457,23 @@ def test_prefetch_waits_while_any_run_computes_and_resumes_after():
         run = explore(slow, {"n": Slider([1, 2])}, expensive=True, figsize=(1, 1), dpi=20)
         other = explore(cheap, {"depth": Slider(DEPTHS, value=3), "kind": Choice(KINDS)},
                         name="cheap", figsize=(1, 1), dpi=20)
-        run.live()                        # its first setting starts computing at once
-        assert ex._RUNS.busy()
-        other.live()                      # the reader's frame: drawn now
+        run = run.live()                  # its first setting starts computing at once
+        assert _live._RUNS.busy()
+        other = other.live()              # the reader's frame: drawn now
         assert calls == [(3, "red")]
         await asyncio.sleep(0.4)          # several prefetch turns of the loop
         assert calls == [(3, "red")], "prefetched while a Run computed"
-        other._inputs[1].value = 1        # the reader moves: drawn at once, still no prefetch
+        other.inputs[1].value = 1        # the reader moves: drawn at once, still no prefetch
         assert calls == [(3, "red"), (3, "green")]
         await asyncio.sleep(0.2)
         assert len(calls) == 2
         gate.set()
         for _ in range(200):
             await asyncio.sleep(0.05)
-            if not run._button.disabled and len(calls) >= 5:
+            if not run.button.disabled and len(calls) >= 5:
                 break
-        assert not ex._RUNS.busy()
-        assert "done in" in run._status.value
+        assert not _live._RUNS.busy()
+        assert "done in" in run.status.value
         # the neighbours of (depth 3, green) = index (2, 1); (3, red) was drawn first
         assert {(4, "green"), (2, "green"), (3, "red"), (3, "blue")} <= set(calls)
 
@@ -548,7 +485,7 @@ def test_runs_of_two_experiments_compute_one_at_a_time():
     # above 1), and both images arrive with their own colour.
     import threading
 
-    from companion import explore as ex
+    from companion import _live
 
     lock, active, most = threading.Lock(), [0], [0]
 
@@ -563,17 +500,16 @@ def test_runs_of_two_experiments_compute_one_at_a_time():
 
     a = explore(slow, {"n": Slider([1, 2])}, name="run-a", expensive=True, figsize=(1, 1), dpi=20)
     b = explore(slow, {"n": Slider([3, 4])}, name="run-b", expensive=True, figsize=(1, 1), dpi=20)
-    a.live()
-    b.live()
-    assert "queued behind" in b._status.value
+    a, b = a.live(), b.live()
+    assert "queued behind" in b.status.value
     deadline = time.time() + 10
-    while (a._button.disabled or b._button.disabled) and time.time() < deadline:
+    while (a.button.disabled or b.button.disabled) and time.time() < deadline:
         time.sleep(0.02)
     assert most[0] == 1
-    assert not ex._RUNS.busy()
-    np.testing.assert_allclose(centre_pixel(base64.b64encode(a._image.value).decode()), colour_of(2, "blue"),
+    assert not _live._RUNS.busy()
+    np.testing.assert_allclose(centre_pixel(base64.b64encode(a.image.value).decode()), colour_of(2, "blue"),
                                atol=0.03)
-    np.testing.assert_allclose(centre_pixel(base64.b64encode(b._image.value).decode()), colour_of(4, "blue"),
+    np.testing.assert_allclose(centre_pixel(base64.b64encode(b.image.value).decode()), colour_of(4, "blue"),
                                atol=0.03)
 
 
@@ -591,15 +527,15 @@ def test_a_run_starts_only_once_the_kernels_main_thread_is_idle():
 
     async def scenario():
         run = explore(slow, {"n": Slider([1, 2])}, name="quiet", expensive=True, figsize=(1, 1), dpi=20)
-        run.live()
+        run = run.live()
         time.sleep(0.5)
         unblocked = time.monotonic()
         for _ in range(200):
             await asyncio.sleep(0.05)
-            if not run._button.disabled:
+            if not run.button.disabled:
                 break
         assert started and started[0] >= unblocked
-        assert "done in" in run._status.value
+        assert "done in" in run.status.value
 
     asyncio.run(scenario())
 
@@ -619,9 +555,9 @@ def test_a_run_computes_with_fewer_torch_threads_than_cores_and_leaves_the_main_
 
     main = torch.get_num_threads()
     run = explore(slow, {"n": Slider([1, 2])}, name="threads", expensive=True, figsize=(1, 1), dpi=20)
-    run.live()
+    run = run.live()
     deadline = time.time() + 10
-    while run._button.disabled and time.time() < deadline:
+    while run.button.disabled and time.time() < deadline:
         time.sleep(0.02)
     assert seen and 1 <= seen[0] <= max(1, (os.cpu_count() or 2) - 1)
     assert torch.get_num_threads() == main
@@ -635,9 +571,9 @@ def test_after_a_pause_the_whole_grid_is_prefetched_nearest_first(monkeypatch):
     # cached (a far jump then only swaps an image).
     import asyncio
 
-    from companion import explore as ex
+    from companion import _live
 
-    monkeypatch.setattr(ex.Experiment, "FILL_AFTER", 0.3)
+    monkeypatch.setattr(_live.LiveView, "FILL_AFTER", 0.3)
     calls = []
 
     def cheap(fig, depth, kind):
@@ -647,18 +583,150 @@ def test_after_a_pause_the_whole_grid_is_prefetched_nearest_first(monkeypatch):
     async def scenario():
         exp = explore(cheap, {"depth": Slider(DEPTHS, value=DEPTHS[0]), "kind": Choice(KINDS)},
                       name="fill", figsize=(1, 1), dpi=20)
-        exp.live()
-        start = exp._current()
+        view = exp.live()
+        start = view.current()
         await asyncio.sleep(0.2)                  # within the pause: neighbours only
         assert len(calls) <= 1 + len(exp.neighbours(start))
         for _ in range(300):
             await asyncio.sleep(0.02)
-            if len(exp._cache) == exp.size:
+            if len(exp.frames) == exp.grid_size:
                 break
-        assert len(exp._cache) == exp.size == len(DEPTHS) * len(KINDS)
+        assert len(exp.frames) == exp.grid_size == len(DEPTHS) * len(KINDS)
         index = {(d, k): (DEPTHS.index(d), KINDS.index(k)) for d in DEPTHS for k in KINDS}
         steps = [sum(abs(a - b) for a, b in zip(index[c], start)) for c in calls]
         assert steps[0] == 0 and steps == sorted(steps)
         assert len(calls) == len(set(calls)), "a setting was drawn twice"
 
     asyncio.run(scenario())
+
+
+# -- what a frame does not do: global state, shared controls --------------------------
+def draw_ticks_on_top(fig, depth, kind):
+    """Tick labels above the axes, where matplotlib would lift an automatic title."""
+    ax = fig.subplots()
+    ax.plot(np.arange(5), np.arange(5) * depth, color=colour_of(depth, kind))
+    ax.xaxis.tick_top()
+    ax.set_title(f"{kind} {depth}")
+
+
+@pytest.mark.parametrize("drawing", [draw_text_heavy, draw_grid_layout, draw_ticks_on_top])
+def test_titles_stay_where_rcparams_titley_would_put_them(drawing):
+    # Reference: the frame drawn the rcParams way, under
+    # matplotlib.rc_context({"axes.titley": 1.0}) on a fresh figure and canvas (what
+    # explore did before it stopped touching the global rcParams); same PNG bytes.
+    import matplotlib
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from companion import explore as ex
+    from companion._raster import encode
+
+    exp = explore(drawing, {"depth": Slider(DEPTHS, value=1), "kind": Choice(KINDS)},
+                  name=f"titles-{drawing.__name__}", figsize=(4, 2.5), dpi=50)
+    before = dict(matplotlib.rcParams)
+    for index in [(0, 0), (3, 2)]:
+        with matplotlib.rc_context({"axes.titley": 1.0}):
+            fig = Figure(figsize=exp.figsize, dpi=exp.dpi, subplotpars=ex._MARGINS)
+            drawing(fig, **exp.params(index))
+        ex._plain_log_ticks(fig)
+        canvas = FigureCanvasAgg(fig)
+        canvas.draw()
+        assert exp.render(index) == encode(np.asarray(canvas.buffer_rgba()), compact=False), index
+    assert dict(matplotlib.rcParams) == before
+
+
+def test_a_run_leaves_the_global_rcparams_alone():
+    # Reference: matplotlib.rcParams read on the main thread while a Run's draw() is
+    # computing in the worker thread, and a style change the reader makes during the
+    # Run, read after it: neither is touched by the Run.
+    import threading
+
+    import matplotlib
+
+    gate, inside = threading.Event(), threading.Event()
+
+    def slow(fig, n, progress):
+        inside.set()
+        gate.wait(10)
+        draw_colour(fig, n, "red")
+
+    view = explore(slow, {"n": Slider([1, 2])}, name="rc-run", expensive=True,
+                   figsize=(1, 1), dpi=20).live()
+    assert inside.wait(10)
+    titley = matplotlib.rcParams["axes.titley"]
+    width = matplotlib.rcParams["lines.linewidth"]
+    try:
+        matplotlib.rcParams["lines.linewidth"] = width + 1.5       # the reader's own style
+        gate.set()
+        deadline = time.time() + 10
+        while view.button.disabled and time.time() < deadline:
+            time.sleep(0.02)
+        assert "done in" in view.status.value
+        assert titley is None, "a Run changed the global rcParams while it computed"
+        assert matplotlib.rcParams["lines.linewidth"] == width + 1.5, "a Run undid the reader's style"
+    finally:
+        matplotlib.rcParams["lines.linewidth"] = width
+
+
+def test_two_displays_of_one_experiment_have_their_own_controls():
+    # Reference: the centre colour of each display's image. Moving the first display's
+    # control redraws the first image only; the second keeps its own setting.
+    exp = make()
+    first, second = exp.live(), exp.live()
+    first.inputs[1].value = 2                                      # kind -> blue
+    np.testing.assert_allclose(centre_pixel(base64.b64encode(first.image.value).decode()),
+                               colour_of(3, "blue"), atol=0.03)
+    np.testing.assert_allclose(centre_pixel(base64.b64encode(second.image.value).decode()),
+                               colour_of(3, "red"), atol=0.03)
+    second.inputs[0].value = 0                                     # depth -> 1
+    assert first.current() == (2, 2) and second.current() == (0, 0)
+
+
+def test_displaying_again_during_a_run_leaves_no_run_in_flight_after():
+    # Reference: the run queue's count of Runs in flight (0 once both displays' Runs are
+    # done; before each display had its own state, the second display's Run left
+    # prefetching paused for good), and both displays' status lines.
+    import threading
+
+    from companion import _live
+
+    gate = threading.Event()
+
+    def slow(fig, n, progress):
+        gate.wait(10)
+        draw_colour(fig, n, "green")
+
+    exp = explore(slow, {"n": Slider([1, 2])}, name="again", expensive=True, figsize=(1, 1), dpi=20)
+    first = exp.live()                  # starts computing its first setting
+    second = exp.live()                 # displayed again while the Run is in flight
+    assert _live._RUNS.busy()
+    gate.set()
+    deadline = time.time() + 10
+    while (first.running or second.running) and time.time() < deadline:
+        time.sleep(0.02)
+    assert not _live._RUNS.busy()
+    assert "done in" in first.status.value and "done in" in second.status.value
+    assert first.image.value and second.image.value
+
+
+def test_a_run_waits_for_quiet_with_a_bound():
+    # Reference: clocks. A closed loop ends the wait at once; a loop that never answers
+    # (not running) ends it after MAX_WAIT instead of hanging the worker.
+    import asyncio
+
+    from companion import _live
+
+    queue = _live._RunQueue()
+    closed = asyncio.new_event_loop()
+    closed.close()
+    t0 = time.monotonic()
+    queue._wait_until_quiet(closed)
+    assert time.monotonic() - t0 < 0.5
+    silent = asyncio.new_event_loop()
+    try:
+        queue.MAX_WAIT = 0.3
+        t0 = time.monotonic()
+        queue._wait_until_quiet(silent)
+        assert 0.3 <= time.monotonic() - t0 < 3.0
+    finally:
+        silent.close()

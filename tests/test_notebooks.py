@@ -65,21 +65,21 @@ def test_listed_in_the_table_of_contents(path):
 # setting without an error, and moving one control of each cheap one redraws it.
 _LIVE_CHECK = """
 import asyncio, time
-from companion import explore as _explore
-_live = [e for e in _explore._CREATED if hasattr(e, "_status")]
+from companion import _live as _lv
+_live = list(_lv._VIEWS)          # every display of an experiment in this kernel
 _deadline = time.time() + 240
-while any(e.expensive and e._lock.locked() for e in _live) and time.time() < _deadline:
+while any(v.running for v in _live) and time.time() < _deadline:
     await asyncio.sleep(0.1)   # yields to the kernel's loop, which finishes background runs
-_failed = {e.name: e._status.value for e in _live if "#b00" in e._status.value or not e._image.value}
+_failed = {v.experiment.name: v.status.value for v in _live if "#b00" in v.status.value or not v.image.value}
 assert _live and not _failed, _failed
 _unchanged = []
-for e in _live:
-    if e.expensive:
+for v in _live:
+    if v.experiment.expensive:
         continue
-    before, w = e._image.value, e._inputs[0]
-    w.value = (w.value + 1) % len(e.options[0])      # the next option of the first control
-    if e._image.value == before or "#b00" in e._status.value:
-        _unchanged.append((e.name, e._status.value))
+    before, w = v.image.value, v.inputs[0]
+    w.value = (w.value + 1) % len(v.experiment.options[0])      # the next option of the first control
+    if v.image.value == before or "#b00" in v.status.value:
+        _unchanged.append((v.experiment.name, v.status.value))
 assert not _unchanged, _unchanged
 print(len(_live), "live experiments checked")
 """

@@ -131,4 +131,7 @@ ROWS = [
         accepted=dict(index=([None], "the initial setting"))),
     Row(ex.Experiment.neighbours, call=lambda **kw: _experiment().neighbours(**kw),
         good=dict(index=(1, 0)), bad=dict(index=_bad_indices())),
+    Row(ex.Experiment.keep, call=lambda **kw: _experiment().keep(**kw),
+        good=dict(index=(1, 0), fig=_experiment().figure((1, 0)), compact=False),
+        bad=dict(index=_bad_indices(), fig=[None, "fig", 3, np.zeros((2, 2))], compact=not_bool())),
 ]

@@ -1,0 +1,356 @@
+"""An experiment's live form: ipywidgets controls and an image that redraws in place.
+
+Every display of an experiment is its own :class:`LiveView` (its widgets, the frames
+it draws ahead, its Run button); the frames themselves are the experiment's
+(:attr:`companion.explore.Experiment.frames`), shared by all its views.
+
+* **Drawing ahead.** After each frame, the settings one control step away are drawn
+  on the kernel's event loop while it is idle, one frame per turn, so that the next
+  slider step only swaps a cached image (a fresh matplotlib frame costs 0.1-0.3 s; a
+  cached one a millisecond). Once the reader has left the controls alone for
+  :attr:`LiveView.FILL_AFTER` seconds, the rest of the grid follows, nearest first.
+  This happens on the kernel's main thread, because matplotlib is not thread-safe.
+* **Runs.** An ``expensive=True`` experiment computes on a *Run* button. Runs of every
+  experiment of the kernel go, one at a time, to one worker thread
+  (:class:`_RunQueue`), which starts a Run once the notebook's cells are done; the
+  worker only calls ``draw``, the figure is rasterized on the main thread. While any
+  Run is queued or computing, drawing ahead pauses in every view: a prefetched frame
+  holds Python's GIL for ~0.1 s, and a training loop of small torch ops, which hands
+  the GIL back after every op, then crawls (tests/benchmarks/bench_jupyterlab.py).
+"""
+from __future__ import annotations
+
+import asyncio
+import html
+import itertools
+import os
+import queue
+import sys
+import threading
+import time
+import weakref
+from typing import Any, Callable
+
+from ._controls import Slider, marks_html
+
+# every view displayed (weakly; a view lives as long as its widgets): tests look at them
+_VIEWS: "weakref.WeakSet[LiveView]" = weakref.WeakSet()
+
+
+class LiveView:
+    """One display of ``experiment``: build it with ``experiment.live()``; it displays
+    itself as the last expression of a cell. Its widgets are attributes: ``inputs``
+    (one per control), ``image``, ``status``, and for an expensive experiment
+    ``button`` and ``progress``."""
+
+    #: Seconds without a control change before the rest of the grid is drawn ahead.
+    FILL_AFTER = 1.0
+
+    def __init__(self, experiment) -> None:
+        import ipywidgets as W  # only here: the static book and the tests need no widgets
+
+        self.experiment = experiment
+        self._pending: list[tuple[int, ...]] = []
+        self._scheduled = False
+        self._moved_at = time.monotonic()
+        self.running = False                 # a Run of this view is queued or computing
+        rows = [self._control(W, i, name) for i, name in enumerate(experiment.names)]
+        self.inputs = [w.children[0] if isinstance(w, W.VBox) else w for w in rows]
+        for w in self.inputs:
+            w.observe(self._on_change, names="value")
+        self.image = W.Image(format="png", layout=W.Layout(max_width="100%"))
+        self.status = W.HTML()
+        parts: list[Any] = []
+        if experiment.title:
+            parts.append(W.HTML(f"<b>{html.escape(experiment.title)}</b>"))
+        parts += rows
+        if experiment.expensive:
+            self.button = W.Button(description="Run", button_style="primary", icon="play")
+            self.progress = W.FloatProgress(min=0.0, max=1.0, value=0.0, layout=W.Layout(width="200px"))
+            self.button.on_click(lambda _: self.run())
+            parts.append(W.HBox([self.button, self.progress, self.status]))
+        else:
+            parts.append(self.status)
+        parts.append(self.image)
+        self.widget = W.VBox(parts)
+        _VIEWS.add(self)
+        self._show(self.current(), first=True)
+
+    def _control(self, W, i: int, name: str):
+        exp = self.experiment
+        control = exp.controls[name]
+        options = [(lab, j) for j, (lab, _) in enumerate(exp.options[i])]
+        description = control.label or name
+        if isinstance(control, Slider):
+            w = W.SelectionSlider(options=options, value=exp.default[i], description=description,
+                                  continuous_update=not exp.expensive,
+                                  style={"description_width": "initial"},
+                                  layout=W.Layout(width="420px"))
+            return W.VBox([w, W.HTML(marks_html(control))]) if control.marks else w
+        if len(options) <= 5:
+            return W.ToggleButtons(options=options, value=exp.default[i], description=description,
+                                   style={"description_width": "initial", "button_width": "auto"})
+        return W.Dropdown(options=options, value=exp.default[i], description=description,
+                          style={"description_width": "initial"})
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.widget)
+
+    def current(self) -> tuple[int, ...]:
+        """The grid point the controls are at."""
+        return tuple(w.value for w in self.inputs)
+
+    def _on_change(self, change) -> None:
+        self._show(self.current())
+
+    def _show(self, index: tuple[int, ...], first: bool = False) -> None:
+        exp = self.experiment
+        if index in exp.frames:
+            self.image.value = exp.frames[index]
+            self.status.value = ""
+        elif exp.expensive and not first:
+            self.status.value = "press <b>Run</b> to compute this setting"
+        elif exp.expensive:
+            self.run()
+        else:
+            try:
+                started = time.perf_counter()
+                self.image.value = exp.render(index)
+                self.status.value = (f'<span style="color:#888">drawn in '
+                                     f'{1e3 * (time.perf_counter() - started):.0f} ms</span>')
+            except Exception as error:  # shown to the reader, never a crash of the notebook
+                self.status.value = _error_html(error)
+        if not exp.expensive:
+            self._draw_ahead(index)
+
+    # -- drawing ahead ---------------------------------------------------------------
+    def _draw_ahead(self, index: tuple[int, ...]) -> None:
+        """Queue the settings one step away from ``index`` and schedule drawing them."""
+        frames = self.experiment.frames
+        self._pending = [i for i in self.experiment.neighbours(index) if i not in frames]
+        self._moved_at = time.monotonic()
+        loop = _kernel_loop()
+        if loop is not None and (self._pending or len(frames) < self.experiment.grid_size):
+            self._schedule(loop, 0.05)
+
+    def _schedule(self, loop, delay: float) -> None:
+        """Draw ahead after ``delay`` seconds, unless a Run is queued or computing (then
+        :meth:`_RunQueue.finished` resumes this view)."""
+        if self._scheduled:
+            return
+        if _RUNS.busy():
+            _RUNS.defer(self)
+            return
+        self._scheduled = True
+        loop.call_later(delay, self._step, loop)
+
+    def _step(self, loop) -> None:
+        """One turn of the event loop: one frame drawn ahead, then the next scheduled."""
+        self._scheduled = False
+        if _RUNS.busy():          # a Run started since this step was scheduled
+            _RUNS.defer(self)
+            return
+        if self._draw_one():      # a neighbour; the loop turns before the next
+            self._schedule(loop, 0.01)
+            return
+        wait = self.FILL_AFTER - (time.monotonic() - self._moved_at)
+        if wait > 0:              # the rest of the grid once the reader pauses
+            self._schedule(loop, wait)
+            return
+        nearest = self._nearest_missing()
+        if nearest is not None:
+            self._pending = [nearest]
+            self._draw_one()
+            self._schedule(loop, 0.01)
+
+    def _draw_one(self) -> bool:
+        """Draw one pending setting; False when nothing was left to draw."""
+        while self._pending:
+            i = self._pending.pop(0)
+            if i not in self.experiment.frames:
+                try:
+                    self.experiment.render(i)
+                except Exception:  # _show reports it if the reader goes there
+                    pass
+                return True
+        return False
+
+    def _nearest_missing(self) -> tuple[int, ...] | None:
+        """The setting fewest control steps from the current one that is not drawn yet
+        (None when the whole grid is)."""
+        here, exp = self.current(), self.experiment
+        todo = [i for i in itertools.product(*(range(n) for n in exp.shape)) if i not in exp.frames]
+        if not todo:
+            return None
+        return min(todo, key=lambda i: (sum(abs(a - b) for a, b in zip(i, here)), i))
+
+    def prefetch_idle(self) -> None:
+        """Draw every queued setting now, as the kernel's idle time does (tests and
+        benchmarks: a cell blocks the event loop)."""
+        while self._draw_one():
+            pass
+
+    # -- Runs ----------------------------------------------------------------------
+    def run(self) -> None:
+        """Compute the current setting of an expensive experiment off the kernel's main
+        thread (what the Run button does); nothing if this view's Run is in flight."""
+        if self.running:
+            return
+        self.running = True
+        exp, index, loop = self.experiment, self.current(), _kernel_loop()
+        self.button.disabled = True
+        self.progress.value = 0.0
+        started = time.perf_counter()
+        waited = [0.0]            # seconds queued (behind other Runs, or the notebook's cells)
+        self.status.value = ("queued behind another Run…" if _RUNS.busy()
+                             else "queued: starts when the kernel is idle…")
+        _RUNS.started()
+
+        def on_loop(function, *args) -> None:
+            # widget updates and rasterizing belong to the kernel's main thread
+            if loop is None:
+                function(*args)
+            else:
+                loop.call_soon_threadsafe(function, *args)
+
+        def progress(fraction: float) -> None:
+            on_loop(setattr, self.progress, "value", float(min(max(fraction, 0.0), 1.0)))
+
+        def done(status: str) -> None:
+            self.status.value = status
+            self.button.disabled = False
+            self.running = False
+            _RUNS.finished(loop)
+
+        def finish(fig) -> None:
+            try:
+                png = exp.keep(index, fig)
+            except Exception as error:
+                done(_error_html(error))
+                return
+            if self.current() == index:
+                self.image.value = png
+            self.progress.value = 1.0
+            total = time.perf_counter() - started
+            done(f"done in {total:.1f} s" + (f" (of which {waited[0]:.1f} s waiting for the notebook's "
+                                              f"cells or another Run)" if waited[0] >= 0.5 else ""))
+
+        def work() -> None:
+            waited[0] = time.perf_counter() - started
+            on_loop(setattr, self.status, "value", "running…")
+            try:  # the slow part: training, inside draw(); artists are only created here
+                fig = exp.figure(index, progress)
+            except Exception as error:
+                on_loop(done, _error_html(error))
+                return
+            on_loop(finish, fig)
+
+        _RUNS.submit(work, loop)
+
+
+def _error_html(error: Exception) -> str:
+    """An exception as the red status line a reader sees instead of a traceback."""
+    return f'<span style="color:#b00">{html.escape(type(error).__name__)}: {html.escape(str(error))}</span>'
+
+
+def _kernel_loop():
+    """The running asyncio loop of the IPython kernel (its main thread), or None."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class _RunQueue:
+    """The kernel's expensive Runs: one worker thread computes them one at a time, and a
+    count of Runs queued or computing pauses drawing ahead (views that waited are
+    resumed when the count returns to 0).
+
+    Before each Run the worker waits until the kernel's main thread has been idle for
+    ``QUIET`` seconds (its event loop answers every ping within ``PING`` seconds), at
+    most ``MAX_WAIT`` seconds: a Run displayed during *Run All* then starts when the
+    notebook's cells are done instead of crawling beside them. The worker computes with
+    fewer torch threads than cores (one on 2 cores; the setting is per thread, and put
+    back after each Run), leaving a core to the reader's frames."""
+
+    QUIET = 0.3          # seconds the main thread must be idle before a Run starts
+    PING = 0.05          # seconds between pings; a later answer means "busy"
+    MAX_WAIT = 600.0     # seconds a Run waits for quiet before it starts anyway
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._in_flight = 0
+        self._deferred: "weakref.WeakSet[LiveView]" = weakref.WeakSet()
+        self._jobs: "queue.SimpleQueue[tuple[Callable[[], None], Any]]" = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
+
+    def busy(self) -> bool:
+        return self._in_flight > 0
+
+    def started(self) -> None:
+        with self._lock:
+            self._in_flight += 1
+
+    def defer(self, view: LiveView) -> None:
+        with self._lock:
+            self._deferred.add(view)
+
+    def finished(self, loop) -> None:
+        with self._lock:
+            self._in_flight = max(self._in_flight - 1, 0)
+            resume = [] if self._in_flight else list(self._deferred)
+            if not self._in_flight:
+                self._deferred.clear()
+        for view in resume:       # without a loop (no kernel) nothing was scheduled
+            if loop is not None:
+                view._schedule(loop, 0.05)
+
+    def submit(self, job: Callable[[], None], loop=None) -> None:
+        """Queue ``job`` (a callable with no arguments) for the worker; ``loop``: the
+        kernel's event loop whose quiet the worker waits for (None: start at once)."""
+        with self._lock:
+            self._jobs.put((job, loop))
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._work, name="companion-explore-runs",
+                                                daemon=True)
+                self._worker.start()
+
+    def _work(self) -> None:
+        while True:
+            job, loop = self._jobs.get()
+            if loop is not None:
+                self._wait_until_quiet(loop)
+            torch = sys.modules.get("torch")   # only if the notebook uses torch at all
+            threads = torch.get_num_threads() if torch is not None else None
+            try:
+                if torch is not None:
+                    torch.set_num_threads(max(1, min(threads, (os.cpu_count() or 2) - 1)))
+                job()
+            except Exception:  # each job reports its own errors; the worker lives on
+                pass
+            finally:
+                if torch is not None:
+                    torch.set_num_threads(threads)
+
+    def _wait_until_quiet(self, loop) -> None:
+        """Return once the loop has answered pings promptly for ``QUIET`` seconds in a
+        row (a running cell blocks the loop, so its pings come back late), once the loop
+        is closed, or after ``MAX_WAIT`` seconds."""
+        start = quiet_since = time.monotonic()
+        while time.monotonic() - quiet_since < self.QUIET:
+            if time.monotonic() - start > self.MAX_WAIT or loop.is_closed():
+                return
+            answered = threading.Event()
+            sent = time.monotonic()
+            try:
+                loop.call_soon_threadsafe(answered.set)
+            except RuntimeError:      # the loop is closed: nothing to wait for
+                return
+            if not answered.wait(timeout=1.0) or time.monotonic() - sent > self.PING:
+                quiet_since = time.monotonic()
+            time.sleep(self.PING)
+
+
+_RUNS = _RunQueue()
