@@ -274,8 +274,10 @@ def _cell(marker: str) -> str:
 
 
 def _namespace(**extra) -> dict:
+    import functools
+
     from companion import data, diagnostics, train
-    ns = {"np": np, "torch": torch, "init": init, "nets": nets, "data": data,
+    ns = {"functools": functools, "np": np, "torch": torch, "init": init, "nets": nets, "data": data,
           "diagnostics": diagnostics, "train": train, "activations": activations,
           "glue": lambda *a, **k: None}
     ns.update(extra)
