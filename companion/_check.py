@@ -49,19 +49,34 @@ def _type_error(name: str, expected: str, value: Any) -> TypeError:
     return TypeError(f"{name} must be {expected}, got {shown}{suffix}")
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """Whether ``value`` is an integer (a Python or numpy int), not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _is_real(value: Any) -> bool:
+_is_int = is_int  # the older name
+
+
+def is_real(value: Any) -> bool:
+    """Whether ``value`` is a real number: an int, float or numpy scalar, not a bool (``True``
+    for a learning rate is a slip, not 1.0). Arrays and tensors are not numbers here."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+_is_real = is_real  # the older name, still used by some modules
+
+
+def array_namespace(x: Any):
+    """The module whose functions take ``x``: ``torch`` for a tensor, ``numpy`` otherwise,
+    so one formula (``xp.sqrt(v)``, ``xp.zeros_like(p)``) serves both kinds of array."""
+    return torch if isinstance(x, Tensor) else np
 
 
 # -------------------------------------------------------------------------------- scalars
 def integer(name: str, value: Any, *, minimum: Optional[int] = None,
             maximum: Optional[int] = None) -> int:
     """``int(value)`` for an int (not a bool) in ``[minimum, maximum]``."""
-    if not _is_int(value):
+    if not is_int(value):
         raise _type_error(name, "an int", value)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         if maximum is None:
@@ -88,7 +103,7 @@ def real(name: str, value: Any, *, low: Optional[float] = None, high: Optional[f
     if scalar_tensor and isinstance(value, Tensor) and value.numel() == 1 \
             and not value.is_complex() and value.dtype != torch.bool:
         value = value.item()
-    if not _is_real(value):
+    if not is_real(value):
         raise _type_error(name, "a real number", value)
     value = float(value)
     ok = not math.isnan(value) and (not finite or math.isfinite(value))
@@ -136,6 +151,21 @@ def flag(name: str, value: Any) -> bool:
         return bool(value)
     if not isinstance(value, bool):
         raise _type_error(name, "True or False", value)
+    return value
+
+
+def optional_flag(name: str, value: Any) -> Optional[bool]:
+    """``None``, ``True`` or ``False`` (a ``foreach`` switch: None lets the code choose).
+
+    numpy's ``bool_`` is read as the bool it is (torch.optim and torch.nn.utils take
+    ``np.True_`` as true too); ints, strings and other truthy values are refused, where
+    torch would take any of them."""
+    if value is None:
+        return None
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if not isinstance(value, bool):
+        raise _type_error(name, "None, True or False", value)
     return value
 
 
@@ -305,6 +335,16 @@ def same_kind(name: str, x: Array, other_name: str, other: Array) -> None:
         raise TypeError(f"{name} must be {kind} like {other_name}, got {show(x)}")
 
 
+def same_dtype(name: str, x: Tensor, dtype: torch.dtype, owner: str = "the model") -> Tensor:
+    """Refuse ``x`` unless its dtype is ``dtype``, the dtype of ``owner``'s parameters
+    (torch's layers refuse a float64 input to float32 weights deep inside a matmul)."""
+    if x.dtype != dtype:
+        want = str(dtype).replace("torch.", "")
+        raise TypeError(f"{name} must have {owner}'s dtype {want}, got {show(x)} "
+                        f"(convert it with .to({dtype}))")
+    return x
+
+
 def batch(name: str, x: Any, *, features: Optional[int] = None,
           dtype: Optional[torch.dtype] = None) -> Tensor:
     """A 2-D (batch, features) floating tensor of finite values, with ``features`` columns
@@ -312,9 +352,8 @@ def batch(name: str, x: Any, *, features: Optional[int] = None,
     x = tensor(name, x, ndim=2, finite=True)
     if features is not None and x.shape[1] != features:
         raise ValueError(f"{name} must have {features} features (columns), got {show(x)}")
-    if dtype is not None and x.dtype != dtype:
-        raise TypeError(f"{name} must have the model's dtype {str(dtype).replace('torch.', '')}, "
-                        f"got {show(x)} (convert with x.to({dtype}))")
+    if dtype is not None:
+        same_dtype(name, x, dtype)
     return x
 
 

@@ -30,7 +30,7 @@ def _has_any(text: str, characters: str) -> bool:
     return any(c in text for c in characters)
 
 
-def _path(name: str, value: Any) -> Path:
+def _check_path(name: str, value: Any) -> Path:
     """A filesystem path given as a non-empty str or an ``os.PathLike``."""
     if isinstance(value, os.PathLike):
         value = os.fspath(value)
@@ -43,7 +43,7 @@ def _path(name: str, value: Any) -> Path:
     return Path(value)
 
 
-def _existing(name: str, path: Path, *, directory: bool) -> Path:
+def _check_existing(name: str, path: Path, *, directory: bool) -> Path:
     """``path`` if it exists as a file (or a directory); FileNotFoundError naming it if it
     does not exist, ValueError if it is the wrong kind."""
     if not path.exists():
@@ -126,7 +126,7 @@ def read_repository(config_path: str | Path = "_config.yml") -> tuple[str, str]:
     """
     import yaml  # installed with jupyter-book; only the build tools need it
 
-    path = _existing("config_path", _path("config_path", config_path), directory=False)
+    path = _check_existing("config_path", _check_path("config_path", config_path), directory=False)
     try:
         config = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as error:
@@ -158,7 +158,7 @@ def sync_setup_cells(book_dir: str | Path = "book", config_path: str | Path = "_
         ValueError: ``book_dir`` a file, a notebook in it that is not notebook JSON, or a
             bad ``config_path`` (see :func:`read_repository`).
     """
-    book = _existing("book_dir", _path("book_dir", book_dir), directory=True)
+    book = _check_existing("book_dir", _check_path("book_dir", book_dir), directory=True)
     source = setup_cell_source(*read_repository(config_path))
     changed = []
     for path in sorted(book.glob("*.ipynb")):

@@ -51,7 +51,6 @@ large-scale image recognition without normalization, ICML.
 from __future__ import annotations
 
 import math
-import numbers
 import types
 import warnings
 from collections import defaultdict
@@ -76,7 +75,7 @@ NORM_EPS = 1e-6
 
 
 # ------------------------------------------------------------------------------ checks
-def _scalar(name: str, value: Any, *, zero_ok: bool = False) -> float:
+def _check_scalar(name: str, value: Any, *, zero_ok: bool = False) -> float:
     """``max_norm``, ``clip_value``, ``clip_factor``, ``eps``, ``lr``, ``tol``: a finite
     number > 0 (>= 0 with ``zero_ok``); a one-element tensor is read as its number, as
     torch's ``float(max_norm)`` does (a longer one is a ValueError, as in torch)."""
@@ -87,7 +86,7 @@ def _scalar(name: str, value: Any, *, zero_ok: bool = False) -> float:
     return check(name, value, scalar_tensor=True)
 
 
-def _norm_type(norm_type: Any) -> float:
+def _check_norm_type(norm_type: Any) -> float:
     """A p > 0 or inf, as a float. Like torch's ``float(norm_type)``: the string ``"inf"``
     (any spelling ``float`` reads as +inf) and one-element tensors are taken; other
     strings are refused (torch would take ``"2"`` too)."""
@@ -106,7 +105,7 @@ def _norm_type(norm_type: Any) -> float:
     p = norm_type
     if isinstance(p, Tensor) and not p.is_complex() and p.dtype != torch.bool:
         p = p.item()
-    if not _is_real(p):
+    if not _check.is_real(p):
         _check.real("norm_type", p)                    # raises the TypeError
     p = float(p)
     if not p > 0:                                      # NaN too
@@ -114,17 +113,7 @@ def _norm_type(norm_type: Any) -> float:
     return p
 
 
-def _optional_flag(name: str, value: Any) -> Optional[bool]:
-    """``None``, ``True`` or ``False`` (``foreach``)."""
-    if value is None:
-        return None
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be None, True or False, got {_check.show(value)}"
-                        f"{'' if isinstance(value, str) else f' ({type(value).__name__})'}")
-    return bool(value)
-
-
-def _tensors(values: Any, name: str) -> list[Tensor]:
+def _check_tensors(values: Any, name: str) -> list[Tensor]:
     """A single tensor -> [it]; an iterable of tensors (a list, a tuple, a generator such
     as ``model.parameters()``) -> a list, every item checked to be a tensor."""
     if isinstance(values, Tensor):
@@ -142,16 +131,16 @@ def _tensors(values: Any, name: str) -> list[Tensor]:
     return out
 
 
-def _params(parameters: Any) -> list[Tensor]:
+def _check_params(parameters: Any) -> list[Tensor]:
     """torch's handling: a tensor or an iterable; warn if an empty generator was given."""
-    out = _tensors(parameters, "parameters")
+    out = _check_tensors(parameters, "parameters")
     if not out and isinstance(parameters, types.GeneratorType):
         warnings.warn("`parameters` is an empty generator, no gradient clipping will occur.",
                       stacklevel=3)
     return out
 
 
-def _total_norm(total_norm: Any) -> Tensor:
+def _check_total_norm(total_norm: Any) -> Tensor:
     """``total_norm`` of :func:`clip_grads_with_norm_`: a real one-element tensor (its value
     not read: no sync) or a number >= 0, inf included (the norm of an infinite gradient)."""
     if isinstance(total_norm, Tensor):
@@ -162,13 +151,13 @@ def _total_norm(total_norm: Any) -> Tensor:
             raise ValueError(f"total_norm must be a one-element tensor (the total norm), got "
                              f"{_check.show(total_norm)}")
         return total_norm
-    if not _is_real(total_norm):
+    if not _check.is_real(total_norm):
         raise TypeError(f"total_norm must be a tensor or a number, got "
                         f"{_check.show(total_norm)} ({type(total_norm).__name__})")
     return torch.tensor(_check.nonnegative("total_norm", total_norm, finite=False))
 
 
-def _norm_inputs(tensors: list[Tensor], name: str) -> list[Tensor]:
+def _check_norm_inputs(tensors: list[Tensor], name: str) -> list[Tensor]:
     """The tensors of a norm: floating or complex (as ``torch.linalg.vector_norm``)."""
     for i, t in enumerate(tensors):
         if not (t.is_floating_point() or t.is_complex()):
@@ -177,7 +166,7 @@ def _norm_inputs(tensors: list[Tensor], name: str) -> list[Tensor]:
     return tensors
 
 
-def _arrays(grads: Any, name: str = "grads") -> list[Array]:
+def _check_arrays(grads: Any, name: str = "grads") -> list[Array]:
     """A single array -> [it]; a list, tuple or iterator of arrays -> a list. Every item a
     real floating numpy array or torch tensor, all of the first one's kind. Empty arrays
     and NaN are fine (a diverging run's gradients)."""
@@ -198,10 +187,6 @@ def _arrays(grads: Any, name: str = "grads") -> list[Array]:
 
 
 # ---------------------------------------------------------------------- pure functions
-def _xp(x: Any):
-    return torch if isinstance(x, Tensor) else np
-
-
 def _pnorm(x: Array, p: float, dims: Optional[tuple[int, ...]] = None) -> Array:
     r""":math:`(\sum_j |x_j|^p)^{1/p}` (``p = inf``: :math:`\max_j |x_j|`) over ``dims``
     (kept, size 1) or over everything; an empty vector has norm 0."""
@@ -209,9 +194,10 @@ def _pnorm(x: Array, p: float, dims: Optional[tuple[int, ...]] = None) -> Array:
     if dims is None and (a.numel() if isinstance(a, Tensor) else np.size(a)) == 0:
         return a.sum()
     kw = {} if dims is None else dict(axis=dims, keepdims=True)
+    xp = _check.array_namespace(a)
     if p == math.inf:
-        return _xp(a).amax(a, **kw)
-    return _xp(a).sum(a ** p, **kw) ** (1 / p)
+        return xp.amax(a, **kw)
+    return xp.sum(a ** p, **kw) ** (1 / p)
 
 
 def clip_by_value(grads: Sequence[Array], clip_value: float) -> list[Array]:
@@ -228,9 +214,9 @@ def clip_by_value(grads: Sequence[Array], clip_value: float) -> list[Array]:
     >>> clip_by_value([np.array([-3.0, 0.5, 2.0])], 1.0)[0]
     array([-1. ,  0.5,  1. ])
     """
-    grads = _arrays(grads)
-    c = _scalar("clip_value", clip_value)
-    return [_xp(g).clip(g, -c, c) for g in grads]
+    grads = _check_arrays(grads)
+    c = _check_scalar("clip_value", clip_value)
+    return [_check.array_namespace(g).clip(g, -c, c) for g in grads]
 
 
 def global_norm(grads: Sequence[Array], norm_type: float = 2.0) -> Array:
@@ -248,8 +234,8 @@ def global_norm(grads: Sequence[Array], norm_type: float = 2.0) -> Array:
     >>> float(global_norm([np.array([3.0]), np.array([4.0])]))
     5.0
     """
-    grads = _arrays(grads)
-    p = _norm_type(norm_type)
+    grads = _check_arrays(grads)
+    p = _check_norm_type(norm_type)
     if not grads:
         return np.float64(0.0)
     per_tensor = [_pnorm(g, p) for g in grads]                        # ||g_i||_p
@@ -281,9 +267,9 @@ def clip_by_global_norm(grads: Sequence[Array], max_norm: float,
     >>> float(n), g[0].round(4)
     (5.0, array([0.6, 0.8]))
     """
-    grads = _arrays(grads)
-    tau = _scalar("max_norm", max_norm)
-    _norm_type(norm_type)
+    grads = _check_arrays(grads)
+    tau = _check_scalar("max_norm", max_norm)
+    _check_norm_type(norm_type)
     total = global_norm(grads, norm_type)
     coef = (tau / (total + NORM_EPS)).clip(max=1.0)                    # min(1, tau/(N+1e-6))
     return [g * coef for g in grads], total
@@ -301,7 +287,7 @@ def unitwise_norm(x: Array, norm_type: float = 2.0) -> Array:
         ValueError: ``x`` empty; ``norm_type`` not > 0.
     """
     x = _check.array("x", x)
-    p = _norm_type(norm_type)
+    p = _check_norm_type(norm_type)
     return _pnorm(x, p) if x.ndim <= 1 else _pnorm(x, p, tuple(range(1, x.ndim)))
 
 
@@ -334,7 +320,7 @@ def adaptive_clip(grads: Sequence[Array], params: Sequence[Array], clip_factor: 
     array([[3.e-02, 4.e-02],
            [1.e-05, 0.e+00]])
     """
-    grads, params = _arrays(grads, "grads"), _arrays(params, "params")
+    grads, params = _check_arrays(grads, "grads"), _check_arrays(params, "params")
     if len(grads) != len(params):
         raise ValueError(f"grads and params must have the same length, got {len(grads)} and "
                          f"{len(params)}")
@@ -342,13 +328,14 @@ def adaptive_clip(grads: Sequence[Array], params: Sequence[Array], clip_factor: 
         _check.same_kind(f"grads[{i}]", g, f"params[{i}]", w)
         _check.same_shape(f"grads[{i}]", g, f"params[{i}]", w)
         _check.array(f"params[{i}]", w)                              # not empty
-    lam = _scalar("clip_factor", clip_factor)
-    eps = _scalar("eps", eps, zero_ok=True)
+    lam = _check_scalar("clip_factor", clip_factor)
+    eps = _check_scalar("eps", eps, zero_ok=True)
     out = []
     for g, w in zip(grads, params):
         m = lam * unitwise_norm(w).clip(min=eps)                      # lambda max(||W||, eps)
         g_norm = unitwise_norm(g)
-        out.append(_xp(g).where(g_norm > m, g * m / g_norm.clip(min=1e-6), g))
+        xp = _check.array_namespace(g)
+        out.append(xp.where(g_norm > m, g * m / g_norm.clip(min=1e-6), g))
     return out
 
 
@@ -396,7 +383,7 @@ def descent_steps(grad: Any, x0: Any, lr: float, *, max_norm: Optional[float] = 
     11
     """
     _check.function("grad", grad, "a callable grad(x)")
-    scalar = _is_real(x0)
+    scalar = _check.is_real(x0)
     if scalar:
         x = _check.real("x0", x0)
     else:
@@ -406,9 +393,9 @@ def descent_steps(grad: Any, x0: Any, lr: float, *, max_norm: Optional[float] = 
         if x0.ndim != 1:
             raise ValueError(f"x0 must be a number or a 1-D array, got shape {x0.shape}")
         x = _check.array("x0", np.array(x0, dtype=float), ndim=1, finite=True)
-    eta = _scalar("lr", lr)
-    tau = math.inf if max_norm is None else _scalar("max_norm", max_norm)
-    tol = _scalar("tol", tol)
+    eta = _check_scalar("lr", lr)
+    tau = math.inf if max_norm is None else _check_scalar("max_norm", max_norm)
+    tol = _check_scalar("tol", tol)
     max_steps = _check.integer("max_steps", max_steps, minimum=1)
     for t in range(max_steps + 1):
         g = grad(x)
@@ -423,15 +410,11 @@ def descent_steps(grad: Any, x0: Any, lr: float, *, max_norm: Optional[float] = 
     return None
 
 
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
 def _check_gradient(g: Any, x: Any, scalar: bool) -> None:
     """``grad(x0)``: a real number for a number ``x0`` (a 0-d array too), else a numpy
     array of ``x0``'s shape (no broadcasting)."""
     if scalar:
-        if not (_is_real(g) or (isinstance(g, np.ndarray) and g.shape == ()
+        if not (_check.is_real(g) or (isinstance(g, np.ndarray) and g.shape == ()
                                        and g.dtype.kind in "iuf")):
             raise TypeError(f"grad must return a real number for a number x0, got "
                             f"{_check.show(g)} ({type(g).__name__})")
@@ -466,7 +449,7 @@ def _by_device_and_dtype(tensors: list[Tensor]) -> dict[tuple, list[Tensor]]:
 def _use_foreach(tensors: list[Tensor], device: torch.device, foreach: Optional[bool]) -> bool:
     """torch's rule: ``None`` -> foreach on CPU/CUDA for plain tensors (not subclasses);
     ``True`` on a device without foreach kernels -> RuntimeError. (``foreach`` was
-    checked where it entered, by :func:`_optional_flag`.)"""
+    checked where it entered, by :func:`_check.optional_flag`.)"""
     supported = device.type in _FOREACH_DEVICES
     if foreach is None:
         return supported and all(type(t) is Tensor for t in tensors)
@@ -495,10 +478,10 @@ def get_total_norm(tensors: TensorOrTensors, norm_type: float = 2.0,
         RuntimeError: ``error_if_nonfinite=True`` and the norm is inf or NaN;
             ``foreach=True`` on a device without foreach kernels.
     """
-    tensors = _norm_inputs(_tensors(tensors, "tensors"), "tensors")
-    p = _norm_type(norm_type)
+    tensors = _check_norm_inputs(_check_tensors(tensors, "tensors"), "tensors")
+    p = _check_norm_type(norm_type)
     error_if_nonfinite = _check.flag("error_if_nonfinite", error_if_nonfinite)
-    foreach = _optional_flag("foreach", foreach)
+    foreach = _check.optional_flag("foreach", foreach)
     if not tensors:
         return torch.tensor(0.0)
     norms: list[Tensor] = []
@@ -535,10 +518,10 @@ def clip_grads_with_norm_(parameters: TensorOrTensors, max_norm: float,
             is not read (that would be a GPU -> CPU sync).
         RuntimeError: ``foreach=True`` on a device without foreach kernels.
     """
-    grads = [p.grad for p in _params(parameters) if p.grad is not None]
-    tau = _scalar("max_norm", max_norm)
-    total_norm = _total_norm(total_norm)
-    foreach = _optional_flag("foreach", foreach)
+    grads = [p.grad for p in _check_params(parameters) if p.grad is not None]
+    tau = _check_scalar("max_norm", max_norm)
+    total_norm = _check_total_norm(total_norm)
+    foreach = _check.optional_flag("foreach", foreach)
     if not grads:
         return
     coef = torch.clamp(tau / (total_norm + NORM_EPS), max=1.0)        # a tensor: no sync
@@ -585,15 +568,20 @@ def clip_grad_norm_(parameters: TensorOrTensors, max_norm: float, norm_type: flo
 
     Example::
 
+        import torch
+        from companion.clip import clip_grad_norm_
+        model = torch.nn.Linear(3, 1)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        loss = model(torch.randn(8, 3)).pow(2).mean()
         loss.backward()
         total = clip_grad_norm_(model.parameters(), max_norm=1.0)
         opt.step()
     """
-    params = _params(parameters)
-    _scalar("max_norm", max_norm)
-    _norm_type(norm_type)
+    params = _check_params(parameters)
+    _check_scalar("max_norm", max_norm)
+    _check_norm_type(norm_type)
     _check.flag("error_if_nonfinite", error_if_nonfinite)
-    _optional_flag("foreach", foreach)
+    _check.optional_flag("foreach", foreach)
     total = get_total_norm([p.grad for p in params if p.grad is not None], norm_type,
                            error_if_nonfinite, foreach)
     clip_grads_with_norm_(params, max_norm, total, foreach)
@@ -616,9 +604,9 @@ def clip_grad_value_(parameters: TensorOrTensors, clip_value: float,
         ValueError: ``clip_value`` not > 0 and finite (torch takes it).
         RuntimeError: ``foreach=True`` on a device without foreach kernels.
     """
-    grads = [p.grad for p in _params(parameters) if p.grad is not None]
-    c = _scalar("clip_value", clip_value)
-    foreach = _optional_flag("foreach", foreach)
+    grads = [p.grad for p in _check_params(parameters) if p.grad is not None]
+    c = _check_scalar("clip_value", clip_value)
+    foreach = _check.optional_flag("foreach", foreach)
     if not grads:             # nothing to clip (torch raises an internal RuntimeError here)
         return
     for (device, _), group in _by_device_and_dtype(grads).items():
@@ -636,9 +624,14 @@ def adaptive_clip_grad_(parameters: TensorOrTensors, clip_factor: float = 0.01,
     r"""In place, AGC per output unit (:func:`adaptive_clip`), as timm's
     ``timm.utils.adaptive_clip_grad``; parameters without ``.grad`` are skipped.
 
-    Example (NFNets: every layer but the classifier)::
+    Example (NFNets: every layer but the classifier, here ``fc``)::
 
-        loss.backward()
+        import torch
+        from companion.clip import adaptive_clip_grad_
+        model = torch.nn.Sequential()
+        model.add_module("body", torch.nn.Linear(3, 8))
+        model.add_module("fc", torch.nn.Linear(8, 1))
+        model(torch.randn(4, 3)).pow(2).mean().backward()
         adaptive_clip_grad_([p for n, p in model.named_parameters()
                              if not n.startswith("fc.")], clip_factor=0.01)
 
@@ -648,10 +641,10 @@ def adaptive_clip_grad_(parameters: TensorOrTensors, clip_factor: float = 0.01,
         ValueError: ``clip_factor`` not > 0 and finite; ``eps`` < 0 or not finite;
             ``norm_type`` not > 0.
     """
-    params = _params(parameters)
-    lam = _scalar("clip_factor", clip_factor)
-    eps = _scalar("eps", eps, zero_ok=True)
-    p_ = _norm_type(norm_type)
+    params = _check_params(parameters)
+    lam = _check_scalar("clip_factor", clip_factor)
+    eps = _check_scalar("eps", eps, zero_ok=True)
+    p_ = _check_norm_type(norm_type)
     for w in params:
         if w.grad is None:
             continue

@@ -120,7 +120,7 @@ def spirals(n: int = 600, classes: int = 3, *, noise: float = 0.2,
             torch.from_numpy(np.concatenate(labels)).long())
 
 
-def _sequences(seq_len: object, batch: object, seed: object) -> np.ndarray:
+def _check_sequences(seq_len: object, batch: object, seed: object) -> np.ndarray:
     T = _check.integer("seq_len", seq_len, minimum=1)
     B = _check.integer("batch", batch, minimum=1)
     (rng,) = _rngs(_check.seed(seed), 1)
@@ -141,7 +141,7 @@ def sequence_sum(seq_len: int, batch: int, *, seed: int = 0) -> tuple[torch.Tens
         ValueError: a value out of its range: sizes >= 1, ``seed`` in
             ``[0, 2**64 - 1]``.
     """
-    x = _sequences(seq_len, batch, seed)
+    x = _check_sequences(seq_len, batch, seed)
     y = x.sum(axis=0) / math.sqrt(x.shape[0])               # (B, 1)
     return torch.from_numpy(x).float(), torch.from_numpy(y).float()
 
@@ -159,7 +159,7 @@ def first_element(seq_len: int, batch: int, *, seed: int = 0) -> tuple[torch.Ten
         ValueError: a value out of its range: sizes >= 1, ``seed`` in
             ``[0, 2**64 - 1]``.
     """
-    x = _sequences(seq_len, batch, seed)
+    x = _check_sequences(seq_len, batch, seed)
     return torch.from_numpy(x).float(), torch.from_numpy(x[0].copy()).float()
 
 

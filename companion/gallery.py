@@ -13,9 +13,9 @@ reports and the :class:`~companion.train.History`.
 Example::
 
     from companion import gallery
-    result = gallery.run("vanishing")
-    [f.symptom for f in result.findings]          # ['vanishing', 'plateau']
-    gallery.run("vanishing", "He init + ReLU").findings   # []
+    result = gallery.run("dead_bias")             # ReLUs killed by a bias of -1
+    [f.symptom for f in result.findings]          # ['vanishing', 'dead_units', 'plateau']
+    gallery.run("dead_bias", "zero biases").findings   # []
 """
 from __future__ import annotations
 
@@ -379,10 +379,7 @@ class LSTMRegressor(nn.Module):
         if x.shape[-1] != self.lstm.input_size:
             raise ValueError(f"x must have {self.lstm.input_size} features (its last "
                              f"dimension, batch first: (B, T, features)), got {_check.show(x)}")
-        if x.dtype != self.head.weight.dtype:
-            raise TypeError(f"x must have the model's dtype "
-                            f"{str(self.head.weight.dtype).replace('torch.', '')}, got "
-                            f"{_check.show(x)}")
+        _check.same_dtype("x", x, self.head.weight.dtype)
         out, _ = self.lstm(x)                  # (B, T, hidden)
         return self.head(out[:, -1])
 

@@ -54,20 +54,11 @@ MODES = ("fan_in", "fan_out")
 
 
 # ------------------------------------------------------------------------------ checks
-def _float_array(tensor: object) -> Array:
-    """The array an in-place initializer fills: numpy or torch, real floating dtype (any
-    shape, empty included: torch leaves an empty tensor alone)."""
-    return _check.array("tensor", tensor, floating=True, nonempty=False)
-
-
-def _float_weight(tensor: object) -> tuple[int, int]:
-    """:func:`_float_array` with at least 2 dimensions; its ``(fan_in, fan_out)``."""
-    return _fans(_float_array(tensor))
-
-
-def _any_array(tensor: object) -> Array:
-    """A numpy array or torch tensor of any numeric dtype (zeros_, constant_, fans)."""
-    return _check.array("tensor", tensor, floating=False, nonempty=False)
+def _check_weight(tensor: object) -> tuple[int, int]:
+    """The weight an in-place initializer fills: a numpy array or torch tensor of a real
+    floating dtype (empty included: torch leaves an empty tensor alone) with at least 2
+    dimensions; its ``(fan_in, fan_out)``."""
+    return _fans(_check.array("tensor", tensor, nonempty=False))
 
 
 def _check_generator(tensor: Array, generator: object) -> None:
@@ -85,11 +76,6 @@ def _check_generator(tensor: Array, generator: object) -> None:
 
 def _numpy_rng(generator: np.random.Generator | None) -> np.random.Generator:
     return np.random.default_rng() if generator is None else generator
-
-
-def _gain(gain: object) -> float:
-    """A finite gain >= 0 (0 gives zeros; a negative one would flip signs silently)."""
-    return _check.nonnegative("gain", gain)
 
 
 # ------------------------------------------------------- drawing, exactly as torch does
@@ -122,7 +108,7 @@ def calculate_fan_in_and_fan_out(tensor: Array) -> tuple[int, int]:
         TypeError: ``tensor`` is not a numpy array or torch tensor of a numeric dtype.
         ValueError: ``tensor`` has fewer than 2 dimensions (as torch).
     """
-    _any_array(tensor)
+    _check.array("tensor", tensor, floating=False, nonempty=False)
     return _fans(tensor)
 
 
@@ -178,7 +164,7 @@ def xavier_std(fan_in: int, fan_out: int, gain: float = 1.0) -> float:
     """
     fan_in = _check.integer("fan_in", fan_in, minimum=1)
     fan_out = _check.integer("fan_out", fan_out, minimum=1)
-    gain = _gain(gain)
+    gain = _check.nonnegative("gain", gain)
     return gain * math.sqrt(2.0 / float(fan_in + fan_out))
 
 
@@ -190,7 +176,7 @@ def kaiming_std(fan: int, gain: float) -> float:
         ValueError: ``fan < 1``; ``gain`` negative, NaN or infinite.
     """
     fan = _check.integer("fan", fan, minimum=1)
-    gain = _gain(gain)
+    gain = _check.nonnegative("gain", gain)
     return gain / math.sqrt(fan)
 
 
@@ -229,8 +215,8 @@ def xavier_uniform_(tensor: Array, gain: float = 1.0,
         ValueError: ``tensor`` has fewer than 2 dimensions; ``gain`` is negative, NaN or
             infinite.
     """
-    fan_in, fan_out = _float_weight(tensor)
-    gain = _gain(gain)
+    fan_in, fan_out = _check_weight(tensor)
+    gain = _check.nonnegative("gain", gain)
     _check_generator(tensor, generator)
     if math.prod(tensor.shape) == 0:
         return tensor  # an empty tensor: nothing to draw
@@ -250,8 +236,8 @@ def xavier_normal_(tensor: Array, gain: float = 1.0,
         ValueError: ``tensor`` has fewer than 2 dimensions; ``gain`` is negative, NaN or
             infinite.
     """
-    fan_in, fan_out = _float_weight(tensor)
-    gain = _gain(gain)
+    fan_in, fan_out = _check_weight(tensor)
+    gain = _check.nonnegative("gain", gain)
     _check_generator(tensor, generator)
     if math.prod(tensor.shape) == 0:
         return tensor  # an empty tensor: nothing to draw
@@ -261,7 +247,7 @@ def xavier_normal_(tensor: Array, gain: float = 1.0,
 def _kaiming_args(tensor: Array, a: float, mode: str, nonlinearity: str,
                   generator: Generator) -> float | None:
     """Validate; return :math:`\\sigma = g/\\sqrt{n}`, or None for an empty tensor."""
-    fan_in, fan_out = _float_weight(tensor)  # rejects 1-d tensors, empty or not
+    fan_in, fan_out = _check_weight(tensor)  # rejects 1-d tensors, empty or not
     a = _check.real("a", a)
     _check.choice("mode", mode, MODES)
     _check.choice("nonlinearity", nonlinearity, NONLINEARITIES)
@@ -314,7 +300,7 @@ def lecun_normal_(tensor: Array, generator: Generator = None) -> Array:
             ``torch.Generator`` for a tensor, a ``numpy.random.Generator`` for an array).
         ValueError: ``tensor`` has fewer than 2 dimensions.
     """
-    fan_in, _ = _float_weight(tensor)
+    fan_in, _ = _check_weight(tensor)
     _check_generator(tensor, generator)
     if math.prod(tensor.shape) == 0:
         return tensor
@@ -338,11 +324,11 @@ def orthogonal_(tensor: Array, gain: float = 1, generator: Generator = None) -> 
         ValueError: ``tensor`` has fewer than 2 dimensions; ``gain`` is negative, NaN or
             infinite.
     """
-    _float_array(tensor)
+    _check.array("tensor", tensor, nonempty=False)
     if tensor.ndim < 2:
         raise ValueError(f"tensor must have at least 2 dimensions, got shape "
                          f"{tuple(tensor.shape)}")
-    gain = _gain(gain)
+    gain = _check.nonnegative("gain", gain)
     _check_generator(tensor, generator)
     rows = tensor.shape[0]
     if rows == 0 or math.prod(tensor.shape) == 0:
@@ -383,7 +369,7 @@ def normal_(tensor: Array, mean: float = 0.0, std: float = 1.0,
             wrong kind for ``tensor``.
         ValueError: ``mean`` is NaN or infinite; ``std`` is negative, NaN or infinite.
     """
-    _float_array(tensor)
+    _check.array("tensor", tensor, nonempty=False)
     mean = _check.real("mean", mean)
     std = _check.nonnegative("std", std)
     _check_generator(tensor, generator)
@@ -398,7 +384,7 @@ def constant_(tensor: Array, val: float) -> Array:
             ``val`` is not a real number.
         ValueError: ``val`` is NaN or infinite.
     """
-    _any_array(tensor)
+    _check.array("tensor", tensor, floating=False, nonempty=False)
     _check.real("val", val)  # the original val is filled: ints stay exact
     if isinstance(tensor, torch.Tensor):
         with torch.no_grad():
@@ -413,7 +399,7 @@ def zeros_(tensor: Array) -> Array:
     Raises:
         TypeError: ``tensor`` is not a numpy array or torch tensor of a numeric dtype.
     """
-    _any_array(tensor)
+    _check.array("tensor", tensor, floating=False, nonempty=False)
     if isinstance(tensor, torch.Tensor):
         with torch.no_grad():
             return tensor.zero_()
@@ -447,6 +433,9 @@ def get_initializer(name: str) -> Callable[..., Array]:
     Every entry takes ``(tensor, ..., generator=None)``; the kaiming ones also take
     ``nonlinearity=`` (default ``"relu"``), ``a=`` and ``mode=``. Example::
 
+        import torch
+        from companion.init import get_initializer
+        w = torch.empty(64, 32)
         get_initializer("kaiming_normal")(w)                       # He, ReLU
         get_initializer("kaiming_normal")(w, nonlinearity="tanh")  # gain 5/3
 

@@ -27,6 +27,9 @@ import torch
 from torch import Tensor, nn
 
 from . import _check
+from . import activations
+from . import norm as norms
+from .init import INITIALIZERS, get_initializer
 
 __all__ = ["mlp", "SimpleRNN", "BatchFirst", "rnn_gradient_norms", "NORMS"]
 
@@ -44,7 +47,6 @@ def _generator(seed: object, name: str = "seed") -> torch.Generator | None:
 
 
 def _activation(name: object):
-    from companion import activations  # imported lazily: sibling module
 
     return activations.get(name)  # raises TypeError / ValueError listing the valid names
 
@@ -64,7 +66,6 @@ def _init_weight(
             fan_in = weight.shape[1]
             weight.normal_(0.0, weight_scale / math.sqrt(fan_in), generator=generator)
         elif isinstance(init, str):
-            from companion.init import get_initializer  # imported lazily: sibling module
 
             fn = get_initializer(init)  # raises ValueError listing the valid names
             kwargs: dict = {}
@@ -167,7 +168,7 @@ def mlp(
     bias_std = _check.nonnegative("bias_std", bias_std)
     if not bias and bias_std > 0:
         raise ValueError(f"bias_std must be 0 when bias=False, got {bias_std}")
-    make_norm = _norm_factory(norm)
+    make_norm = _check_norm(norm)
     generator = _generator(seed)
     nonlinearity = act.name if act.name in _GAIN_NAMES else "relu"
 
@@ -200,14 +201,13 @@ def _check_init(init: object) -> None:
     if init is None:
         return
     if isinstance(init, str):
-        from companion.init import INITIALIZERS  # imported lazily: sibling module
 
         _check.choice("init", init, INITIALIZERS)
         return
     _check.function("init", init, "None, an initializer name or a callable f(weight)")
 
 
-def _norm_factory(norm: object) -> Callable[[int], nn.Module] | None:
+def _check_norm(norm: object) -> Callable[[int], nn.Module] | None:
     """``norm`` of :func:`mlp` -> ``f(width)`` building one norm layer (or None)."""
     if norm is None:
         return None
@@ -221,7 +221,6 @@ def _norm_factory(norm: object) -> Callable[[int], nn.Module] | None:
                 raise TypeError(f"norm({width}) must return an nn.Module, got {type(module).__name__}")
             return module
         return make
-    from companion import norm as norms  # imported lazily: sibling module
 
     table = {"batch": norms.BatchNorm1d, "layer": norms.LayerNorm, "rms": norms.RMSNorm,
              "group": lambda width: norms.GroupNorm(math.gcd(width, 8), width)}
@@ -332,7 +331,7 @@ class SimpleRNN(nn.Module):
             ValueError: ``x`` is not 3-D with ``input_size`` features, is empty (T or
                 B = 0), or holds NaN or infinite values.
         """
-        _sequence_input("x", x, self.input_size, self.W_hh.dtype, "(T, B, {})", finite=True)
+        _check_sequence_input("x", x, self.input_size, self.W_hh.dtype, "(T, B, {})", finite=True)
         T, B, _ = x.shape
         h = x.new_zeros(B, self.hidden_size)                        # h_0: (B, n_h)
         self.hidden_states = []
@@ -355,7 +354,7 @@ class SimpleRNN(nn.Module):
                 f"recurrent_init={self.recurrent_init!r}")
 
 
-def _sequence_input(name: str, x: object, features: int | None, dtype: torch.dtype | None,
+def _check_sequence_input(name: str, x: object, features: int | None, dtype: torch.dtype | None,
                     layout: str, *, finite: bool) -> Tensor:
     """A non-empty 3-D floating tensor with ``features`` in its last dim and the model's
     ``dtype`` (``layout`` names the dims for the message, ``{}`` the features)."""
@@ -368,9 +367,8 @@ def _sequence_input(name: str, x: object, features: int | None, dtype: torch.dty
                          f"dimension), got {_check.show(x)}")
     if x.numel() == 0:
         raise ValueError(f"{name} must not be empty, got {_check.show(x)}")
-    if dtype is not None and x.dtype != dtype:
-        raise TypeError(f"{name} must have the model's dtype {str(dtype).replace('torch.', '')},"
-                        f" got {_check.show(x)} (convert with x.to({dtype}))")
+    if dtype is not None:
+        _check.same_dtype(name, x, dtype)
     if finite:
         _check.finite_values(name, x)
     return x
@@ -400,7 +398,7 @@ class BatchFirst(nn.Module):
         features = getattr(self.rnn, "input_size", None)
         features = features if isinstance(features, int) else None
         param = next(self.rnn.parameters(), None)
-        _sequence_input("x", x, features, None if param is None else param.dtype,
+        _check_sequence_input("x", x, features, None if param is None else param.dtype,
                         "(B, T, {})", finite=False)
         return self.rnn(x.transpose(0, 1))
 

@@ -56,7 +56,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-import numbers
 from typing import Any, NamedTuple, Sequence
 
 import numpy as np
@@ -83,7 +82,7 @@ class RunningStats(NamedTuple):
 
 
 # ----------------------------------------------------------------------------- checks
-def _input(name: str, x: object, min_ndim: int = 1) -> Array:
+def _check_array_input(name: str, x: object, min_ndim: int = 1) -> Array:
     """A pure function's ``x`` (or ``grad_y``): a floating numpy array or torch tensor with
     at least ``min_ndim`` dimensions. Empty is legal, as in torch (the last shard of a
     dataset on one process can be empty): the output is empty too. No NaN scan: a
@@ -96,42 +95,39 @@ def _empty(x: Array) -> bool:
     return (x.numel() if isinstance(x, Tensor) else x.size) == 0
 
 
-def _training_eps(eps: object) -> float:
+def _check_training_eps(eps: object) -> float:
     """``eps`` of a batch-norm *module* using batch statistics: > 0, as torch's modules
     require (with eps = 0 a channel whose values are all equal divides 0 by 0)."""
-    eps = _eps(eps)
+    eps = _check_eps(eps)
     if eps <= 0:
         raise ValueError(f"batch_norm eps must be positive during training, but got {eps!r} "
                          f"(torch refuses it too: a constant channel would divide 0 by 0)")
     return eps
 
 
-def _eps(eps: object, *, optional: bool = False) -> float | None:
+def _check_eps(eps: object, *, optional: bool = False) -> float | None:
     """``eps``: a finite number >= 0 (or ``None`` where the dtype's epsilon is the default)."""
     if eps is None and optional:
         return None
     return _check.nonnegative("eps", eps)
 
 
-def _momentum(momentum: object) -> float | None:
+def _check_momentum(momentum: object) -> float | None:
     """``momentum``: ``None`` (the cumulative average) or a number in [0, 1]."""
     return None if momentum is None else _check.real("momentum", momentum, low=0.0, high=1.0)
 
 
-def _size(name: str, value: object) -> int:
-    return _check.integer(name, value, minimum=1)
-
-
-def _shape_tuple(normalized_shape: object) -> tuple[int, ...]:
+def _check_normalized_shape(normalized_shape: object) -> tuple[int, ...]:
     """``normalized_shape``: an int or a non-empty sequence of ints >= 1."""
-    if isinstance(normalized_shape, numbers.Integral) and not isinstance(normalized_shape, bool):
-        return (_size("normalized_shape", normalized_shape),)
+    if _check.is_int(normalized_shape):
+        return (_check.integer("normalized_shape", normalized_shape, minimum=1),)
     items = _check.sequence("normalized_shape", normalized_shape,
                             what="an int or a sequence of ints")
-    return tuple(_size(f"normalized_shape[{i}]", n) for i, n in enumerate(items))
+    return tuple(_check.integer(f"normalized_shape[{i}]", n, minimum=1)
+                 for i, n in enumerate(items))
 
 
-def _param(name: str, p: object, shape: tuple[int, ...], x: Array, *,
+def _check_param(name: str, p: object, shape: tuple[int, ...], x: Array, *,
            required: bool = False) -> Array | None:
     """``None`` (unless ``required``) or an array of the kind of ``x`` (numpy with numpy,
     torch with torch) and of exactly ``shape`` (no broadcasting)."""
@@ -144,19 +140,19 @@ def _param(name: str, p: object, shape: tuple[int, ...], x: Array, *,
     return p
 
 
-def _running(running: object, C: int, x: Array) -> RunningStats | None:
+def _check_running(running: object, C: int, x: Array) -> RunningStats | None:
     """``None`` or a :class:`RunningStats` whose ``mean`` and ``var`` are ``(C,)`` arrays
     of ``x``'s kind and whose ``count`` is an int >= 0."""
     if running is None:
         return None
     _check.instance("running", running, RunningStats, "a RunningStats or None")
-    _param("running.mean", running.mean, (C,), x, required=True)
-    _param("running.var", running.var, (C,), x, required=True)
+    _check_param("running.mean", running.mean, (C,), x, required=True)
+    _check_param("running.var", running.var, (C,), x, required=True)
     _check.integer("running.count", running.count, minimum=0)
     return running
 
 
-def _factory(device: object, dtype: object) -> dict:
+def _check_factory(device: object, dtype: object) -> dict:
     """The ``device``/``dtype`` of a module's constructor (torch's factory arguments):
     ``dtype`` None or a floating torch.dtype, ``device`` None, a str, an int or a
     torch.device that torch can parse."""
@@ -177,15 +173,12 @@ def _factory(device: object, dtype: object) -> dict:
     return {"device": device, "dtype": dtype}
 
 
-def _module_input(module: nn.Module, x: object, ref: Tensor | None) -> Tensor:
+def _check_module_input(module: nn.Module, x: object, ref: Tensor | None) -> Tensor:
     """A module's input: a floating tensor (empty is legal, as in torch) with the dtype of
     ``ref`` (the module's weight or running mean; torch refuses mixed dtypes too)."""
     x = _check.tensor("x", x, nonempty=False)
-    if ref is not None and x.dtype != ref.dtype:
-        want = str(ref.dtype).replace("torch.", "")
-        raise TypeError(f"x must have the module's dtype {want}, got {_check.show(x)} "
-                        f"(convert it with x.to({ref.dtype}), or the module with "
-                        f".to({x.dtype}))")
+    if ref is not None:
+        _check.same_dtype("x", x, ref.dtype, "the module")
     return x
 
 
@@ -238,12 +231,12 @@ def batch_norm_train(x: Array, gamma: Array | None = None, beta: Array | None = 
             not of shape ``(C,)``; ``running.count`` < 0; ``eps`` < 0 or not finite;
             ``momentum`` outside [0, 1].
     """
-    x = _input("x", x, min_ndim=2)
+    x = _check_array_input("x", x, min_ndim=2)
     axes = _channel_axes(x)
     C = x.shape[1]
-    gamma, beta = _param("gamma", gamma, (C,), x), _param("beta", beta, (C,), x)
-    running = _running(running, C, x)
-    momentum, eps = _momentum(momentum), _eps(eps)
+    gamma, beta = _check_param("gamma", gamma, (C,), x), _check_param("beta", beta, (C,), x)
+    running = _check_running(running, C, x)
+    momentum, eps = _check_momentum(momentum), _check_eps(eps)
     n = _values_per_channel(x)
     if n == 1:
         raise ValueError(f"Expected more than 1 value per channel when training, got input "
@@ -289,12 +282,12 @@ def batch_norm_eval(x: Array, running_mean: Array, running_var: Array,
             ``running_var``, ``gamma`` or ``beta`` not of shape ``(C,)``; ``eps`` < 0 or
             not finite.
     """
-    x = _input("x", x, min_ndim=2)
+    x = _check_array_input("x", x, min_ndim=2)
     C = x.shape[1]
-    running_mean = _param("running_mean", running_mean, (C,), x, required=True)
-    running_var = _param("running_var", running_var, (C,), x, required=True)
-    gamma, beta = _param("gamma", gamma, (C,), x), _param("beta", beta, (C,), x)
-    eps = _eps(eps)
+    running_mean = _check_param("running_mean", running_mean, (C,), x, required=True)
+    running_var = _check_param("running_var", running_var, (C,), x, required=True)
+    gamma, beta = _check_param("gamma", gamma, (C,), x), _check_param("beta", beta, (C,), x)
+    eps = _check_eps(eps)
     mu, var = _per_channel(running_mean, x.ndim), _per_channel(running_var, x.ndim)
     y = (x - mu) / (var + eps) ** 0.5
     if gamma is not None:
@@ -326,11 +319,11 @@ def layer_norm(x: Array, normalized_shape: int | Sequence[int], gamma: Array | N
         ValueError: ``x`` not ending with ``normalized_shape``; a size < 1;
             ``gamma``/``beta`` not of shape ``normalized_shape``; ``eps`` < 0 or not finite.
     """
-    x = _input("x", x)
-    shape = _shape_tuple(normalized_shape)
+    x = _check_array_input("x", x)
+    shape = _check_normalized_shape(normalized_shape)
     axes = _trailing(x, shape)
-    gamma, beta = _param("gamma", gamma, shape, x), _param("beta", beta, shape, x)
-    eps = _eps(eps)
+    gamma, beta = _check_param("gamma", gamma, shape, x), _check_param("beta", beta, shape, x)
+    eps = _check_eps(eps)
     mu = x.mean(axis=axes, keepdims=True)
     var = ((x - mu) ** 2).mean(axis=axes, keepdims=True)
     y = (x - mu) / (var + eps) ** 0.5
@@ -353,11 +346,11 @@ def rms_norm(x: Array, normalized_shape: int | Sequence[int], gamma: Array | Non
     Raises:
         TypeError, ValueError: as :func:`layer_norm` (``eps`` may also be ``None``).
     """
-    x = _input("x", x)
-    shape = _shape_tuple(normalized_shape)
+    x = _check_array_input("x", x)
+    shape = _check_normalized_shape(normalized_shape)
     axes = _trailing(x, shape)
-    gamma = _param("gamma", gamma, shape, x)
-    eps = _eps(eps, optional=True)
+    gamma = _check_param("gamma", gamma, shape, x)
+    eps = _check_eps(eps, optional=True)
     if eps is None:
         eps = _finfo_eps(x)
     y = x / ((x ** 2).mean(axis=axes, keepdims=True) + eps) ** 0.5
@@ -380,13 +373,13 @@ def group_norm(x: Array, num_groups: int, gamma: Array | None = None, beta: Arra
             dividing ``C``; ``gamma``/``beta`` not of shape ``(C,)``; ``eps`` < 0 or not
             finite.
     """
-    x = _input("x", x, min_ndim=2)
-    G = _size("num_groups", num_groups)
+    x = _check_array_input("x", x, min_ndim=2)
+    G = _check.integer("num_groups", num_groups, minimum=1)
     N, C = x.shape[0], x.shape[1]
     if C % G:
         raise ValueError(f"num_channels ({C}) of x must be divisible by num_groups ({G})")
-    gamma, beta = _param("gamma", gamma, (C,), x), _param("beta", beta, (C,), x)
-    eps = _eps(eps)
+    gamma, beta = _check_param("gamma", gamma, (C,), x), _check_param("beta", beta, (C,), x)
+    eps = _check_eps(eps)
     xg = x.reshape((N, G, math.prod(x.shape[1:]) // G))   # (N, G, C/G * positions)
     if _empty(x):       # no example, or no position: an empty output, as torch's
         mu = xg.sum(axis=(2,), keepdims=True)
@@ -428,13 +421,13 @@ def batch_norm_backward(grad_y: Array, x: Array, gamma: Array | None = None, *,
         ValueError: ``grad_y`` not of ``x``'s shape; ``x`` with fewer than 2
             dimensions; ``gamma`` not of shape ``(C,)``; ``eps`` < 0 or not finite.
     """
-    grad_y = _input("grad_y", grad_y, min_ndim=2)
-    x = _input("x", x, min_ndim=2)
+    grad_y = _check_array_input("grad_y", grad_y, min_ndim=2)
+    x = _check_array_input("x", x, min_ndim=2)
     _check.same_kind("grad_y", grad_y, "x", x)
     _check.same_shape("grad_y", grad_y, "x", x)
     axes = _channel_axes(x)
-    gamma = _param("gamma", gamma, (x.shape[1],), x)
-    eps = _eps(eps)
+    gamma = _check_param("gamma", gamma, (x.shape[1],), x)
+    eps = _check_eps(eps)
     if _empty(x):       # an empty batch: no gradient to pass on, zero for gamma and beta
         zeros = x.sum(axis=axes)
         return grad_y * 1, zeros, zeros * 1
@@ -462,14 +455,14 @@ def layer_norm_backward(grad_y: Array, x: Array, normalized_shape: int | Sequenc
             of the same kind; as :func:`layer_norm` for the others.
         ValueError: ``grad_y`` not of ``x``'s shape; as :func:`layer_norm`.
     """
-    grad_y = _input("grad_y", grad_y)
-    x = _input("x", x)
+    grad_y = _check_array_input("grad_y", grad_y)
+    x = _check_array_input("x", x)
     _check.same_kind("grad_y", grad_y, "x", x)
     _check.same_shape("grad_y", grad_y, "x", x)
-    shape = _shape_tuple(normalized_shape)
+    shape = _check_normalized_shape(normalized_shape)
     axes = _trailing(x, shape)
-    gamma = _param("gamma", gamma, shape, x)
-    eps = _eps(eps)
+    gamma = _check_param("gamma", gamma, shape, x)
+    eps = _check_eps(eps)
     mu = x.mean(axis=axes, keepdims=True)
     sigma = (((x - mu) ** 2).mean(axis=axes, keepdims=True) + eps) ** 0.5
     x_hat = (x - mu) / sigma
@@ -506,13 +499,14 @@ class _BatchNorm(nn.Module):
                  affine: bool = True, track_running_stats: bool = True, device=None,
                  dtype=None, *, bias: bool = True) -> None:
         super().__init__()
-        self.num_features = num_features = _size("num_features", num_features)
-        self.eps = _eps(eps)
-        self.momentum = _momentum(momentum)
+        num_features = _check.integer("num_features", num_features, minimum=1)
+        self.num_features = num_features
+        self.eps = _check_eps(eps)
+        self.momentum = _check_momentum(momentum)
         self.affine = affine = _check.flag("affine", affine)
         self.track_running_stats = track_running_stats = _check.flag(
             "track_running_stats", track_running_stats)
-        kw = _factory(device, dtype)
+        kw = _check_factory(device, dtype)
         _register_affine(self, num_features, affine, kw, _check.flag("bias", bias))
         if track_running_stats:
             self.register_buffer("running_mean", torch.zeros(num_features, **kw))
@@ -538,7 +532,7 @@ class _BatchNorm(nn.Module):
 
     def _check_input(self, x: object) -> Tensor:
         ref = self.weight if self.weight is not None else self.running_mean
-        x = _module_input(self, x, ref)
+        x = _check_module_input(self, x, ref)
         if x.dim() not in self._dims:
             raise ValueError(f"{type(self).__name__} expects a {' or '.join(f'{d}D' for d in self._dims)} "
                              f"input x, got shape {tuple(x.shape)}")
@@ -561,7 +555,7 @@ class _BatchNorm(nn.Module):
         # Batch statistics in training mode, and in eval mode when nothing is tracked.
         use_batch = self.training or self.running_mean is None
         if use_batch:
-            _training_eps(self.eps)
+            _check_training_eps(self.eps)
         if not use_batch:
             return batch_norm_eval(x, self.running_mean, self.running_var, self.weight,
                                    self.bias, eps=self.eps)
@@ -641,12 +635,12 @@ class LayerNorm(nn.Module):
     def __init__(self, normalized_shape: int | Sequence[int], eps: float = 1e-5,
                  elementwise_affine: bool = True, bias: bool = True, device=None, dtype=None) -> None:
         super().__init__()
-        self.normalized_shape = _shape_tuple(normalized_shape)
-        self.eps = _eps(eps)
+        self.normalized_shape = _check_normalized_shape(normalized_shape)
+        self.eps = _check_eps(eps)
         self.elementwise_affine = elementwise_affine = _check.flag("elementwise_affine",
                                                                    elementwise_affine)
         bias = _check.flag("bias", bias)
-        kw = _factory(device, dtype)
+        kw = _check_factory(device, dtype)
         self.weight = nn.Parameter(torch.ones(self.normalized_shape, **kw)) if elementwise_affine else None
         self.bias = (nn.Parameter(torch.zeros(self.normalized_shape, **kw))
                      if elementwise_affine and bias else None)
@@ -658,7 +652,7 @@ class LayerNorm(nn.Module):
             TypeError: ``x`` not a floating torch tensor, or not of the module's dtype.
             ValueError: ``x`` not ending with ``normalized_shape``.
         """
-        x = _module_input(self, x, self.weight)
+        x = _check_module_input(self, x, self.weight)
         return layer_norm(x, self.normalized_shape, self.weight, self.bias, eps=self.eps)
 
     def extra_repr(self) -> str:
@@ -678,11 +672,11 @@ class RMSNorm(nn.Module):
     def __init__(self, normalized_shape: int | Sequence[int], eps: float | None = None,
                  elementwise_affine: bool = True, device=None, dtype=None) -> None:
         super().__init__()
-        self.normalized_shape = _shape_tuple(normalized_shape)
-        self.eps = _eps(eps, optional=True)
+        self.normalized_shape = _check_normalized_shape(normalized_shape)
+        self.eps = _check_eps(eps, optional=True)
         self.elementwise_affine = elementwise_affine = _check.flag("elementwise_affine",
                                                                    elementwise_affine)
-        kw = _factory(device, dtype)
+        kw = _check_factory(device, dtype)
         if elementwise_affine:
             self.weight = nn.Parameter(torch.ones(self.normalized_shape, **kw))
         else:
@@ -697,7 +691,7 @@ class RMSNorm(nn.Module):
                 ``LayerNorm`` does).
             ValueError: ``x`` not ending with ``normalized_shape``.
         """
-        x = _module_input(self, x, self.weight)
+        x = _check_module_input(self, x, self.weight)
         return rms_norm(x, self.normalized_shape, self.weight, eps=self.eps)
 
     def extra_repr(self) -> str:
@@ -720,13 +714,13 @@ class GroupNorm(nn.Module):
     def __init__(self, num_groups: int, num_channels: int, eps: float = 1e-5, affine: bool = True,
                  device=None, dtype=None, *, bias: bool = True) -> None:
         super().__init__()
-        self.num_groups = num_groups = _size("num_groups", num_groups)
-        self.num_channels = num_channels = _size("num_channels", num_channels)
+        self.num_groups = num_groups = _check.integer("num_groups", num_groups, minimum=1)
+        self.num_channels = num_channels = _check.integer("num_channels", num_channels, minimum=1)
         if num_channels % num_groups:
             raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
-        self.eps = _eps(eps)
+        self.eps = _check_eps(eps)
         self.affine = affine = _check.flag("affine", affine)
-        _register_affine(self, num_channels, affine, _factory(device, dtype),
+        _register_affine(self, num_channels, affine, _check_factory(device, dtype),
                          _check.flag("bias", bias))
 
     def forward(self, x: Tensor) -> Tensor:
@@ -736,7 +730,7 @@ class GroupNorm(nn.Module):
             TypeError: ``x`` not a floating torch tensor, or not of the module's dtype.
             ValueError: ``x`` not of shape ``(N, num_channels, *)``.
         """
-        x = _module_input(self, x, self.weight)
+        x = _check_module_input(self, x, self.weight)
         if x.dim() < 2 or x.shape[1] != self.num_channels:
             raise ValueError(f"GroupNorm({self.num_groups}, {self.num_channels}) expects x of "
                              f"shape (N, {self.num_channels}, *), got {tuple(x.shape)}")

@@ -99,10 +99,10 @@ def check_config(config: dict, world_size: int = 1) -> dict:
             ``n`` not divisible by ``world_size``, ``world_size`` < 1.
     """
     world_size = _check.integer("world_size", world_size, minimum=1)
-    return _config(config, world_size, "config")
+    return _check_config(config, world_size, "config")
 
 
-def _config(config: Any, world_size: int, name: str) -> dict:
+def _check_config(config: Any, world_size: int, name: str) -> dict:
     """:func:`check_config` of one config, its messages naming it ``name`` (``config``,
     ``configs[2]``)."""
     _check.mapping(name, config, nonempty=False)
@@ -245,10 +245,10 @@ def ddp_train_worker(rank: int, world_size: int, port: int,
     """
     rank, world_size, port = _check_worker(rank, world_size, port)
     if isinstance(config, dict):
-        configs = [_config(config, world_size, "config")]
+        configs = [_check_config(config, world_size, "config")]
     else:
         items = _check.sequence("config", config, what="a dict or a list of dicts")
-        configs = [_config(c, world_size, f"config[{i}]") for i, c in enumerate(items)]
+        configs = [_check_config(c, world_size, f"config[{i}]") for i, c in enumerate(items)]
     _check_result_path(result_path)
     with _gloo_group(rank, world_size, port):
         results = []
@@ -296,7 +296,7 @@ def run_ddp_many(configs: Sequence[dict], world_size: int = 2, timeout: float = 
     items = _check.sequence("configs", configs, what="a list of config dicts")
     world_size = _check.integer("world_size", world_size, minimum=1)
     timeout = _check.positive("timeout", timeout)
-    cfgs = [_config(c, world_size, f"configs[{i}]") for i, c in enumerate(items)]
+    cfgs = [_check_config(c, world_size, f"configs[{i}]") for i, c in enumerate(items)]
     return _launch(cfgs, world_size, timeout)
 
 
@@ -343,7 +343,7 @@ def run_ddp(config: dict, world_size: int = 2, timeout: float = 60.0) -> dict:
     _check.mapping("config", config, nonempty=False)
     world_size = _check.integer("world_size", world_size, minimum=1)
     timeout = _check.positive("timeout", timeout)
-    return _launch([_config(config, world_size, "config")], world_size, timeout)[0]
+    return _launch([_check_config(config, world_size, "config")], world_size, timeout)[0]
 
 
 # ------------------------------------------------------- batch norm under data parallelism
@@ -401,8 +401,8 @@ class SyncedBatchNorm1d(torch.nn.BatchNorm1d):
         if x.shape[1] != self.num_features:
             raise ValueError(f"x must have shape (N, {self.num_features}), got "
                              f"{tuple(x.shape)}")
-        if self.affine and x.dtype != self.weight.dtype:
-            raise TypeError(f"x must have the layer's dtype {self.weight.dtype}, got {x.dtype}")
+        if self.affine:
+            _check.same_dtype("x", x, self.weight.dtype, "the layer")
         if not (self.training and dist.is_available() and dist.is_initialized()
                 and dist.get_world_size() > 1):
             return super().forward(x)
@@ -432,10 +432,10 @@ def check_bn_config(config: dict | None = None, world_size: int = 1) -> dict:
             fewer than 2 rows per shard (batch norm needs 2 values per channel).
     """
     world_size = _check.integer("world_size", world_size, minimum=1)
-    return _bn_config(config, world_size, "world_size")
+    return _check_bn_config(config, world_size, "world_size")
 
 
-def _bn_config(config: dict | None, parts: int, parts_name: str) -> dict:
+def _check_bn_config(config: dict | None, parts: int, parts_name: str) -> dict:
     """:func:`check_bn_config` with ``n`` split into ``parts`` shards, named ``parts_name``
     in the error (``world_size`` processes, or ``micro_batches``)."""
     config = {} if config is None else config
@@ -506,7 +506,7 @@ def run_single_batch_norm(config: dict | None = None, *, micro_batches: int = 1)
             ``micro_batches`` (an int >= 1 dividing ``n`` with >= 2 rows each).
     """
     micro_batches = _check.integer("micro_batches", micro_batches, minimum=1)
-    cfg = _bn_config(config, micro_batches, "micro_batches")
+    cfg = _check_bn_config(config, micro_batches, "micro_batches")
     net, x, y = _bn_problem(cfg, synced=False)
     return _bn_train(cfg, net, x, y, world_size=1, micro_batches=micro_batches)
 
@@ -528,7 +528,7 @@ def ddp_batch_norm_worker(rank: int, world_size: int, port: int, config: dict,
     """
     rank, world_size, port = _check_worker(rank, world_size, port)
     config = check_bn_config(config, world_size)
-    modes = _bn_modes(modes)
+    modes = _check_bn_modes(modes)
     _check_result_path(result_path)
     with _gloo_group(rank, world_size, port):
         results = {}
@@ -565,13 +565,13 @@ def run_ddp_batch_norm(config: dict | None = None, *, modes: Sequence[str] = BN_
     """
     world_size = _check.integer("world_size", world_size, minimum=1)
     cfg = check_bn_config(config, world_size)
-    items = _bn_modes(modes)
+    items = _check_bn_modes(modes)
     timeout = _check.positive("timeout", timeout)
     return _spawn(ddp_batch_norm_worker, (cfg, items), world_size, timeout,
                   f"{len(items)} modes")
 
 
-def _bn_modes(modes: Sequence[str]) -> list[str]:
+def _check_bn_modes(modes: Sequence[str]) -> list[str]:
     items = list(_check.sequence("modes", modes, what="a non-empty list of modes"))
     if not items:
         raise ValueError("modes must be a non-empty list of modes, got []")

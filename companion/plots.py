@@ -54,7 +54,7 @@ def _axes(ax):
     return ax
 
 
-def _reals(name: str, x: Any, *, ndim: Optional[int] = 1, nonempty: bool = True,
+def _check_reals(name: str, x: Any, *, ndim: Optional[int] = 1, nonempty: bool = True,
            what: str = "a sequence or array of real numbers") -> np.ndarray:
     """``x`` (a list, tuple, numpy array or torch tensor of real numbers) as a float64
     array; NaN and infinity are kept (the plots mark them). ``ndim=None``: any shape."""
@@ -83,18 +83,18 @@ def _reals(name: str, x: Any, *, ndim: Optional[int] = 1, nonempty: bool = True,
     return np.asarray(a, dtype=np.float64)
 
 
-def _real_or_nonfinite(name: str, x: Any) -> float:
+def _check_real_or_nonfinite(name: str, x: Any) -> float:
     """A real number, NaN and infinity allowed (a one-element array or tensor too)."""
     if isinstance(x, (np.ndarray, Tensor)):
         if _check._numel(x) != 1:
             raise ValueError(f"{name} must be a number, got {_check.show(x)}")
         x = x.item()
-    if not _check._is_real(x):
+    if not _check.is_real(x):
         raise _check._type_error(name, "a real number", x)
     return float(x)
 
 
-def _limits(name: str, value: Any) -> tuple[float, float]:
+def _check_limits(name: str, value: Any) -> tuple[float, float]:
     """A pair (low, high) of finite numbers with low < high."""
     lo, hi = _check.pair(name, value, _check.real)
     if not lo < hi:
@@ -113,15 +113,15 @@ def _mark_diverged(ax, x: float, y: float, label: str, step: int, color) -> None
 _HISTORY = "a History or a sequence or 1-D array of losses"
 
 
-def _losses(label: Any, h: Any) -> tuple[np.ndarray, Optional[int]]:
+def _check_losses(label: Any, h: Any) -> tuple[np.ndarray, Optional[int]]:
     """(losses, diverged_at) of a History or of a plain array (diverged = first non-finite)."""
     name = f"histories[{label!r}]"
     if hasattr(h, "losses"):
         diverged_at = getattr(h, "diverged_at", None)
-        if diverged_at is not None and not _check._is_int(diverged_at):
+        if diverged_at is not None and not _check.is_int(diverged_at):
             raise TypeError(f"{name}.diverged_at must be an int or None, got {diverged_at!r}")
-        return _reals(f"{name}.losses", h.losses, what="a 1-D array of losses"), diverged_at
-    losses = _reals(name, h, what=_HISTORY)
+        return _check_reals(f"{name}.losses", h.losses, what="a 1-D array of losses"), diverged_at
+    losses = _check_reals(name, h, what=_HISTORY)
     bad = np.flatnonzero(~np.isfinite(losses))
     return losses, (int(bad[0]) if bad.size else None)
 
@@ -143,7 +143,7 @@ def loss_curves(histories: Mapping[str, Any], ax=None, *, logy: bool = True):
         ValueError: no histories, an empty history or one that is not 1-D.
     """
     histories = _check.mapping("histories", histories)
-    runs = {label: _losses(label, h) for label, h in histories.items()}
+    runs = {label: _check_losses(label, h) for label, h in histories.items()}
     _check_ax(ax)
     logy = _check.flag("logy", logy)
     ax = _axes(ax)
@@ -190,12 +190,12 @@ def layer_profile(values: Union[Mapping[str, float], Sequence[float], np.ndarray
     """
     if isinstance(values, Mapping):
         names = [str(k) for k in values]
-        v = np.array([_real_or_nonfinite(f"values[{k!r}]", x) for k, x in values.items()],
+        v = np.array([_check_real_or_nonfinite(f"values[{k!r}]", x) for k, x in values.items()],
                      dtype=np.float64)
         if v.size == 0:
             raise ValueError("values must not be empty, got {}")
     else:
-        v = _reals("values", values, what="a dict name -> number, or a sequence or 1-D array "
+        v = _check_reals("values", values, what="a dict name -> number, or a sequence or 1-D array "
                                           "of real numbers")
         names = None
     _check_ax(ax)
@@ -204,11 +204,12 @@ def layer_profile(values: Union[Mapping[str, float], Sequence[float], np.ndarray
         raise _check._type_error("label", "a str or None", label)
     ref = None
     if reference is not None:
-        if _check._is_real(reference) or (isinstance(reference, (np.ndarray, Tensor))
+        if _check.is_real(reference) or (isinstance(reference, (np.ndarray, Tensor))
                                           and reference.ndim == 0):
-            ref = np.float64(_check.real("reference", _real_or_nonfinite("reference", reference)))
+            ref = _check_real_or_nonfinite("reference", reference)
+            ref = np.float64(_check.real("reference", ref))
         else:
-            ref = _reals("reference", reference, what="a number or one number per layer")
+            ref = _check_reals("reference", reference, what="a number or one number per layer")
             if ref.shape != v.shape:
                 raise ValueError(f"reference must be a number or one value per layer "
                                  f"({v.size}), got shape {ref.shape}")
@@ -273,7 +274,7 @@ def histograms(activations: Mapping[str, Any], ax=None, *, bins: int = 50,
             fewer Axes than layers.
     """
     activations = _check.mapping("activations", activations)
-    data = {str(k): _reals(f"activations[{k!r}]", a, ndim=None, nonempty=False,
+    data = {str(k): _check_reals(f"activations[{k!r}]", a, ndim=None, nonempty=False,
                            what="an array or tensor of activations").ravel()
             for k, a in activations.items()}
     multiples = ax is not None and not hasattr(ax, "plot")
@@ -283,7 +284,7 @@ def histograms(activations: Mapping[str, Any], ax=None, *, bins: int = 50,
         _check_ax(ax)
     bins = _check.integer("bins", bins, minimum=1)
     if range is not None:
-        range = _limits("range", range)
+        range = _check_limits("range", range)
     finite = {k: a[np.isfinite(a)] for k, a in data.items()}
     if range is None:
         every = np.concatenate(list(finite.values()) + [np.empty(0)])
@@ -352,14 +353,15 @@ def trajectory_2d(f: Callable[[np.ndarray, np.ndarray], np.ndarray],
     """
     _check.function("f", f, "a callable f(x1, x2)")
     paths = _check.mapping("paths", paths, nonempty=False)
-    points = {label: _path(label, path) for label, path in paths.items()}
+    points = {label: _check_path(label, path) for label, path in paths.items()}
     _check_ax(ax)
-    xlim = _limits("xlim", xlim)
-    ylim = _limits("ylim", ylim)
-    if _check._is_int(levels):
+    xlim = _check_limits("xlim", xlim)
+    ylim = _check_limits("ylim", ylim)
+    if _check.is_int(levels):
         _check.integer("levels", levels, minimum=1)
     else:
-        explicit = _reals("levels", levels, what="an int or an increasing sequence of numbers")
+        explicit = _check_reals("levels", levels,
+                                what="an int or an increasing sequence of numbers")
         _check.finite_values("levels", explicit)
         if explicit.size > 1 and not (np.diff(explicit) > 0).all():
             raise ValueError(f"levels must be increasing, got {_check.show(levels)}")
@@ -379,7 +381,7 @@ def trajectory_2d(f: Callable[[np.ndarray, np.ndarray], np.ndarray],
         raise ValueError(f"f must return an array of the grid's shape {x1.shape} (it is "
                          f"called on numpy grids x1, x2), got shape {z.shape}") from None
     z = np.ma.masked_invalid(z)
-    if _check._is_int(levels) and z.count() and z.min() > 0 \
+    if _check.is_int(levels) and z.count() and z.min() > 0 \
             and z.max() / z.min() > 1e3:
         levels = np.geomspace(z.min(), z.max(), int(levels))
     if z.count():
@@ -401,12 +403,12 @@ def trajectory_2d(f: Callable[[np.ndarray, np.ndarray], np.ndarray],
     return ax
 
 
-def _path(label: Any, path: Any) -> np.ndarray:
+def _check_path(label: Any, path: Any) -> np.ndarray:
     """A path (an (n, 2) array of points, or anything with ``.points``) as float64."""
     name = f"paths[{label!r}]"
     if hasattr(path, "points"):
         name, path = name + ".points", path.points
-    p = _reals(name, path, ndim=None, what="an (n, 2) array of points")
+    p = _check_reals(name, path, ndim=None, what="an (n, 2) array of points")
     if p.ndim != 2 or p.shape[1] != 2 or p.shape[0] < 1:
         raise ValueError(f"{name} must be an (n, 2) array of points with n >= 1, "
                          f"got {_check.show(p)}")

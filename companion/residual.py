@@ -45,7 +45,6 @@ Example::
 """
 from __future__ import annotations
 
-import numbers
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Callable
@@ -56,7 +55,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import _check
-from .nets import _GAIN_NAMES, _activation, _linear, _norm_factory
+from .init import INITIALIZERS
+from .nets import _GAIN_NAMES, _activation, _check_norm, _linear
+from .train import DIVERGENCE_FACTOR
 
 __all__ = ["ResidualMLP", "ResidualBlock", "Gate", "fixup_init_", "path_gradients",
            "TokenTransformer", "BRANCH_SCALES", "train_stacked", "StackedRun",
@@ -87,7 +88,7 @@ class Gate(nn.Module):
             TypeError: ``f`` not a floating torch tensor, or not of ``alpha``'s dtype.
             ValueError: ``f`` empty.
         """
-        f = _tensor_like("f", f, self.alpha)
+        f = _check_tensor_like("f", f, self.alpha)
         return self.alpha * f
 
 
@@ -121,21 +122,22 @@ class ResidualBlock(nn.Module):
                  skip: bool) -> None:
         super().__init__()
         self.width = width = _check.integer("width", width, minimum=1)
-        _factory("make_act", make_act, "a callable make_act() -> nn.Module")
+        _check_factory("make_act", make_act, "a callable make_act() -> nn.Module")
         if make_norm is not None:
-            _factory("make_norm", make_norm, "None or a callable make_norm(width) -> nn.Module")
-        _factory("make_linear", make_linear, "a callable make_linear() -> nn.Linear")
+            _check_factory("make_norm", make_norm,
+                           "None or a callable make_norm(width) -> nn.Module")
+        _check_factory("make_linear", make_linear, "a callable make_linear() -> nn.Linear")
         branch_scale = _check_branch_scale(branch_scale)
         self.skip = skip = _check.flag("skip", skip)
         _check_gate_needs_skip(branch_scale, skip)
         if make_norm is not None:
-            self.norm1 = _made("make_norm", make_norm(width))
-        self.act1 = _made("make_act", make_act())
-        self.fc1 = _made_linear(make_linear(), width)
+            self.norm1 = _check_made("make_norm", make_norm(width))
+        self.act1 = _check_made("make_act", make_act())
+        self.fc1 = _check_made_linear(make_linear(), width)
         if make_norm is not None:
-            self.norm2 = _made("make_norm", make_norm(width))
-        self.act2 = _made("make_act", make_act())
-        self.fc2 = _made_linear(make_linear(), width)
+            self.norm2 = _check_made("make_norm", make_norm(width))
+        self.act2 = _check_made("make_act", make_act())
+        self.fc2 = _check_made_linear(make_linear(), width)
         if isinstance(branch_scale, str):
             self.gate = Gate()
             self.alpha = None
@@ -143,7 +145,7 @@ class ResidualBlock(nn.Module):
             self.alpha = float(branch_scale)
 
     def _input(self, x: object) -> Tensor:
-        return _batch("x", x, self.width, self.fc1.weight.dtype)
+        return _check_batch("x", x, self.width, self.fc1.weight.dtype)
 
     def branch(self, x: Tensor) -> Tensor:
         """:math:`F(x) = W_2\\,\\phi(N_2(W_1\\,\\phi(N_1(x))))`, without the scale.
@@ -265,7 +267,7 @@ class ResidualMLP(nn.Module):
         self.width = _check.integer("width", width, minimum=1)
         self.depth = _check.integer("depth", depth, minimum=1)
         act = _activation(activation)
-        make_norm = _norm_factory(norm)
+        make_norm = _check_norm(norm)
         self.branch_scale = _check_branch_scale(branch_scale)
         skip = _check.flag("skip", skip)
         _check_gate_needs_skip(self.branch_scale, skip)
@@ -320,7 +322,7 @@ class ResidualMLP(nn.Module):
             ValueError: ``x`` not of shape ``(B, in_features)`` with ``B >= 1``; a
                 ``drop`` item that is not a block number in ``[1, depth]``.
         """
-        x = _batch("x", x, self.in_features, self._dtype())
+        x = _check_batch("x", x, self.in_features, self._dtype())
         drop = _check_drop(drop, self.depth)
         h = self.inp(x)                                   # x_0: (B, width)
         self.stream = [h]
@@ -340,7 +342,7 @@ class ResidualMLP(nn.Module):
             TypeError: ``x_L`` not a floating torch tensor or not of the model's dtype.
             ValueError: ``x_L`` not of shape ``(B, width)`` with ``B >= 1``.
         """
-        x_L = _batch("x_L", x_L, self.width, self._dtype())
+        x_L = _check_batch("x_L", x_L, self.width, self._dtype())
         return self._head(x_L)
 
     def _head(self, x_L: Tensor) -> Tensor:
@@ -354,7 +356,7 @@ class ResidualMLP(nn.Module):
             TypeError: ``x`` as in :meth:`forward`; ``l`` not an int.
             ValueError: ``x`` as in :meth:`forward`; ``l`` outside ``[0, depth]``.
         """
-        x = _batch("x", x, self.in_features, self._dtype())
+        x = _check_batch("x", x, self.in_features, self._dtype())
         l = _check.integer("l", l, minimum=0, maximum=self.depth)
         h = self.inp(x)
         for block in self.blocks[:l]:
@@ -380,7 +382,7 @@ def _check_branch_scale(value: object) -> float | str:
             raise ValueError(f"branch_scale must be a number >= 0 or one of {BRANCH_SCALES}, "
                              f"got {value!r}")
         return value
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if not _check.is_real(value):
         raise TypeError(f"branch_scale must be a number >= 0 or one of {BRANCH_SCALES}, "
                         f"got {_check.show(value)} ({type(value).__name__})")
     return _check.nonnegative("branch_scale", value)
@@ -395,53 +397,43 @@ def _check_gate_needs_skip(branch_scale: float | str, skip: bool) -> None:
 def _check_init(init: object) -> None:
     """``init``: the name of a :mod:`companion.init` initializer or a function ``f(weight)``."""
     if isinstance(init, str):
-        from .init import INITIALIZERS  # imported lazily: sibling module
 
         _check.choice("init", init, INITIALIZERS)
         return
     _check.function("init", init, "an initializer name or a callable f(weight)")
 
 
-def _tensor_like(name: str, x: object, ref: Tensor) -> Tensor:
+def _check_tensor_like(name: str, x: object, ref: Tensor) -> Tensor:
     """A non-empty floating tensor with ``ref``'s dtype (torch's layers refuse a mix)."""
-    x = _check.tensor(name, x)
-    if x.dtype != ref.dtype:
-        want = str(ref.dtype).replace("torch.", "")
-        raise TypeError(f"{name} must have the model's dtype {want}, got {_check.show(x)} "
-                        f"(convert it with .to({ref.dtype}))")
-    return x
+    return _check.same_dtype(name, _check.tensor(name, x), ref.dtype)
 
 
-def _batch(name: str, x: object, features: int, dtype: torch.dtype) -> Tensor:
+def _check_batch(name: str, x: object, features: int, dtype: torch.dtype) -> Tensor:
     """A ``(B, features)`` floating tensor, B >= 1, of the model's ``dtype``. No NaN scan:
     a forward pass runs every step (the measuring functions scan their data)."""
     x = _check.tensor(name, x)
     if x.ndim != 2 or x.shape[1] != features:
         raise ValueError(f"{name} must have shape (B, {features}), got {tuple(x.shape)}")
-    if x.dtype != dtype:
-        raise TypeError(f"{name} must have the model's dtype "
-                        f"{str(dtype).replace('torch.', '')}, got {_check.show(x)} "
-                        f"(convert it with .to({dtype}))")
-    return x
+    return _check.same_dtype(name, x, dtype)
 
 
-def _factory(name: str, value: object, what: str) -> Callable:
+def _check_factory(name: str, value: object, what: str) -> Callable:
     """A factory: anything callable, classes included (``nn.ReLU`` builds a ReLU); what it
-    builds is checked by :func:`_made`."""
+    builds is checked by :func:`_check_made`."""
     if not callable(value):
         raise TypeError(f"{name} must be {what}, got {_check.show(value)} "
                         f"({type(value).__name__})")
     return value
 
 
-def _made(factory: str, module: object) -> nn.Module:
+def _check_made(factory: str, module: object) -> nn.Module:
     if not isinstance(module, nn.Module):
         raise TypeError(f"{factory} must return an nn.Module, got {_check.show(module)} "
                         f"({type(module).__name__})")
     return module
 
 
-def _made_linear(linear: object, width: int) -> nn.Linear:
+def _check_made_linear(linear: object, width: int) -> nn.Linear:
     if not isinstance(linear, nn.Linear):
         raise TypeError(f"make_linear must return an nn.Linear, got {_check.show(linear)} "
                         f"({type(linear).__name__})")
@@ -455,7 +447,7 @@ def _check_drop(drop: object, depth: int) -> frozenset[int]:
     if isinstance(drop, (str, bytes)) or not isinstance(drop, Collection):
         raise TypeError(f"drop must be a collection of block numbers, got {drop!r}")
     for l in drop:
-        if isinstance(l, bool) or not isinstance(l, numbers.Integral) or not 1 <= l <= depth:
+        if not _check.is_int(l) or not 1 <= l <= depth:
             raise ValueError(f"drop must hold block numbers in [1, {depth}], got {l!r}")
     return frozenset(int(l) for l in drop)
 
@@ -550,7 +542,7 @@ def path_gradients(model: ResidualMLP, x: Tensor,
     if not model.skip:
         raise ValueError("path_gradients needs skip=True (model has skip=False): a plain "
                          "network has one path")
-    x = _batch("x", x, model.in_features, model._dtype())
+    x = _check_batch("x", x, model.in_features, model._dtype())
     _check.finite_values("x", x)
     if loss is not None:
         _check.function("loss", loss, "None or a callable loss(output)")
@@ -768,7 +760,6 @@ def train_stacked(models: list[ResidualMLP], x: Tensor, y: Tensor, *, steps: int
             a wrong number of learning rates or one that is not finite and > 0, an
             unknown ``optimizer``, ``steps < 1``, badly shaped ``x`` or ``y``.
     """
-    from .train import DIVERGENCE_FACTOR  # sibling module, imported lazily
 
     if not isinstance(models, (list, tuple)) or not models:
         raise TypeError(f"models must be a non-empty list of ResidualMLP, got {_check.show(models)}")
@@ -789,7 +780,7 @@ def train_stacked(models: list[ResidualMLP], x: Tensor, y: Tensor, *, steps: int
                              f"writes out only those), got a {type(mod).__name__}")
     S = len(models)
     steps = _check.integer("steps", steps, minimum=1)
-    if isinstance(lr, numbers.Real) and not isinstance(lr, bool):
+    if _check.is_real(lr):
         lrs = [_check.positive("lr", lr)] * S
     else:
         items = _check.sequence("lr", lr, what="a number or a list of numbers, one per model")
@@ -800,7 +791,7 @@ def train_stacked(models: list[ResidualMLP], x: Tensor, y: Tensor, *, steps: int
     optimizer = _check.choice("optimizer", optimizer, ("sgd", "momentum", "adam"))
     normalize_grads = _check.flag("normalize_grads", normalize_grads)
     dtype = first._dtype()
-    x = _batch("x", x, first.in_features, dtype)
+    x = _check_batch("x", x, first.in_features, dtype)
     y = _check.labels("y", y, n=x.shape[0], classes=first.out_features).long()
 
     P = {n: torch.stack([dict(m.named_parameters())[n].detach() for m in models]).clone()

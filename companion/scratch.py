@@ -46,6 +46,7 @@ from typing import Sequence
 import numpy as np
 
 from . import _check
+from . import activations
 
 __all__ = ["ScratchMLP", "Gradients"]
 
@@ -72,7 +73,7 @@ def _check_sizes(sizes: object) -> list[int]:
     return [_check.integer(f"sizes[{i}]", s, minimum=1) for i, s in enumerate(items)]
 
 
-def _real_array(name: str, x: object) -> np.ndarray:
+def _check_real_array(name: str, x: object) -> np.ndarray:
     """A numpy array of a real dtype (float, or int promoted), as float64."""
     if not isinstance(x, np.ndarray):
         hint = " (ScratchMLP is numpy: pass x.numpy())" if hasattr(x, "numpy") else ""
@@ -83,7 +84,7 @@ def _real_array(name: str, x: object) -> np.ndarray:
     return np.asarray(x, dtype=np.float64)
 
 
-def _float_dtype(name: str, dtype: object):
+def _check_float_dtype(name: str, dtype: object):
     """A real floating ``torch.dtype`` (``torch.float64``, ``torch.float32``, ...)."""
     import torch
 
@@ -123,7 +124,6 @@ class ScratchMLP:
 
     def __init__(self, sizes: Sequence[int], activation: str = "sigmoid",
                  weight_scale: float = 1.0, *, seed: int = 0) -> None:
-        from companion import activations  # sibling module, imported lazily
 
         self.sizes = _check_sizes(sizes)
         self.f = activations.get(activation)  # raises TypeError/ValueError listing names
@@ -144,7 +144,7 @@ class ScratchMLP:
 
     # ---------------------------------------------------------------------- forward
     def _input(self, x: object) -> np.ndarray:
-        x = _real_array("x", x)
+        x = _check_real_array("x", x)
         if x.ndim != 2 or x.shape[1] != self.sizes[0]:
             raise ValueError(f"x must have shape (batch, {self.sizes[0]}), got {x.shape}")
         if x.shape[0] == 0:
@@ -188,7 +188,7 @@ class ScratchMLP:
         if not self.z:
             raise RuntimeError("backward(grad_output) needs the cache of a forward pass: "
                                "call net.forward(x) first, then net.backward(grad_output)")
-        delta = _real_array("grad_output", grad_output)
+        delta = _check_real_array("grad_output", grad_output)
         if delta.shape != self.z[-1].shape:
             raise ValueError(f"grad_output must have the output's shape {self.z[-1].shape}, "
                              f"got {delta.shape}")
@@ -269,19 +269,25 @@ class ScratchMLP:
 
         Raises:
             TypeError: ``sequential`` is not a ``torch.nn.Module`` instance.
-            ValueError: the number of Linear layers or a weight shape differs.
+            ValueError: the number of Linear layers or a weight shape differs; a weight
+                or bias holds NaN or infinity (nothing is copied then).
         """
         from torch import nn
 
         _check.module("sequential", sequential)
-        linears = [m for m in sequential.modules() if isinstance(m, nn.Linear)]
-        if len(linears) != self.num_layers:
+        named = [(n, m) for n, m in sequential.named_modules() if isinstance(m, nn.Linear)]
+        if len(named) != self.num_layers:
             raise ValueError(f"sequential must have {self.num_layers} Linear layers, "
-                             f"got {len(linears)}")
-        for l, lin in enumerate(linears):
+                             f"got {len(named)}")
+        for l, (name, lin) in enumerate(named):
+            layer = f"sequential's Linear layer {l + 1} ({name!r})"
             if tuple(lin.weight.shape) != self.W[l].shape:
-                raise ValueError(f"sequential's Linear layer {l + 1} has weight shape "
+                raise ValueError(f"{layer} has weight shape "
                                  f"{tuple(lin.weight.shape)}, expected {self.W[l].shape}")
+            for kind, t in (("weight", lin.weight), ("bias", lin.bias)):
+                if t is not None:
+                    _check.finite_values(f"{layer} {kind}", t.detach())
+        linears = [lin for _, lin in named]
         for l, lin in enumerate(linears):
             self.W[l] = lin.weight.detach().cpu().double().numpy().copy()
             self.b[l] = (np.zeros(self.W[l].shape[0]) if lin.bias is None
@@ -299,7 +305,7 @@ class ScratchMLP:
         import torch
         from torch import nn
 
-        dtype = torch.float64 if dtype is None else _float_dtype("dtype", dtype)
+        dtype = torch.float64 if dtype is None else _check_float_dtype("dtype", dtype)
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         for l, (W, b) in enumerate(zip(self.W, self.b)):
             last = l == self.num_layers - 1

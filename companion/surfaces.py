@@ -46,7 +46,7 @@ __all__ = ["Surface", "Trajectory", "quadratic", "get", "names", "run", "DIVERGE
 DIVERGED_NORM = 1e6
 
 
-def _point(name: str, value: Any) -> tuple[float, float]:
+def _check_point(name: str, value: Any) -> tuple[float, float]:
     """A point ``(x1, x2)``: a list/tuple of 2 finite reals, or an array of shape (2,)
     (numpy or torch) of them; returned as a tuple of floats."""
     if isinstance(value, (np.ndarray, torch.Tensor)):
@@ -61,7 +61,7 @@ def _point(name: str, value: Any) -> tuple[float, float]:
     return tuple(_check.real(f"{name}[{i}]", v) for i, v in enumerate(items))
 
 
-def _interval(name: str, value: Any) -> tuple[float, float]:
+def _check_interval(name: str, value: Any) -> tuple[float, float]:
     """Plot limits ``(low, high)``: 2 finite reals, low < high."""
     items = _check.sequence(name, value, length=2, what="a pair (low, high)")
     low, high = (_check.real(f"{name}[{i}]", v) for i, v in enumerate(items))
@@ -99,11 +99,11 @@ class Surface:
         _check.string("name", self.name, nonempty=True)
         _check.function("f", self.f, "a callable f(x1, x2)")
         _check.function("df", self.df, "a callable df(x1, x2) -> (df/dx1, df/dx2)")
-        set_(self, "start", _point("start", self.start))
+        set_(self, "start", _check_point("start", self.start))
         if self.minimum is not None:
-            set_(self, "minimum", _point("minimum", self.minimum))
-        set_(self, "xlim", _interval("xlim", self.xlim))
-        set_(self, "ylim", _interval("ylim", self.ylim))
+            set_(self, "minimum", _check_point("minimum", self.minimum))
+        set_(self, "xlim", _check_interval("xlim", self.xlim))
+        set_(self, "ylim", _check_interval("ylim", self.ylim))
         if self.hessian is not None:
             _check.instance("hessian", self.hessian, np.ndarray, "None or a (2, 2) numpy array")
             _check.array("hessian", self.hessian, ndim=2, finite=True)
@@ -118,7 +118,7 @@ class Surface:
             TypeError: ``p`` not a pair of reals (a list, tuple or array of shape (2,)).
             ValueError: ``p`` of another length or shape, or not finite.
         """
-        return self._grad(_point("p", p))
+        return self._grad(_check_point("p", p))
 
     def _grad(self, p: Any) -> np.ndarray:
         d1, d2 = self.df(float(p[0]), float(p[1]))
@@ -131,7 +131,7 @@ class Surface:
             TypeError: ``p`` not a pair of reals (a list, tuple or array of shape (2,)).
             ValueError: ``p`` of another length or shape, or not finite.
         """
-        return self._loss(_point("p", p))
+        return self._loss(_check_point("p", p))
 
     def _loss(self, p: Any) -> float:
         return float(self.f(float(p[0]), float(p[1])))
@@ -194,7 +194,7 @@ def quadratic(a: float, b: float, *, name: Optional[str] = None,
     rot = np.array([[c, -s], [s, c]])
     hessian = rot @ np.diag([2 * a, 2 * b]) @ rot.T
     (h11, h12), (_, h22) = hessian.tolist()
-    start = tuple((rot @ np.array(_point("start", start))).tolist())
+    start = tuple((rot @ np.array(_check_point("start", start))).tolist())
     return Surface(
         name=name or f"quadratic({a:g}, {b:g}, angle={angle:g})",
         f=lambda x1, x2: 0.5 * (h11 * x1 * x1 + 2 * h12 * x1 * x2 + h22 * x2 * x2),
@@ -269,7 +269,7 @@ def _check_update(update: Any) -> Callable:
     return _check.function("update", update, _UPDATE)
 
 
-def _returned_point(out: Any, update: Callable) -> np.ndarray:
+def _check_returned_point(out: Any, update: Callable) -> np.ndarray:
     """What an update returned: a pair ``(p, state)`` with p a real point of shape (2,)."""
     fname = getattr(update, "__name__", "update")
     if not isinstance(out, (tuple, list)) or len(out) != 2 or hasattr(out, "_fields"):
@@ -323,7 +323,7 @@ def run(surface: Union[Surface, str], update: Callable, state: Any = None, *, st
                         f"{_check.show(surface)}")
     update = _check_update(update)
     steps = _check.integer("steps", steps, minimum=0)
-    p = np.array(surface.start if start is None else _point("start", start), dtype=np.float64)
+    p = np.array(surface.start if start is None else _check_point("start", start), dtype=np.float64)
     core = _UNCHECKED.get(update)
     grad, loss = surface._grad, surface._loss
     points = np.full((steps + 1, 2), np.nan)
@@ -340,7 +340,7 @@ def run(surface: Union[Surface, str], update: Callable, state: Any = None, *, st
         if type(new) is np.ndarray and new.dtype == np.float64 and new.shape == (2,):
             p = new
         else:
-            p = _returned_point(out, update)
+            p = _check_returned_point(out, update)
         state = out[1]
         if not np.all(np.isfinite(p)) or np.linalg.norm(p) > DIVERGED_NORM:
             return Trajectory(points, losses, t)
@@ -348,7 +348,7 @@ def run(surface: Union[Surface, str], update: Callable, state: Any = None, *, st
     return Trajectory(points, losses, None)
 
 
-def _curvatures(value: Any) -> np.ndarray:
+def _check_curvatures(value: Any) -> np.ndarray:
     """A nonempty list/tuple or 1-D array/tensor of finite reals > 0, as a float64 array."""
     if isinstance(value, (np.ndarray, torch.Tensor)):
         if value.ndim != 1 or len(value) == 0:
@@ -402,7 +402,7 @@ def heavy_ball_rate(lr: float, momentum: float, curvatures: Any) -> float:
     """
     lr = _check.nonnegative("lr", lr)
     mu = _check.real("momentum", momentum, low=0.0, high=1.0, high_open=True)
-    lam = _curvatures(curvatures)
+    lam = _check_curvatures(curvatures)
     return _largest_modulus(trace=1 + mu - lr * lam, det=np.full_like(lam, mu))
 
 
@@ -446,7 +446,7 @@ def nesterov_rate(lr: float, momentum: float, curvatures: Any) -> float:
     """
     lr = _check.nonnegative("lr", lr)
     mu = _check.real("momentum", momentum, low=0.0, high=1.0, high_open=True)
-    lam = _curvatures(curvatures)
+    lam = _check_curvatures(curvatures)
     h = lr * lam
     return _largest_modulus(trace=(1 + mu) * (1 - h), det=mu * (1 - h))
 
@@ -498,7 +498,7 @@ def sgd_noise_floor(lr: float, curvatures: Any, noise_std: float, *,
     0.02632
     """
     lr = _check.positive("lr", lr)
-    lam = _curvatures(curvatures)
+    lam = _check_curvatures(curvatures)
     sigma = _check.nonnegative("noise_std", noise_std)
     mu = _check.real("momentum", momentum, low=0.0, high=1.0, high_open=True)
     limit = 2 * (1 + mu)                                   # stable iff eta * lambda < limit

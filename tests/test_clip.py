@@ -501,3 +501,17 @@ def test_descent_steps_reports_divergence_and_the_step_limit_as_none():
 def test_descent_steps_error_messages(call, exc, message):
     with pytest.raises(exc, match=re.escape(message)):
         call()
+
+
+@pytest.mark.parametrize("foreach", [np.True_, np.False_])
+def test_foreach_takes_numpy_bools_as_torch_does(foreach):
+    """torch.nn.utils.clip_grad_norm_ reads np.True_ as true; so does the companion (one
+    check, _check.optional_flag, shared with the optimizers), with torch's numbers. Other
+    truthy values (1, "yes"), which torch also takes, are refused by name."""
+    ours, ref = _twin_params([(3, 4), (5,)], torch.float64, seed=0, scale=10.0)
+    n_ours = cc.clip_grad_norm_(ours, 1.0, foreach=foreach)
+    n_ref = tu.clip_grad_norm_(ref, 1.0, foreach=foreach)
+    torch.testing.assert_close(n_ours, n_ref)
+    assert_same_grads(ours, ref)
+    with pytest.raises(TypeError, match="foreach must be None, True or False, got 1"):
+        cc.clip_grad_norm_(ours, 1.0, foreach=1)

@@ -523,7 +523,7 @@ def test_every_hyperparameter_is_checked_before_any_work():
 
 
 def test_building_blocks_check_their_coefficients():
-    with pytest.raises(ValueError, match=r"beta must be a finite number in \[0, 1\], got 1.5"):
+    with pytest.raises(ValueError, match=r"beta must be a finite number in \[0, 1\), got 1.5"):
         co.ema(0.0, 1.0, 1.5)
     with pytest.raises(ValueError, match=r"beta must be a finite number in \[0, 1\), got 1.0"):
         co.bias_corrected(0.3, 1.0, 3)
@@ -531,7 +531,102 @@ def test_building_blocks_check_their_coefficients():
         co.decoupled_weight_decay(np.ones(2), lr=-0.1, weight_decay=0.1)
     with pytest.raises(ValueError, match=r"x must have the shape of prev"):
         co.ema(np.zeros((3, 1)), np.ones(3), 0.9)
-    assert co.ema(0.0, 1.0, 1.0) == 0.0 and co.ema(0.0, 2.0, 0.0) == 2.0
+    assert co.ema(0.0, 2.0, 0.0) == 2.0
+
+
+def test_ema_refuses_beta_one():
+    """beta = 1 froze the average at prev (0 from the usual start) and returned it
+    silently; bias_corrected, its companion, divides by 1 - beta**t. Closed form on
+    either side: beta just below 1 still moves by (1 - beta) x."""
+    with pytest.raises(ValueError, match=r"beta must be a finite number in \[0, 1\), got 1.0"):
+        co.ema(0.0, 1.0, 1.0)
+    beta = np.nextafter(1.0, 0.0)
+    assert co.ema(0.0, 1.0, beta) == (1 - beta) * 1.0
+
+
+def test_decoupled_decay_refuses_a_sign_flip():
+    """lr * weight_decay > 1 multiplied the weights by a negative factor (1000 * 0.1: by
+    -99); refused by name in the building block, the pure functions and the classes
+    whose decay is decoupled. At lr * weight_decay = 1 the weights go to 0, the closed
+    form's limit, and the classes still match torch.optim.AdamW there."""
+    with pytest.raises(ValueError, match=r"lr \* weight_decay must be <= 1 .* got lr=0.1, "
+                                         r"weight_decay=1000 \(product 100\)"):
+        co.decoupled_weight_decay(np.ones(2), lr=0.1, weight_decay=1000)
+    np.testing.assert_array_equal(
+        co.decoupled_weight_decay(np.array([3.0, -1.0]), lr=0.5, weight_decay=2.0), [0.0, -0.0])
+    for update in (co.adamw_update, co.lion_update):
+        with pytest.raises(ValueError, match=r"lr \* weight_decay must be <= 1"):
+            update(np.ones(2), np.ones(2), lr=0.5, weight_decay=3.0)
+    with pytest.raises(ValueError, match=r"lr \* weight_decay must be <= 1"):
+        co.nadam_update(np.ones(2), np.ones(2), lr=0.5, weight_decay=3.0,
+                        decoupled_weight_decay=True)
+    co.nadam_update(np.ones(2), np.ones(2), lr=0.5, weight_decay=3.0)   # L2: not a factor
+    w = torch.nn.Parameter(torch.ones(2))
+    for cls in (co.AdamW, co.Lion):
+        with pytest.raises(ValueError, match=r"lr \* weight_decay must be <= 1"):
+            cls([w], lr=0.5, weight_decay=3.0)
+        opt = cls([w], lr=0.1)
+        with pytest.raises(ValueError, match=r"param_group: lr \* weight_decay must be <= 1"):
+            opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(1))],
+                                 "weight_decay": 11.0})
+    with pytest.raises(ValueError, match=r"lr \* weight_decay must be <= 1"):
+        co.NAdam([w], lr=0.5, weight_decay=3.0, decoupled_weight_decay=True)
+    ours, theirs = (torch.nn.Parameter(torch.tensor([1.0, -2.0])) for _ in range(2))
+    for p in (ours, theirs):
+        p.grad = torch.tensor([0.5, 0.5])
+    co.AdamW([ours], lr=0.5, weight_decay=2.0).step()
+    torch.optim.AdamW([theirs], lr=0.5, weight_decay=2.0).step()
+    torch.testing.assert_close(ours.data, theirs.data)
+
+
+def _duplicate_step_in_torch():
+    """What torch.optim.SGD does with a parameter listed twice: it warns, then steps it
+    twice (the reason the companion refuses it)."""
+    w = torch.nn.Parameter(torch.ones(1))
+    w.grad = torch.ones(1)
+    with pytest.warns(UserWarning, match="duplicate parameters"):
+        torch.optim.SGD([w, w], lr=0.1).step()
+    return float(w.detach())
+
+
+@pytest.mark.parametrize("cls", [co.SGD, co.Adam, co.AdamW, co.Lion])
+def test_a_parameter_listed_twice_is_refused_by_position(cls):
+    """torch.optim steps a repeated parameter once per occurrence (0.8 instead of 0.9
+    for SGD at lr 0.1: checked against torch here) and raises for a parameter in two
+    groups; the companion refuses both, naming the positions."""
+    assert _duplicate_step_in_torch() == pytest.approx(0.8)
+    w, v = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
+    with pytest.raises(ValueError, match=r"params must list each parameter once, got the "
+                                         r"same tensor at positions 0 and 2 of param group 0"):
+        cls([w, v, w])
+    with pytest.raises(ValueError, match=r"params must list each parameter once.*positions 0 "
+                                         r"and 1 of param group 1"):
+        cls([{"params": [v]}, {"params": iter([w, w])}])
+    with pytest.raises(ValueError, match=r"params must not repeat a parameter of another "
+                                         r"group, got the tensor at position 1 of param group "
+                                         r"1, which is already in param group 0"):
+        cls([{"params": [w]}, {"params": [v, w]}])
+    opt = cls([w])
+    with pytest.raises(ValueError, match=r"param_group\['params'\] must not repeat"):
+        opt.add_param_group({"params": w})
+    assert len(opt.param_groups) == 1
+
+
+@pytest.mark.parametrize("foreach", [np.True_, np.False_])
+def test_foreach_takes_numpy_bools_as_torch_does(foreach):
+    """torch.optim.SGD and torch.nn.utils.clip_grad_norm_ both take np.True_ (they read
+    its truth); the classes and the clipping functions read it as the bool it is, and
+    step as torch does."""
+    ours, theirs = (torch.nn.Parameter(torch.tensor([1.0, -2.0])) for _ in range(2))
+    for p in (ours, theirs):
+        p.grad = torch.tensor([0.5, 0.25])
+    opt = co.Adam([ours], lr=0.1, foreach=foreach)
+    assert opt.param_groups[0]["foreach"] is bool(foreach)
+    opt.step()
+    torch.optim.Adam([theirs], lr=0.1, foreach=foreach).step()
+    torch.testing.assert_close(ours.data, theirs.data)
+    with pytest.raises(TypeError, match="foreach must be None, True or False, got 1"):
+        co.Adam([ours], foreach=1)
 
 
 @pytest.mark.parametrize("name", ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "NAdam"])

@@ -233,3 +233,20 @@ def test_load_from_torch_errors():
         net.load_from_torch(mlp(3, 2, 4, 2, seed=0))
     with pytest.raises(ValueError, match="weight shape"):
         net.load_from_torch(mlp(3, 2, 5, 1, seed=0))
+
+
+@pytest.mark.parametrize("kind, value", [("weight", float("nan")), ("bias", float("inf"))])
+def test_load_from_torch_refuses_nonfinite_weights_by_layer(kind, value):
+    """A NaN weight used to be copied silently (every output NaN afterwards); refused,
+    naming the layer, and nothing is copied: the net keeps its own (finite) weights."""
+    net = ScratchMLP([3, 4, 2], seed=0)
+    before = [W.copy() for W in net.W]
+    model = mlp(3, 2, 4, 1, seed=0)
+    last = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        getattr(last, kind).view(-1)[1] = value
+    with pytest.raises(ValueError, match=rf"sequential's Linear layer 2 \('out'\) {kind} must "
+                                         r"be finite data, got 1 NaN or infinite value"):
+        net.load_from_torch(model)
+    for W, W0 in zip(net.W, before):
+        np.testing.assert_array_equal(W, W0)

@@ -20,10 +20,22 @@ CPU as on CUDA: on the book's 2-core CPU, one Adam step over ResNet-50's paramet
 (tests/benchmarks/bench_optim.py). On CPU the "multi-tensor" calls take one tensor at a
 time (see ``_foreach._groups``): CPU has no multi-tensor kernels, and small temporaries
 stay in cache.
+
+**Raises** (the reference for the classes below, whose ``Raises:`` list what they add):
+
+* ``TypeError``: a hyperparameter of the wrong type (a str, a bool for a number, a non-bool
+  flag), ``foreach`` not None, True or False (numpy's ``bool_`` is fine; torch.optim takes
+  any value and reads its truth), a complex parameter (except by SGD: torch.optim views
+  one as a pair of reals, these classes do not); torch's own for a ``params`` that is not
+  an iterable of tensors or dicts;
+* ``ValueError``: a hyperparameter out of torch.optim's range or not finite; the same
+  parameter twice in ``params`` or in one group (torch.optim warns and steps it once per
+  occurrence, a double step; in two groups torch raises too); torch's own for an empty
+  ``params``.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Mapping, Optional
+from typing import Any, Callable, Iterable, Mapping, Optional, Union
 
 import torch
 from torch import Tensor
@@ -31,7 +43,7 @@ from torch import Tensor
 from .. import _check
 from . import _foreach as fe
 from . import _functional as F
-from ._helpers import check_hyper
+from ._helpers import check_beta, check_decay, check_hyper
 
 __all__ = ["SGD", "Adagrad", "RMSprop", "Adam", "AdamW", "SignSGD", "NAdam", "Lion"]
 
@@ -61,11 +73,13 @@ class _PureOptimizer(torch.optim.Optimizer):
     _init_hyper: tuple[str, ...] = ()
     _foreach_update: Optional[Callable] = None
     _complex_ok: bool = False   #: only SGD (linear in g) agrees with torch.optim on complex
+    #: whether ``weight_decay`` is decoupled, ``p *= 1 - lr * weight_decay`` (True: AdamW,
+    #: Lion), or the name of the group flag that says so (NAdam)
+    _decoupled: Union[bool, str] = False
 
     def __init__(self, params: Iterable, defaults: dict[str, Any]) -> None:
-        foreach = defaults.get("foreach")
-        if foreach is not None and not isinstance(foreach, bool):  # not 1 or 0.0
-            raise TypeError(f"foreach must be None, True or False, got {foreach!r}")
+        if "foreach" in defaults:
+            defaults["foreach"] = _check.optional_flag("foreach", defaults["foreach"])
         self._check_hyper({k: v for k, v in defaults.items() if k != "foreach"})
         self._constructing = True  # add_param_group's messages then name ``params``
         super().__init__(params, defaults)  # torch's own errors for a bad params
@@ -75,6 +89,11 @@ class _PureOptimizer(torch.optim.Optimizer):
     def _check_hyper(cls, hyper: dict) -> None:
         """The hyperparameter checks (construction, each step, each loaded group)."""
         check_hyper(**hyper)
+        decoupled = cls._decoupled
+        if isinstance(decoupled, str):             # NAdam: the group's flag decides
+            decoupled = hyper.get(decoupled)
+        if decoupled and "lr" in hyper and "weight_decay" in hyper:
+            check_decay(hyper["lr"], hyper["weight_decay"])
 
     def add_param_group(self, param_group: dict) -> None:
         """torch's, then the group's own hyperparameters are checked and complex parameters
@@ -84,18 +103,23 @@ class _PureOptimizer(torch.optim.Optimizer):
             TypeError: ``param_group`` not a dict (torch's own errors for its
                 ``params``), a complex parameter (this optimizer works on real
                 parameters), a group hyperparameter of the wrong type.
-            ValueError: a group hyperparameter out of range.
+            ValueError: a group hyperparameter out of range; a parameter that is already
+                in this group or in another one.
         """
         _check.mapping("param_group", param_group, nonempty=False)
+        constructing = getattr(self, "_constructing", False)
+        where = "params" if constructing else "param_group['params']"
+        self._check_no_duplicates(param_group, where)
+        if "foreach" in param_group:
+            param_group["foreach"] = _check.optional_flag("param_group['foreach']",
+                                                          param_group["foreach"])
         super().add_param_group(param_group)
         group = self.param_groups[-1]
-        constructing = getattr(self, "_constructing", False)
         if not self._complex_ok:
             for p in group["params"]:
                 if p.is_complex():
                     self.param_groups.pop()
                     name = type(self).__name__
-                    where = "params" if constructing else "param_group['params']"
                     how = (f"torch.optim.{name} treats each entry as a pair of reals"
                            if hasattr(torch.optim, name) else "it is defined for reals")
                     raise TypeError(
@@ -109,6 +133,38 @@ class _PureOptimizer(torch.optim.Optimizer):
             if constructing:
                 raise
             raise type(exc)(f"param_group: {exc}") from None
+
+    def _check_no_duplicates(self, param_group: dict, where: str) -> None:
+        """Refuse a parameter listed twice, in this group or in an earlier one.
+
+        torch.optim warns for a repeat within a group and then steps the parameter once per
+        occurrence (twice the step, and Adam's ``step`` counts 2), and raises for a
+        parameter in two groups; both are mistakes, refused here by position. ``params``
+        is read into a list first (as torch does), so a generator is not consumed twice.
+        """
+        params = param_group.get("params")
+        if isinstance(params, Tensor):
+            params = [params]
+        elif isinstance(params, Iterable) and not isinstance(params, (set, str, Mapping)):
+            params = list(params)
+        else:
+            return                                 # torch's own error for a bad ``params``
+        param_group["params"] = params
+        k = len(self.param_groups)
+        earlier = {id(q): j for j, group in enumerate(self.param_groups) for q in group["params"]}
+        seen: dict[int, int] = {}                  # id -> position in this group
+        for i, p in enumerate(params):
+            if not isinstance(p, Tensor):
+                return                             # torch's own error for a non-tensor
+            if id(p) in seen:
+                raise ValueError(f"{where} must list each parameter once, got the same "
+                                 f"tensor at positions {seen[id(p)]} and {i} of param group "
+                                 f"{k} (torch.optim would step it once per occurrence)")
+            if id(p) in earlier:
+                raise ValueError(f"{where} must not repeat a parameter of another group, "
+                                 f"got the tensor at position {i} of param group {k}, "
+                                 f"which is already in param group {earlier[id(p)]}")
+            seen[id(p)] = i
 
     def load_state_dict(self, state_dict: dict) -> None:
         """torch's, after checking that ``state_dict`` fits this optimizer (its groups, their
@@ -239,12 +295,8 @@ class SGD(_PureOptimizer):
     tensor([0.8000])
 
     Raises:
-        TypeError: a hyperparameter of the wrong type (a str, a bool for a number, a
-            non-bool flag), ``foreach`` not None/True/False; torch's own for a ``params``
-            that is not an iterable of tensors or dicts.
-        ValueError: lr, momentum or weight_decay negative or not finite, a non-finite
-            dampening, nesterov=True without momentum or with dampening; torch's own for
-            an empty ``params``.
+        As every class (the module's docstring; complex parameters are fine here), plus
+        ValueError: nesterov=True without momentum or with dampening.
     """
 
     _update, _init, _State = staticmethod(F._sgd), staticmethod(F.sgd_init), F.SGDState
@@ -267,11 +319,7 @@ class Adagrad(_PureOptimizer):
     :math:`G_t = G_{t-1} + g_t^2`, :math:`p_t = p_{t-1} - \eta_t g_t / (\sqrt{G_t} + \epsilon)`.
 
     Raises:
-        TypeError: a hyperparameter of the wrong type (a str, a bool for a number, a
-            non-bool flag), a complex parameter (torch.optim.Adagrad views it as pairs
-            of reals, this class does not); torch's own for a bad ``params``.
-        ValueError: a hyperparameter negative or not finite; torch's own for an empty
-            ``params``.
+        As every class (the module's docstring).
     """
 
     _update, _init = staticmethod(F._adagrad), staticmethod(F.adagrad_init)
@@ -295,11 +343,7 @@ class RMSprop(_PureOptimizer):
     :math:`p_t = p_{t-1} - \eta\, g_t / (\sqrt{v_t} + \epsilon)` (plus centering / momentum).
 
     Raises:
-        TypeError: a hyperparameter of the wrong type (a str, a bool for a number, a
-            non-bool flag), a complex parameter (torch.optim.RMSprop views it as pairs
-            of reals, this class does not); torch's own for a bad ``params``.
-        ValueError: lr, eps, weight_decay or momentum negative or not finite, alpha
-            outside [0, 1); torch's own for an empty ``params``.
+        As every class (the module's docstring): alpha must be in [0, 1).
     """
 
     _update, _init = staticmethod(F._rmsprop), staticmethod(F.rmsprop_init)
@@ -328,12 +372,7 @@ class Adam(_PureOptimizer):
     tensor([ 0.9000, -1.9000])
 
     Raises:
-        TypeError: a hyperparameter of the wrong type (a str, a bool for a number, a
-            non-bool flag, betas not a pair), ``foreach`` not None/True/False, a complex
-            parameter (torch.optim.Adam views it as pairs of reals, this class does not);
-            torch's own for a bad ``params``.
-        ValueError: lr, eps or weight_decay negative or not finite, a beta outside
-            [0, 1); torch's own for an empty ``params``.
+        As every class (the module's docstring): betas must be a pair in [0, 1).
     """
 
     _update, _init, _State = staticmethod(F._adam), staticmethod(F.adam_init), F.AdamState
@@ -356,8 +395,9 @@ class AdamW(_PureOptimizer):
     :math:`p \leftarrow (1-\eta\lambda)\,p`, then an Adam step without weight decay.
 
     Raises:
-        TypeError: as :class:`Adam` (complex parameters refused).
-        ValueError: as :class:`Adam`.
+        As :class:`Adam`, plus
+        ValueError: ``lr * weight_decay`` > 1, which would flip the weights' signs
+            (torch.optim.AdamW does it silently; everywhere else this class matches it).
     """
 
     _update, _init, _State = staticmethod(F._adamw), staticmethod(F.adam_init), F.AdamState
@@ -365,6 +405,7 @@ class AdamW(_PureOptimizer):
     _hyper = ("lr", "betas", "eps", "weight_decay", "amsgrad", "maximize")
     _init_hyper = ("amsgrad",)
     _foreach_update = staticmethod(fe.adamw_foreach)
+    _decoupled = True
 
     def __init__(self, params: Iterable, lr: float = 1e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
@@ -382,10 +423,7 @@ class SignSGD(_PureOptimizer):
     counterpart; ``momentum`` in [0, 1) averages g before taking the sign.
 
     Raises:
-        TypeError: a non-real ``lr`` or ``momentum`` (bools included), a complex
-            parameter; torch's own for a bad ``params``.
-        ValueError: ``lr`` negative or not finite, ``momentum`` outside [0, 1); torch's
-            own for an empty ``params``.
+        As every class (the module's docstring): ``momentum`` must be in [0, 1).
     """
 
     _update, _init = staticmethod(F._signsgd), staticmethod(F.signsgd_init)
@@ -401,7 +439,7 @@ class SignSGD(_PureOptimizer):
     def _check_hyper(cls, hyper: dict) -> None:
         check_hyper(**{k: v for k, v in hyper.items() if k != "momentum"})
         if "momentum" in hyper:
-            _check.real("momentum", hyper["momentum"], low=0.0, high=1.0, high_open=True)
+            check_beta("momentum", hyper["momentum"])
 
 
 class NAdam(_PureOptimizer):
@@ -409,18 +447,15 @@ class NAdam(_PureOptimizer):
     Adam with Nesterov's look-ahead and torch's ``momentum_decay`` schedule of :math:`\mu_t`.
 
     Raises:
-        TypeError: a hyperparameter of the wrong type (a str, a bool for a number, a
-            non-bool flag, betas not a pair), a complex parameter (torch.optim.NAdam
-            views it as pairs of reals, this class does not); torch's own for a bad
-            ``params``.
-        ValueError: lr, eps, weight_decay or momentum_decay negative or not finite, a
-            beta outside [0, 1); torch's own for an empty ``params``.
+        As :class:`Adam`, plus
+        ValueError: ``lr * weight_decay`` > 1 with ``decoupled_weight_decay=True``.
     """
 
     _update, _init, _State = staticmethod(F._nadam), staticmethod(F.nadam_init), F.NAdamState
     _fields = {"step": "step", "m": "exp_avg", "v": "exp_avg_sq", "mu_product": "mu_product"}
     _hyper = ("lr", "betas", "eps", "weight_decay", "momentum_decay", "decoupled_weight_decay",
               "maximize")
+    _decoupled = "decoupled_weight_decay"
 
     def __init__(self, params: Iterable, lr: float = 2e-3,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
@@ -438,16 +473,14 @@ class Lion(_PureOptimizer):
     No torch counterpart.
 
     Raises:
-        TypeError: a hyperparameter of the wrong type (a str, a bool for a number, a
-            non-bool flag, betas not a pair), a complex parameter; torch's own for a bad
-            ``params``.
-        ValueError: lr or weight_decay negative or not finite, a beta outside [0, 1);
-            torch's own for an empty ``params``.
+        As :class:`Adam`, plus
+        ValueError: ``lr * weight_decay`` > 1 (Lion's decay is decoupled).
     """
 
     _update, _init, _State = staticmethod(F._lion), staticmethod(F.lion_init), F.LionState
     _fields = {"m": "exp_avg"}
     _hyper = ("lr", "betas", "weight_decay", "maximize")
+    _decoupled = True
 
     def __init__(self, params: Iterable, lr: float = 1e-4,
                  betas: tuple[float, float] = (0.9, 0.99), weight_decay: float = 0, *,

@@ -16,6 +16,16 @@ naming the argument and its value). NaN in ``p`` or ``g`` is *not* refused: dive
 are part of the book. Complex parameters are refused, except by SGD (whose update is
 linear in g, so torch.optim's and ours agree on complex tensors).
 
+**Raises** (the reference for every ``name_update`` below, whose own ``Raises:`` lists only
+what it adds):
+
+* ``TypeError``: ``p`` or ``g`` not a real floating numpy array / torch tensor (complex
+  refused, except by SGD), numpy mixed with torch, a ``state`` that is not None or the
+  function's own State (e.g. the ``(p, state)`` pair itself), a hyperparameter of the wrong
+  type (a str, a bool for a number, a non-bool flag);
+* ``ValueError``: ``g`` or the state's arrays of another shape than ``p``, a hyperparameter
+  out of range (see :func:`~companion.optim._helpers.check_hyper`) or not finite.
+
 Each ``name_update`` is a check followed by an unchecked core ``_name(p, g, state, **hyper)``
 (all hyperparameters keyword-only, no defaults): the classes of :mod:`companion.optim` and
 :func:`companion.surfaces.run` check once and then call the core (:data:`UNCHECKED`).
@@ -31,11 +41,11 @@ from typing import NamedTuple, Optional
 
 import numpy as np  # noqa: F401  (doctests)
 
-from .. import _check
 from ._helpers import Array, _bias_corrected as bias_corrected
 from ._helpers import _decoupled_weight_decay as decoupled_weight_decay
 from ._helpers import _ema as ema
-from ._helpers import check_hyper, check_param, check_param_grad, check_state, need_field, xp
+from ._helpers import (check_beta, check_decay, check_field, check_hyper, check_param,
+                       check_param_grad, check_state, xp)
 
 _decay = decoupled_weight_decay  # NAdam's flag of the same name shadows it there
 
@@ -51,15 +61,10 @@ __all__ = [
 
 
 
-
 def _grad(p: Array, g: Array, weight_decay: float, maximize: bool) -> Array:
     """The gradient an L2-regularised (and possibly maximising) step uses: ``±g + λp``."""
     g = -g if maximize else g
     return g + weight_decay * p if weight_decay != 0 else g
-
-
-def _signsgd_momentum(momentum) -> None:
-    _check.real("momentum", momentum, low=0.0, high=1.0, high_open=True)
 
 
 # ------------------------------------------------------------------------------ SGD
@@ -94,13 +99,9 @@ def sgd_update(p: Array, g: Array, state: Optional[SGDState] = None, *, lr: floa
     (array([0.8]), array([2.]))
 
     Raises:
-        TypeError: ``p`` or ``g`` not a floating numpy array / torch tensor (complex
-            allowed), ``g`` complex for a real ``p``, numpy mixed with torch, a ``state``
-            that is not None or an SGDState (e.g. the ``(p, state)`` pair itself), a
-            hyperparameter of the wrong type (a str, a bool for a number, a non-bool flag).
-        ValueError: ``g`` or the state's arrays of another shape than ``p``, a
-            hyperparameter out of range (see :func:`~companion.optim._helpers.check_hyper`)
-            or not finite, nesterov=True without momentum or with dampening.
+        As every update (the module's docstring; complex ``p`` allowed here, but not a
+        complex ``g`` for a real ``p``), plus
+        ValueError: nesterov=True without momentum or with dampening.
     """
     check_param_grad(p, g, "sgd_update", complex_ok=True)
     check_state(state, SGDState, p, "sgd_update")
@@ -108,7 +109,6 @@ def sgd_update(p: Array, g: Array, state: Optional[SGDState] = None, *, lr: floa
                 nesterov=nesterov, maximize=maximize)
     return _sgd(p, g, state, lr=lr, momentum=momentum, dampening=dampening,
                 weight_decay=weight_decay, nesterov=nesterov, maximize=maximize)
-
 
 
 def _sgd(p, g, state, *, lr, momentum, dampening, weight_decay, nesterov, maximize):
@@ -154,20 +154,13 @@ def adagrad_update(p: Array, g: Array, state: Optional[AdagradState] = None, *,
         p_t = p_{t-1} - \frac{\eta}{1 + (t-1)\,\text{lr\_decay}}\,\frac{g_t}{\sqrt{G_t} + \epsilon}
 
     Raises:
-        TypeError: ``p`` or ``g`` not a real floating numpy array / torch tensor (complex
-            refused), numpy mixed with torch, a ``state`` that is not None or the
-            AdagradState (e.g. the ``(p, state)`` pair itself), a hyperparameter of the
-            wrong type (a str, a bool for a number, a non-bool flag).
-        ValueError: ``g`` or the state's arrays of another shape than ``p``, a
-            hyperparameter out of range (see :func:`~companion.optim._helpers.check_hyper`)
-            or not finite.
+        As every update (the module's docstring).
     """
     check_param_grad(p, g, "adagrad_update")
     check_state(state, AdagradState, p, "adagrad_update")
     check_hyper(lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps, maximize=maximize)
     return _adagrad(p, g, state, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay, eps=eps,
                     maximize=maximize)
-
 
 
 def _adagrad(p, g, state, *, lr, lr_decay, weight_decay, eps, maximize):
@@ -220,25 +213,19 @@ def rmsprop_update(p: Array, g: Array, state: Optional[RMSpropState] = None, *,
     :math:`p_t = p_{t-1} - \eta\, g_t / d_t`.
 
     Raises:
-        TypeError: ``p`` or ``g`` not a real floating numpy array / torch tensor (complex
-            refused), numpy mixed with torch, a ``state`` that is not None or the
-            RMSpropState (e.g. the ``(p, state)`` pair itself), a hyperparameter of the
-            wrong type (a str, a bool for a number, a non-bool flag).
-        ValueError: ``g`` or the state's arrays of another shape than ``p``, a
-            hyperparameter out of range (see :func:`~companion.optim._helpers.check_hyper`)
-            or not finite; a state without ``g_avg`` (``b``) for centered=True (momentum > 0).
+        As every update (the module's docstring), plus
+        ValueError: a state without ``g_avg`` (``b``) for centered=True (momentum > 0).
     """
     check_param_grad(p, g, "rmsprop_update")
     check_state(state, RMSpropState, p, "rmsprop_update")
     check_hyper(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay, momentum=momentum,
                 centered=centered, maximize=maximize)
     if centered:
-        need_field(state, "g_avg", "centered=True")
+        check_field(state, "g_avg", "centered=True")
     if momentum > 0:
-        need_field(state, "b", "momentum > 0")
+        check_field(state, "b", "momentum > 0")
     return _rmsprop(p, g, state, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                     momentum=momentum, centered=centered, maximize=maximize)
-
 
 
 def _rmsprop(p, g, state, *, lr, alpha, eps, weight_decay, momentum, centered, maximize):
@@ -299,23 +286,17 @@ def adam_update(p: Array, g: Array, state: Optional[AdamState] = None, *, lr: fl
     (array([0.9]), 1)
 
     Raises:
-        TypeError: ``p`` or ``g`` not a real floating numpy array / torch tensor (complex
-            refused), numpy mixed with torch, a ``state`` that is not None or the
-            AdamState (e.g. the ``(p, state)`` pair itself), a hyperparameter of the
-            wrong type (a str, a bool for a number, a non-bool flag).
-        ValueError: ``g`` or the state's arrays of another shape than ``p``, a
-            hyperparameter out of range (see :func:`~companion.optim._helpers.check_hyper`)
-            or not finite; a state without ``v_max`` for amsgrad=True.
+        As every update (the module's docstring), plus
+        ValueError: a state without ``v_max`` for amsgrad=True.
     """
     check_param_grad(p, g, "adam_update")
     check_state(state, AdamState, p, "adam_update")
     check_hyper(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                 bias_correction=bias_correction, maximize=maximize)
     if amsgrad:
-        need_field(state, "v_max", "amsgrad=True")
+        check_field(state, "v_max", "amsgrad=True")
     return _adam(p, g, state, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                  amsgrad=amsgrad, bias_correction=bias_correction, maximize=maximize)
-
 
 
 def _adam(p, g, state, *, lr, betas, eps, weight_decay, amsgrad, bias_correction, maximize):
@@ -346,23 +327,18 @@ def adamw_update(p: Array, g: Array, state: Optional[AdamState] = None, *, lr: f
     ``adam_update(weight_decay=...)``.
 
     Raises:
-        TypeError: ``p`` or ``g`` not a real floating numpy array / torch tensor (complex
-            refused), numpy mixed with torch, a ``state`` that is not None or the
-            AdamState (e.g. the ``(p, state)`` pair itself), a hyperparameter of the
-            wrong type (a str, a bool for a number, a non-bool flag).
-        ValueError: ``g`` or the state's arrays of another shape than ``p``, a
-            hyperparameter out of range (see :func:`~companion.optim._helpers.check_hyper`)
-            or not finite; a state without ``v_max`` for amsgrad=True.
+        As :func:`adam_update`, plus
+        ValueError: ``lr * weight_decay`` > 1 (see :func:`~companion.optim.decoupled_weight_decay`).
     """
     check_param_grad(p, g, "adamw_update")
     check_state(state, AdamState, p, "adamw_update")
     check_hyper(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
                 maximize=maximize)
+    check_decay(lr, weight_decay)
     if amsgrad:
-        need_field(state, "v_max", "amsgrad=True")
+        check_field(state, "v_max", "amsgrad=True")
     return _adamw(p, g, state, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                   amsgrad=amsgrad, maximize=maximize)
-
 
 
 def _adamw(p, g, state, *, lr, betas, eps, weight_decay, amsgrad, maximize):
@@ -385,7 +361,7 @@ def signsgd_init(p: Array, *, momentum: float = 0.0) -> SignSGDState:
         ValueError: ``momentum`` outside [0, 1).
     """
     check_param(p, "signsgd_init")
-    _signsgd_momentum(momentum)
+    check_beta("momentum", momentum)
     return _signsgd_init(p, momentum)
 
 
@@ -407,22 +383,16 @@ def signsgd_update(p: Array, g: Array, state: Optional[SignSGDState] = None, *,
     Coordinates with ``g = 0`` do not move (sign(0) = 0).
 
     Raises:
-        TypeError: ``p`` or ``g`` not a real floating numpy array / torch tensor (complex
-            refused), numpy mixed with torch, a ``state`` that is not None or a
-            SignSGDState (e.g. the ``(p, state)`` pair itself), a hyperparameter of the
-            wrong type (a str, a bool for a number).
-        ValueError: ``g`` or the state's arrays of another shape than ``p``, ``lr``
-            negative or not finite, ``momentum`` outside [0, 1), a state without ``m``
-            for momentum > 0.
+        As every update (the module's docstring), plus
+        ValueError: ``momentum`` outside [0, 1), a state without ``m`` for momentum > 0.
     """
     check_param_grad(p, g, "signsgd_update")
     check_state(state, SignSGDState, p, "signsgd_update")
     check_hyper(lr=lr)
-    _signsgd_momentum(momentum)
+    check_beta("momentum", momentum)
     if momentum > 0:
-        need_field(state, "m", "momentum > 0")
+        check_field(state, "m", "momentum > 0")
     return _signsgd(p, g, state, lr=lr, momentum=momentum)
-
 
 
 def _signsgd(p, g, state, *, lr, momentum):
@@ -473,23 +443,19 @@ def nadam_update(p: Array, g: Array, state: Optional[NAdamState] = None, *, lr: 
     ``mu_product`` is kept as a Python float (torch keeps a float32 tensor).
 
     Raises:
-        TypeError: ``p`` or ``g`` not a real floating numpy array / torch tensor (complex
-            refused), numpy mixed with torch, a ``state`` that is not None or the
-            NAdamState (e.g. the ``(p, state)`` pair itself), a hyperparameter of the
-            wrong type (a str, a bool for a number, a non-bool flag).
-        ValueError: ``g`` or the state's arrays of another shape than ``p``, a
-            hyperparameter out of range (see :func:`~companion.optim._helpers.check_hyper`)
-            or not finite.
+        As every update (the module's docstring), plus
+        ValueError: ``lr * weight_decay`` > 1 with ``decoupled_weight_decay=True``.
     """
     check_param_grad(p, g, "nadam_update")
     check_state(state, NAdamState, p, "nadam_update")
     check_hyper(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                 momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
                 maximize=maximize)
+    if decoupled_weight_decay:
+        check_decay(lr, weight_decay)
     return _nadam(p, g, state, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                   momentum_decay=momentum_decay, decoupled_weight_decay=decoupled_weight_decay,
                   maximize=maximize)
-
 
 
 def _nadam(p, g, state, *, lr, betas, eps, weight_decay, momentum_decay,
@@ -543,19 +509,14 @@ def lion_update(p: Array, g: Array, state: Optional[LionState] = None, *, lr: fl
     the paper suggests an lr 3-10x smaller than AdamW's and a weight decay 3-10x larger.
 
     Raises:
-        TypeError: ``p`` or ``g`` not a real floating numpy array / torch tensor (complex
-            refused), numpy mixed with torch, a ``state`` that is not None or the
-            LionState (e.g. the ``(p, state)`` pair itself), a hyperparameter of the
-            wrong type (a str, a bool for a number, a non-bool flag).
-        ValueError: ``g`` or the state's arrays of another shape than ``p``, a
-            hyperparameter out of range (see :func:`~companion.optim._helpers.check_hyper`)
-            or not finite.
+        As every update (the module's docstring), plus
+        ValueError: ``lr * weight_decay`` > 1 (Lion's decay is decoupled).
     """
     check_param_grad(p, g, "lion_update")
     check_state(state, LionState, p, "lion_update")
     check_hyper(lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize)
+    check_decay(lr, weight_decay)
     return _lion(p, g, state, lr=lr, betas=betas, weight_decay=weight_decay, maximize=maximize)
-
 
 
 def _lion(p, g, state, *, lr, betas, weight_decay, maximize):

@@ -1,8 +1,12 @@
-"""Building blocks shared by the optimizers: EMAs, bias correction, decoupled decay, checks."""
+"""Building blocks shared by the optimizers: EMAs, bias correction, decoupled decay, checks.
+
+The checks (``check_*``) are the optimizers' own, used by :mod:`._functional` and
+:mod:`._classes`; the generic ones (a real number, an array, a flag) are
+:mod:`companion._check`'s.
+"""
 from __future__ import annotations
 
 import math
-import numbers
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -15,9 +19,8 @@ __all__ = ["ema", "bias_corrected", "decoupled_weight_decay"]
 Array = Union[np.ndarray, torch.Tensor]
 
 
-def xp(x: Any):
-    """The array namespace of ``x``: ``torch`` for tensors, ``numpy`` otherwise."""
-    return torch if isinstance(x, torch.Tensor) else np
+#: the array namespace of ``x`` (``torch`` or ``numpy``), short for the update formulas
+xp = _check.array_namespace
 
 
 # ------------------------------------------------------------------------ the building blocks
@@ -28,6 +31,8 @@ def ema(prev: Array, x: Array, beta: float) -> Array:
     t updates (see :func:`bias_corrected`); ``1 / (1 - beta)`` is its effective window.
     ``prev`` and ``x`` are real numbers or floating arrays (numpy or torch, not mixed, of
     the same shape when both are arrays); NaN is not refused (a diverging run averages it).
+    ``beta`` is in [0, 1): at ``beta = 1`` the average never moves from ``prev`` (from 0,
+    the usual start, it stays 0 and :func:`bias_corrected` would divide by zero).
 
     >>> avg = 0.0
     >>> for x in [1.0, 1.0, 1.0]:
@@ -39,14 +44,14 @@ def ema(prev: Array, x: Array, beta: float) -> Array:
         TypeError: ``prev`` or ``x`` neither a real number nor a floating array, a numpy
             array mixed with a torch tensor, a non-real ``beta``.
         ValueError: arrays of different shapes (no silent broadcasting), ``beta`` outside
-            [0, 1].
+            [0, 1).
     """
-    prev = value_or_array("prev", prev)
-    x = value_or_array("x", x)
-    if not _is_number(prev) and not _is_number(x):
+    prev = check_value_or_array("prev", prev)
+    x = check_value_or_array("x", x)
+    if not _check.is_real(prev) and not _check.is_real(x):
         _check.same_kind("x", x, "prev", prev)
         _check.same_shape("x", x, "prev", prev)
-    _check.real("beta", beta, low=0.0, high=1.0)
+    check_beta("beta", beta)
     return _ema(prev, x, beta)
 
 
@@ -66,8 +71,8 @@ def bias_corrected(avg: Array, beta: float, t: int) -> Array:
             a ``t`` that is not an int.
         ValueError: ``beta`` outside [0, 1) (beta = 1 would divide by zero), ``t`` < 1.
     """
-    avg = value_or_array("avg", avg)
-    _check.real("beta", beta, low=0.0, high=1.0, high_open=True)
+    avg = check_value_or_array("avg", avg)
+    check_beta("beta", beta)
     _check.integer("t", t, minimum=1)
     return _bias_corrected(avg, beta, t)
 
@@ -82,14 +87,25 @@ def decoupled_weight_decay(p: Array, *, lr: float, weight_decay: float) -> Array
     Loshchilov & Hutter (2019): for adaptive methods this is not the same as adding
     :math:`\lambda p` to g, whose effect Adam would divide by :math:`\sqrt{\hat v}`.
 
+    :math:`\eta\lambda > 1` is refused: the factor :math:`1 - \eta\lambda` would be
+    negative and flip every weight's sign at each step. torch.optim.AdamW does not refuse
+    it (it flips the signs silently); the companion's AdamW, Lion, NAdam
+    (``decoupled_weight_decay=True``) and their pure functions refuse it too, and agree
+    with torch everywhere else.
+
+    >>> decoupled_weight_decay(np.array([1.0, -2.0]), lr=0.1, weight_decay=0.5)
+    array([ 0.95, -1.9 ])
+
     Raises:
         TypeError: ``p`` not a numpy array or torch tensor of a floating dtype, a
             non-real ``lr`` or ``weight_decay``.
-        ValueError: ``lr`` or ``weight_decay`` negative or not finite.
+        ValueError: ``lr`` or ``weight_decay`` negative or not finite, ``lr *
+            weight_decay`` > 1.
     """
     p = _check.array("p", p, nonempty=False)
     _check.nonnegative("lr", lr)
     _check.nonnegative("weight_decay", weight_decay)
+    check_decay(lr, weight_decay)
     return _decoupled_weight_decay(p, lr=lr, weight_decay=weight_decay)
 
 
@@ -105,21 +121,28 @@ _FLAGS = ("nesterov", "amsgrad", "centered", "maximize", "bias_correction",
           "decoupled_weight_decay")
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def value_or_array(name: str, value: Any) -> Any:
+def check_value_or_array(name: str, value: Any) -> Any:
     """A real number (not a bool) or a floating numpy array / torch tensor (NaN allowed)."""
-    if _is_number(value):
+    if _check.is_real(value):
         return value
     _check.instance(name, value, (np.ndarray, torch.Tensor),
                     "a real number or a floating numpy array / torch tensor")
     return _check.array(name, value, nonempty=False)
 
 
-def _unit_beta(name: str, value: Any) -> float:
+def check_beta(name: str, value: Any) -> float:
+    """A decay rate of an average (a beta, alpha, a momentum in [0, 1))."""
     return _check.real(name, value, low=0.0, high=1.0, high_open=True)
+
+
+def check_decay(lr: float, weight_decay: float) -> None:
+    """Refuse a decoupled decay factor ``1 - lr * weight_decay`` below 0 (both already
+    checked to be finite and >= 0): it would flip the sign of every weight."""
+    if lr * weight_decay > 1:
+        raise ValueError(f"lr * weight_decay must be <= 1 for decoupled weight decay (the "
+                         f"weights are multiplied by 1 - lr * weight_decay, which would flip "
+                         f"their sign), got lr={lr!r}, weight_decay={weight_decay!r} (product "
+                         f"{lr * weight_decay:g})")
 
 
 def check_hyper(**hyper: Any) -> None:
@@ -137,20 +160,20 @@ def check_hyper(**hyper: Any) -> None:
         if name == "betas":
             if not (kind is tuple and len(value) == 2
                     and all(type(b) is float and 0.0 <= b < 1.0 for b in value)):
-                _check.pair("betas", value, _unit_beta)
+                _check.pair("betas", value, check_beta)
         elif name in _FLAGS:
             if value is not True and value is not False:
                 _check.flag(name, value)
         elif kind is not float and kind is not int:
             if name in _UNIT:
-                _unit_beta(name, value)
+                check_beta(name, value)
             elif name in _NON_NEGATIVE:
                 _check.nonnegative(name, value)
             else:
                 _check.real(name, value)
         elif name in _UNIT:
             if not 0.0 <= value < 1.0:
-                _unit_beta(name, value)
+                check_beta(name, value)
         elif name in _NON_NEGATIVE:
             if not 0.0 <= value < math.inf:
                 _check.nonnegative(name, value)
@@ -220,7 +243,7 @@ def check_state(state: Any, State: type, p: Array, fname: str) -> Optional[tuple
     return state
 
 
-def need_field(state: Optional[tuple], field: str, why: str) -> None:
+def check_field(state: Optional[tuple], field: str, why: str) -> None:
     """Refuse a state that lacks the buffer a hyperparameter needs (``why`` names it)."""
     if state is not None and getattr(state, field) is None:
         raise ValueError(f"state.{field} is None but {why} needs it: build the state with "

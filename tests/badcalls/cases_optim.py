@@ -88,8 +88,12 @@ def pure_row(update, State, hyper_bad: dict, *, complex_ok: bool = False,
 def class_row(cls, hyper_bad: dict, *, complex_ok: bool = False, good: dict | None = None,
               accepted: dict | None = None) -> Row:
     bad = dict(hyper_bad)
+    shared = w()
+    # the same parameter twice: torch.optim warns and steps it twice (or raises, across
+    # groups); refused here by position
+    bad["params"] = [[shared, w(), shared], [{"params": [shared]}, {"params": [shared]}]]
     if not complex_ok:
-        bad["params"] = [[CPLX], [w(), CPLX], [{"params": [CPLX]}]]
+        bad["params"] += [[CPLX], [w(), CPLX], [{"params": [CPLX]}]]
     # Other bad params (3, None, [], a non-leaf tensor) end in torch.optim.Optimizer's own
     # TypeError/ValueError, kept on purpose: they are not in `bad`.
     return Row(cls, good=dict(params=[w()], **(good or {})), bad=bad,
@@ -97,7 +101,9 @@ def class_row(cls, hyper_bad: dict, *, complex_ok: bool = False, good: dict | No
 
 
 FOREACH = ["yes", 1, 0.0]  # None is valid: "pick the multi-tensor path when there is one"
-FOREACH_OK = {"foreach": ([None, True, False], "None means: the multi-tensor path")}
+FOREACH_OK = {"foreach": ([None, True, False, np.True_, np.False_],
+                          "None means: the multi-tensor path; numpy's bools are bools "
+                          "(torch.optim takes them too)")}
 
 CLASS_ROWS = [
     class_row(co.SGD, dict(lr=nonnegative_real(), momentum=nonnegative_real(),
@@ -123,14 +129,16 @@ CLASS_ROWS = [
                             bias_correction=not_bool(), foreach=FOREACH, maximize=not_bool()),
               accepted=FOREACH_OK),
     class_row(co.AdamW, dict(lr=nonnegative_real(), betas=BETAS, eps=nonnegative_real(),
-                             weight_decay=nonnegative_real(), amsgrad=not_bool(),
+                             weight_decay=nonnegative_real() + [2000.0],  # lr * wd = 2
+                             amsgrad=not_bool(),
                              foreach=FOREACH, maximize=not_bool()),
               accepted=FOREACH_OK),
     class_row(co.SignSGD, dict(lr=nonnegative_real(), momentum=unit_interval_open())),
     class_row(co.NAdam, dict(lr=nonnegative_real(), betas=BETAS, eps=nonnegative_real(),
                              weight_decay=nonnegative_real(), momentum_decay=nonnegative_real(),
                              decoupled_weight_decay=not_bool(), maximize=not_bool())),
-    class_row(co.Lion, dict(lr=nonnegative_real(), betas=BETAS, weight_decay=nonnegative_real(),
+    class_row(co.Lion, dict(lr=nonnegative_real(), betas=BETAS,
+                            weight_decay=nonnegative_real() + [20000.0],  # lr * wd = 2
                             maximize=not_bool())),
 ]
 
@@ -211,10 +219,12 @@ HYPER_ADAM = dict(lr=nonnegative_real(), betas=BETAS, eps=nonnegative_real(),
                   weight_decay=nonnegative_real(), amsgrad=not_bool(),
                   bias_correction=not_bool(), maximize=not_bool())
 HYPER_ADAMW = {k: v for k, v in HYPER_ADAM.items() if k != "bias_correction"}
+HYPER_ADAMW["weight_decay"] = nonnegative_real() + [2000.0]     # lr * wd = 2 flips signs
 HYPER_NADAM = dict(lr=nonnegative_real(), betas=BETAS, eps=nonnegative_real(),
                    weight_decay=nonnegative_real(), momentum_decay=nonnegative_real(),
                    decoupled_weight_decay=not_bool(), maximize=not_bool())
-HYPER_LION = dict(lr=nonnegative_real(), betas=BETAS, weight_decay=nonnegative_real(),
+HYPER_LION = dict(lr=nonnegative_real(), betas=BETAS,
+                  weight_decay=nonnegative_real() + [20000.0],  # lr * wd = 2 flips signs
                   maximize=not_bool())
 HYPER_SIGN = dict(lr=nonnegative_real(), momentum=unit_interval_open())
 
@@ -259,9 +269,8 @@ def bad_operand() -> list:
 BLOCK_ROWS = [
     Row(co.ema, good=dict(prev=np.zeros(3), x=np.ones(3), beta=0.9),
         bad=dict(prev=bad_operand(), x=bad_operand(),
-                 beta=not_real() + [-0.1, 1.5, math.inf]),
-        accepted={"beta": ([0.0, 1.0], "beta = 1 keeps prev, beta = 0 takes x: both are "
-                           "averages"),
+                 beta=not_real() + [-0.1, 1.0, 1.5, math.inf]),  # 1: frozen at prev
+        accepted={"beta": ([0.0], "beta = 0 takes x: an average with no memory"),
                   "prev": ([0.0, 0, np.float64(0.5)], "a number starts the average (the "
                            "book's `avg = 0.0`)"),
                   "x": ([NAN, 2.0], "a number is averaged into every entry; NaN is not "
@@ -275,7 +284,8 @@ BLOCK_ROWS = [
     Row(co.decoupled_weight_decay, good=dict(p=P, lr=0.1, weight_decay=0.01),
         bad=dict(p=[None, "x", 3.0, [1.0, 2.0], np.ones(3, dtype=np.int64),
                     np.ones(3, dtype=np.complex128)],
-                 lr=nonnegative_real(), weight_decay=nonnegative_real()),
+                 lr=nonnegative_real() + [200.0],                  # lr * wd = 2
+                 weight_decay=nonnegative_real() + [1000.0]),      # lr * wd = 100
         accepted={"p": ([NAN], DIVERGING)}),
 ]
 

@@ -35,6 +35,15 @@ def _bad_x() -> list:
 _INT_X = ([np.ones((2, 3), dtype=np.int64)], "an int array is promoted to float64, like "
                                               "the activations' inputs")
 
+def _nonfinite_mlp(kind: str, value: float) -> nn.Module:
+    """The good call's net with one NaN or infinite weight or bias in its last layer."""
+    net = nets.mlp(3, 2, width=4, depth=1, seed=0)
+    last = [m for m in net.modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        getattr(last, kind).view(-1)[0] = value
+    return net
+
+
 ROWS = [
     Row(ScratchMLP, good=dict(sizes=SIZES, activation="tanh", weight_scale=1.0, seed=0),
         bad=dict(sizes=[None, "abc", 3, [3], [], [3, 0, 1], [3, 2.5, 1], [3, True],
@@ -71,7 +80,9 @@ ROWS = [
         bad=dict(sequential=not_module() + [nets.mlp(3, 2, 4, 2, seed=0),
                                             nets.mlp(3, 2, 5, 1, seed=0),
                                             nets.mlp(2, 2, 4, 1, seed=0),
-                                            nn.Sequential(), [np.zeros((4, 3))]])),
+                                            nn.Sequential(), [np.zeros((4, 3))],
+                                            _nonfinite_mlp("weight", math.nan),
+                                            _nonfinite_mlp("bias", math.inf)])),
     Row(ScratchMLP.to_torch, call=lambda **kw: _net().to_torch(**kw),
         good=dict(dtype=torch.float32),
         bad=dict(dtype=["float64", torch.int64, torch.bool, torch.complex64, np.float64, 64,

@@ -20,7 +20,10 @@ import sys
 import matplotlib
 
 matplotlib.use("Agg")
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))           # tests/: the badcalls table
+sys.path.append(os.path.join(HERE, "..", ".."))        # the repository: companion, unless
+                                                       # PYTHONPATH puts another one first
 
 from badcalls import load_rows, probe, public_callables  # noqa: E402
 
