@@ -24,9 +24,11 @@ Import the part you need; each module is small and documented:
   a training loop that reports divergence, the book's plots
 - :mod:`companion.diagnose` -- one call that diagnoses any PyTorch model (vanishing, exploding,
   dead and saturated units, non-finite values, initial loss, update ratios) and a ``watch``
-  for training loops; :mod:`companion.report` -- its findings, symptom table and report
+  for training loops; :mod:`companion.report` -- its report; :mod:`companion.symptoms` --
+  the symptom table, thresholds and findings that both share
 - :mod:`companion.gallery` -- broken training runs, one per failure of the book, with fixes
 - :mod:`companion.explore` -- experiments that are live widgets in a notebook and
-  precomputed frames in the built book
+  precomputed frames in the built book (its controls, static HTML, live views and
+  rasterizing live in ``_controls``, ``_static``, ``_live`` and ``_raster``)
 """
 __version__ = "0.1.0"

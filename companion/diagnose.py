@@ -40,20 +40,27 @@ the table as plain dicts.
 
 Example::
 
+    from companion import data, nets
     from companion.diagnose import diagnose
-    report = diagnose(model, x, y)              # the loss: cross-entropy for integer y
-    print(report)                                # or just `report` in a notebook
-    [f.symptom for f in report.findings]         # e.g. ['vanishing']
 
-The thresholds are the named constants below, each with where it comes from; they are
-set so that healthy models (He-initialized ReLU MLPs, residual networks with
+    x, y = data.teacher_regression(256, 16, seed=0)
+    model = nets.mlp(16, 1, width=32, depth=20, activation="sigmoid", seed=0)
+    report = diagnose(model, x, y)     # the loss: MSE for floating y, cross-entropy for labels
+    print(report)                      # or just `report` in a notebook
+    [f.symptom for f in report.findings]          # ['vanishing']
+
+The thresholds are named constants (``VANISHING_RATIO`` ... ``DEAD_GROWTH``), each
+documented with where it comes from in :mod:`companion.symptoms` and importable from
+here; they are set so that healthy models (He-initialized ReLU MLPs, residual networks with
 normalization, pre-LN transformers, a small CNN, an LSTM) give no finding, which
 ``tests/test_diagnose.py`` checks, and ``tests/test_zoo.py`` on models no one here wrote
 (Hugging Face GPT-2, BERT, Llama, ViT, ConvNeXt, ResNet; LoRA, zero-gamma residual
 blocks, frozen backbones, mixtures of experts, half precision), each judged against
 whether it trains. The table :data:`SYMPTOMS` (symptom -> cause,
-remedy, chapter) is the one the book's closing map is drawn from; it, :class:`Finding`
-and :class:`Report` are defined in :mod:`companion.report` and importable from here.
+remedy, chapter) is the one the book's closing map is drawn from; it and :class:`Finding`
+are defined in :mod:`companion.symptoms`, :class:`Report` in :mod:`companion.report`,
+:class:`ForwardError` in :mod:`companion.diagnostics` (beside the hooks that call the
+model); all are importable from here, the same objects.
 
 References: Glorot & Bengio (2010) and Hochreiter (1991) (vanishing signal);
 Karpathy, *A Recipe for Training Neural Networks* (2019) (initial loss, update ratio
@@ -63,9 +70,7 @@ from __future__ import annotations
 
 import copy
 import math
-import numbers
 from collections import OrderedDict
-from dataclasses import dataclass, field
 from typing import Any, NamedTuple, Optional, Sequence
 
 import numpy as np
@@ -75,8 +80,14 @@ from torch import Tensor, nn
 
 from . import _check
 from . import diagnostics as _dg
+from .diagnostics import ForwardError, _call
+from .report import Report
+from .symptoms import (DEAD_FRACTION, DEAD_GROWTH, DIVERGED_FACTOR, EXPLODING_RATIO, GATE_SCALE,
+                       INITIAL_LOSS_FACTOR, INITIAL_LOSS_MIN_EXCESS, INITIAL_MSE_FACTOR,
+                       MIN_EXAMPLES, PLATEAU_DROP, PLATEAU_MIN_STEPS, SATURATION_FRACTION,
+                       SYMPTOMS, UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, VANISHING_RATIO, Finding,
+                       Symptom, _finding, _Measurement, _short_list, _signal_ratios)
 from .train import LOSSES as _LOSS_NAMES, History, _check_class_labels
-from .report import SYMPTOMS, Finding, Report, Symptom, _finding, _short_list
 
 __all__ = ["diagnose", "watch", "Report", "Finding", "Symptom", "Watcher", "ForwardError",
            "SYMPTOMS", "VANISHING_RATIO", "EXPLODING_RATIO", "DEAD_FRACTION",
@@ -85,113 +96,7 @@ __all__ = ["diagnose", "watch", "Report", "Finding", "Symptom", "Watcher", "Forw
            "UPDATE_RATIO_HIGH", "DIVERGED_FACTOR", "PLATEAU_DROP", "PLATEAU_MIN_STEPS",
            "DEAD_GROWTH"]
 
-# ------------------------------------------------------------------- thresholds
-#: A layer whose backward signal is below this fraction of the output layer's is
-#: *vanishing*. Healthy networks stay well inside [1e-3, 1e3] (measured at
-#: initialization: a 20-layer He ReLU MLP 0.6 to 1.2; a 16-block residual MLP with
-#: batch norm 0.2 to 63, growing towards the input; the 3-convolution CNN of
-#: ``companion.gallery`` 0.014 at its first convolution), while a 10-layer sigmoid MLP
-#: is at 6e-7 and a 20-layer one at 2e-13.
-VANISHING_RATIO = 1e-3
-#: ... above this multiple, *exploding* (the mirror image of VANISHING_RATIO).
-EXPLODING_RATIO = 1e3
-#: An activation with more than this fraction of dead units is flagged. A unit is dead
-#: when it is off for every example of the batch (:func:`companion.diagnostics.dead_units`).
-#: Deep He-initialized ReLU MLPs already have some at initialization, because their
-#: representations are correlated (Lu et al. 2020): up to 47 % in the last layers of a
-#: 20-layer MLP of width 32, none in the first. A large step or a negative bias kills
-#: 90-100 %.
-DEAD_FRACTION = 0.6
-#: An activation with more than this fraction of its outputs in a flat tail (|tanh| >
-#: 0.98, sigmoid < 0.02 or > 0.98, where the derivative is < 0.04) is *saturated*.
-#: With unit-variance inputs tanh has 2 % there; a tanh MLP with 3x the Xavier scale
-#: has more than half.
-SATURATION_FRACTION = 0.3
-#: A cross-entropy loss more than this multiple of the best constant prediction's, the
-#: entropy H(p) of the batch's label frequencies p (log C when the C classes are
-#: balanced), and at least INITIAL_LOSS_MIN_EXCESS nats above it, is flagged: the output
-#: layer starts too confident, or far from the prior (Karpathy 2019: "verify loss @
-#: init"). A ratio of code lengths: it catches a uniform prediction of rare classes
-#: (predicting 50 % for 1.5 % positives costs 7.5 H(p)) without flagging a language
-#: model's uniform start (about 1.5 H(p) on text). Logits of unit variance cost about
-#: 0.5 nats more than log C.
-INITIAL_LOSS_FACTOR = 3.0
-#: ... and the loss must exceed the baseline by at least this many nats (a loss of 0.05
-#: against a baseline of 0.01 is no problem however large the ratio).
-INITIAL_LOSS_MIN_EXCESS = 0.25
-#: The same for MSE against Var(y), the loss of predicting the mean. The loss at
-#: initialization is about Var(y) + E[f(x)^2], and variance-preserving networks put
-#: E[f(x)^2] near the input's scale, up to 6 Var(y) on this book's regression data.
-INITIAL_MSE_FACTOR = 10.0
-#: Update-to-weight ratios per step outside [UPDATE_RATIO_LOW, UPDATE_RATIO_HIGH] are
-#: flagged. The rule of thumb is about 1e-3 (Karpathy, CS231n); the band is wide
-#: because healthy steps range widely: Adam at 1e-3 on small weights gives 1e-2, and
-#: SGD's first steps on a regression output layer 0.3. A step that moves a layer by
-#: half its norm is too large by any rule; one below 1e-6 needs a million steps to move
-#: the layer by its own norm (and below ~6e-8, half the float32 spacing, it rounds away).
-UPDATE_RATIO_LOW = 1e-6
-UPDATE_RATIO_HIGH = 0.5
-#: A unit is judged dead, and a baseline loss estimated, only from at least this many
-#: examples per unit (labels, rows of y). A healthy 20-layer He-ReLU MLP has up to 69 %
-#: of its units off for one example and up to 56 % for four (measured, 5 seeds): "off
-#: for every example" means nothing on so few.
-MIN_EXAMPLES = 16
-#: A parameter that is not a bias and starts exactly at zero, or is a scale (at most one
-#: dimension above 1) whose largest value is below this, is a *gate* by design: a
-#: zero-initialized head or LoRA B, a zero batch-norm gamma (Goyal et al. 2017), a
-#: ReZero/SkipInit alpha, a layer scale of 1e-6 (CaiT, ConvNeXt, DINOv2). The backward
-#: signal behind it is small or zero at initialization, and that is not a vanishing gradient.
-GATE_SCALE = 1e-2
-#: :func:`watch`: a loss that is not finite, or whose median over the last tenth of the
-#: steps (at least 3) rose above this multiple of the median of the first logged losses
-#: (ten, or a quarter of the run if shorter), has *diverged* (the training loop of :mod:`companion.train` stops at 1e6). A
-#: spike that comes back down has not, nor does one lucky first batch of a fine-tuning
-#: or resumed run set the bar.
-DIVERGED_FACTOR = 10.0
-#: :func:`watch`: after at least PLATEAU_MIN_STEPS steps at full learning rate (a warm-up,
-#: read from the optimizer, is left out), a loss whose mean over the last quarter is
-#: above (1 - PLATEAU_DROP) x the mean of the first ten, and that is not still falling
-#: steadily over the last quarter (a slope t-statistic below -4: a resumed run that
-#: learns slowly), has not learned: a *plateau*.
-PLATEAU_DROP = 0.1
-PLATEAU_MIN_STEPS = 50
-#: :func:`watch`: dead units that grew by more than this fraction of a layer between
-#: the first and the last measurement are reported even below DEAD_FRACTION.
-DEAD_GROWTH = 0.2
-
-
-class ForwardError(RuntimeError):
-    """``model(x)`` failed; ``layer`` is the innermost module that was running."""
-
-    def __init__(self, message: str, layer: str):
-        super().__init__(message)
-        self.layer = layer
-
-
 # ------------------------------------------------------------------ measurements
-@dataclass
-class _Measurement:
-    """What one recorded forward and backward pass gave (all dicts in forward order)."""
-
-    step: Optional[int]
-    layer_types: dict[str, str]
-    signal: dict[str, float]
-    grad_norm: dict[str, float]
-    weight_norm: dict[str, float]
-    update_ratio: dict[str, float]
-    act_stats: dict[str, _dg.ActivationStats]
-    dead: dict[str, float]
-    nonfinite: list[tuple[str, Optional[str]]] = field(default_factory=list)
-    # (what is not finite, the layer or parameter it belongs to or None)
-    reference: list[str] = field(default_factory=list)       # layers nearest the prediction
-    dead_examples: dict[str, int] = field(default_factory=dict)
-    params: dict[str, tuple[float, float]] = field(default_factory=dict)
-    # loose parameters (not a layer's): name -> (gradient norm, norm)
-    gates: dict[str, float] = field(default_factory=dict)    # trainable gate -> max |value|
-    frozen_zeros: list[str] = field(default_factory=list)    # frozen, exactly-zero weights
-    has_batch_norm: bool = False
-
-
 def _measure(rec: _dg.Recorder, step: Optional[int], model: nn.Module,
              weight_norm: Optional[dict[str, float]] = None,
              gates_among: Optional[set[str]] = None) -> _Measurement:
@@ -256,17 +161,6 @@ def _norms(tensors: dict[str, Tensor]) -> dict[str, float]:
     return dict(zip(tensors, _norm_list(list(tensors.values()))))
 
 
-def _ratios(before: dict[str, Tensor], weights: dict[str, Tensor],
-            before_norms: dict[str, float]) -> dict[str, float]:
-    """|W_now - W_before| / |W_before| for every weight in ``before``."""
-    names = [n for n in before if n in weights]
-    if not names:
-        return {}
-    diffs = torch._foreach_sub([weights[n].detach() for n in names], [before[n] for n in names])
-    return {n: a / before_norms[n] if before_norms[n] > 0 else math.inf
-            for n, a in zip(names, _norm_list(diffs))}
-
-
 def _nonfinite_params(model: nn.Module) -> list[tuple[str, Optional[str]]]:
     """Parameters and gradients with a value that is not finite. A norm is not finite
     exactly when an element is not, or (float32) when elements exceed ~1e19; half
@@ -278,24 +172,6 @@ def _nonfinite_params(model: nn.Module) -> list[tuple[str, Optional[str]]]:
                 if p.grad is not None]
     norms = _norm_list([t for _, t, _ in tensors])
     return [(what, where) for (what, _, where), v in zip(tensors, norms) if not math.isfinite(v)]
-
-
-def _reference(m: _Measurement, signal: dict[str, float]) -> Optional[str]:
-    """The layer the signal ratios are taken against: of the layers nearest the
-    prediction in the autograd graph, the one with the largest signal; else the last
-    layer that received one."""
-    near = [n for n in m.reference if n in signal]
-    if near:
-        return max(near, key=signal.get)
-    return list(signal)[-1] if signal else None
-
-
-def _signal_ratios(m: _Measurement) -> tuple[Optional[str], dict[str, float]]:
-    signal = {n: s for n, s in m.signal.items() if math.isfinite(s)}
-    ref = _reference(m, signal)
-    if ref is None or not signal[ref] > 0:
-        return ref, {}
-    return ref, {n: s / signal[ref] for n, s in signal.items()}
 
 
 def _static_findings(m: _Measurement, moved: Optional[dict[str, bool]] = None,
@@ -512,10 +388,8 @@ def _parameter_findings(model: nn.Module, ran: set[int],
                                 f"{_short_list(missing, 3)}; they get gradients and never "
                                 f"move", missing))
     shared: dict[int, list[str]] = {}
-    for name, m in _dg._layers(model):
-        w = _dg._weight(m)
-        if w is not None:
-            shared.setdefault(id(w), []).append(name)
+    for name, w in _dg._layer_weights(model).items():
+        shared.setdefault(id(w), []).append(name)
     tied = [names for names in shared.values() if len(names) > 1]
     if tied:
         out.append(_finding("tied", "; ".join(" and ".join(t) + " share one weight (tied)"
@@ -526,7 +400,8 @@ def _parameter_findings(model: nn.Module, ran: set[int],
 
 # ------------------------------------------------------------------------ checks
 def _check_model(model: object) -> nn.Module:
-    model = _dg._check_model(model)
+    """An ``nn.Module`` with at least one parameter (there is nothing to diagnose else)."""
+    model = _check.module("model", model)
     if next(model.parameters(), None) is None:
         raise ValueError(f"model has no parameters; nothing to diagnose "
                          f"({type(model).__name__})")
@@ -534,6 +409,7 @@ def _check_model(model: object) -> nn.Module:
 
 
 def _check_optimizer(optimizer: object) -> Optional[torch.optim.Optimizer]:
+    """None or an optimizer instance (a class, a common slip, refused by name)."""
     if isinstance(optimizer, type):
         raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got the class "
                         f"{optimizer.__name__} (build one, e.g. "
@@ -640,37 +516,6 @@ def _baseline(kind: Optional[str], out: Tensor, y: Optional[Tensor],
         return _Baseline(y.detach().double().var(dim=0, unbiased=False).mean().item(),
                          "Var(y)", n)
     return None
-
-
-def _call(model: nn.Module, x: Any) -> Any:
-    """``model(x)`` (``model(*x)`` for a tuple, ``model(**x)`` for a dict); an error is
-    re-raised as :class:`ForwardError` naming the innermost module that was running."""
-    names = {m: (n or "model") for n, m in model.named_modules()}
-    running: list[nn.Module] = []          # the modules entered and not yet left
-
-    def enter(module: nn.Module, _inputs: Any) -> None:
-        running.append(module)
-
-    def leave(module: nn.Module, _inputs: Any, _output: Any) -> None:
-        running.pop()                       # (a hook that returned it would replace the output)
-
-    handles = [m.register_forward_pre_hook(enter) for m in names]
-    handles += [m.register_forward_hook(leave) for m in names]
-    try:
-        if isinstance(x, dict):
-            return model(**x)
-        if isinstance(x, (tuple, list)):
-            return model(*x)
-        return model(x)
-    except Exception as err:
-        module = running[-1] if running else model
-        where = names.get(module, type(module).__name__)
-        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ForwardError(f"model(x) failed in {where} ({type(module).__name__}) for x of "
-                           f"shape {shape}: {type(err).__name__}: {err}", where) from err
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def _output(out: Any) -> tuple[Tensor, Optional[Tensor]]:
@@ -957,24 +802,19 @@ def _copy_step_ratios(model: nn.Module, optimizer: torch.optim.Optimizer, m: _Me
     modules = dict(model.named_modules())
     named = dict(model.named_parameters())
     gate_ids = {id(named[g]) for g in m.gates if g in named}   # near zero by design:
-    ratios, judged = {}, {}                                  # their ratio means nothing
-
-    def ratio(w: Tensor) -> float:
-        w0 = w.detach().double()
-        return ((after[id(w)].double() - w0).norm() / w0.norm()).item()
-
+    weights = {}                                             # their ratio means nothing
     for name in m.layer_types:
         w = _dg._weight(modules[name if name != "model" else ""])
         if w is not None and id(w) in after:
-            ratios[name] = ratio(w)
-            g = w.grad
-            if (w.requires_grad and g is not None and id(w) not in gate_ids
-                    and bool(_dg._dense(g).abs().max() > 0)):
-                judged[name] = ratios[name]
-    for name in m.params:
-        p = named.get(name)
-        if p is not None and id(p) in after:
-            ratios[name] = ratio(p)
+            weights[name] = w
+    weights.update((name, named[name]) for name in m.params
+                   if name in named and id(named[name]) in after)
+    values = _dg._update_ratios([w.detach().double() for w in weights.values()],
+                                [after[id(w)].double() for w in weights.values()]).tolist()
+    ratios = dict(zip(weights, values))
+    judged = {name: ratios[name] for name, w in weights.items()
+              if name in m.layer_types and w.requires_grad and w.grad is not None
+              and id(w) not in gate_ids and bool(_dg._dense(w.grad).abs().max() > 0)}
     moved = {g: id(named[g]) in after and not torch.equal(after[id(named[g])], named[g].detach())
              for g in m.gates if g in named}
     return ratios, moved, judged
@@ -1006,9 +846,7 @@ class Watcher:
     Build it with :func:`watch` (same arguments, ``every`` required here).
 
     Raises:
-        TypeError: ``model`` not an ``nn.Module``; ``optimizer`` neither None nor an
-            optimizer; ``every`` not an int.
-        ValueError: a model without parameters; ``every < 1``.
+        as :func:`watch`.
     """
 
     def __init__(self, model: nn.Module, optimizer: Optional[torch.optim.Optimizer], every: int):
@@ -1025,9 +863,8 @@ class Watcher:
         gates, frozen_zeros = _gates(self.model)
         self._gate_names = set(gates) | set(frozen_zeros)
         gate_ids = {id(p) for n, p in self.model.named_parameters() if n in gates}
-        self._weights = {n: w for n, m in _dg._layers(self.model)
-                         if (w := _dg._weight(m)) is not None and w.requires_grad
-                         and id(w) not in gate_ids}
+        self._weights = {n: w for n, w in _dg._layer_weights(self.model).items()
+                         if w.requires_grad and id(w) not in gate_ids}
         self._in_optimizer = None if self.optimizer is None else {
             id(p) for g in self.optimizer.param_groups for p in g["params"]}
         self.lrs: list[float] = []
@@ -1071,7 +908,7 @@ class Watcher:
             if loss.numel() != 1 or loss.is_complex() or loss.dtype == torch.bool:
                 raise _log_error(loss)
             self.losses.append(float(loss.detach()))
-        elif isinstance(loss, numbers.Real) and not isinstance(loss, bool):
+        elif _check.is_real(loss):
             self.losses.append(float(loss))
         else:
             if not (isinstance(loss, np.ndarray) and loss.size == 1 and loss.dtype.kind in "fiu"):
@@ -1114,7 +951,10 @@ class Watcher:
             # leaves a weight where it was for a reason of its own
             trained = {n: w for n, w in self._weights.items() if w.grad is not None and (
                 self._in_optimizer is None or id(w) in self._in_optimizer)}
-            m.update_ratio = {n: r for n, r in _ratios(self._before, trained, before_norms).items()
+            names = [n for n in self._before if n in trained]
+            ratios = _dg._update_ratios([self._before[n] for n in names],
+                                        [trained[n] for n in names]).tolist()
+            m.update_ratio = {n: r for n, r in zip(names, ratios)
                               if r != 0 or bool(_dg._dense(trained[n].grad).abs().max() > 0)}
             m.nonfinite = _nonfinite_params(self.model)
             self.measurements.append(m)

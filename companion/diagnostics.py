@@ -16,10 +16,16 @@
   Glorot & Bengio (2010), Figure 7.
 * :func:`dead_units` -- the fraction of ReLU-family units that never fire on a batch.
 * :func:`snapshot_weights` / :func:`update_ratios` -- the update-to-weight ratio
-  :math:`\\lVert W_{t+1} - W_t \\rVert / \\lVert W_t \\rVert` per layer.
+  :math:`\\lVert W_{t+1} - W_t \\rVert / \\lVert W_t \\rVert` per layer: the one
+  definition (and the one rule for a layer's weight, below) that
+  :func:`companion.train.train` and :mod:`companion.diagnose` use too.
+* :class:`ForwardError` -- what every function here raises when ``model(x)`` fails,
+  naming the innermost module that was running (``companion.diagnose.ForwardError`` is
+  the same class).
 
 Example::
 
+    import torch
     from companion.nets import mlp
     from companion.diagnostics import record
 
@@ -51,7 +57,7 @@ import dataclasses
 import math
 from collections import OrderedDict
 from collections.abc import Mapping
-from typing import Any, Callable, Iterator, NamedTuple, Optional
+from typing import Any, Callable, Iterator, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
@@ -60,8 +66,8 @@ from torch import Tensor, nn
 from . import _check
 
 __all__ = ["ActivationStats", "Recorder", "record", "backprop_gradients",
-           "gradient_histograms", "GradientHistogram", "dead_units", "snapshot_weights", "update_ratios",
-           "ACTIVATION_TYPES", "RELU_FAMILY"]
+           "gradient_histograms", "GradientHistogram", "dead_units", "snapshot_weights",
+           "update_ratios", "ForwardError", "ACTIVATION_TYPES", "RELU_FAMILY"]
 
 #: Module classes treated as activation functions.
 ACTIVATION_TYPES: tuple[type[nn.Module], ...] = (
@@ -90,10 +96,6 @@ class ActivationStats(NamedTuple):
 
 
 # ------------------------------------------------------------------------- discovery
-def _check_model(model: object) -> nn.Module:
-    return _check.module("model", model)
-
-
 def _check_batch(name: str, x: Any) -> Tensor:
     """A batch for ``model(x)``: a nonempty tensor with at least one dimension, not
     complex, of finite values when floating (NaN in the data is bad data). Integer
@@ -164,14 +166,22 @@ def _loose_parameters(model: nn.Module) -> list[tuple[str, Tensor]]:
 
 
 def _weight(module: nn.Module) -> Tensor | None:
-    """A layer's weight matrix: ``weight``, else (MultiheadAttention) ``in_proj_weight``,
-    else the first parameter of two or more dimensions that the module owns itself
-    (``nn.LSTM``'s ``weight_ih_l0``, ``SimpleRNN``'s input matrix)."""
+    """A layer's weight -- the one rule that :func:`record`, :func:`update_ratios`,
+    :func:`companion.train.train` and :mod:`companion.diagnose` all use: ``weight``, else
+    (MultiheadAttention) ``in_proj_weight``, else the first parameter of two or more
+    dimensions that the module owns itself (``nn.LSTM``'s ``weight_ih_l0``,
+    ``SimpleRNN``'s input matrix); None for a layer with none of these."""
     for attr in ("weight", "in_proj_weight"):
         w = getattr(module, attr, None)
         if isinstance(w, Tensor):
             return w
     return next((p for p in module.parameters(recurse=False) if p.dim() >= 2), None)
+
+
+def _layer_weights(model: nn.Module) -> dict[str, Tensor]:
+    """layer name -> its weight (:func:`_weight`, the live tensor), in registration order,
+    for every layer (:func:`_layers`) that has one."""
+    return {name: w for name, m in _layers(model) if (w := _weight(m)) is not None}
 
 
 def _dense(t: Tensor) -> Tensor:
@@ -326,6 +336,50 @@ def _nearest_layers(pred: Tensor | None, grad_fns: dict[Any, str],
     return []
 
 
+# ------------------------------------------------------------------- calling the model
+class ForwardError(RuntimeError):
+    """``model(x)`` failed; ``layer`` is the innermost module that was running.
+
+    Raised (with the model's own error chained) by every function here and in
+    :mod:`companion.diagnose` that calls the model; ``companion.diagnose.ForwardError``
+    is the same class."""
+
+    def __init__(self, message: str, layer: str):
+        super().__init__(message)
+        self.layer = layer
+
+
+def _call(model: nn.Module, x: Any) -> Any:
+    """``model(x)`` (``model(*x)`` for a tuple, ``model(**x)`` for a dict); an error is
+    re-raised as :class:`ForwardError` naming the innermost module that was running."""
+    names = {m: (n or "model") for n, m in model.named_modules()}
+    running: list[nn.Module] = []          # the modules entered and not yet left
+
+    def enter(module: nn.Module, _inputs: Any) -> None:
+        running.append(module)
+
+    def leave(module: nn.Module, _inputs: Any, _output: Any) -> None:
+        running.pop()                       # (a hook that returned it would replace the output)
+
+    handles = [m.register_forward_pre_hook(enter) for m in names]
+    handles += [m.register_forward_hook(leave) for m in names]
+    try:
+        if isinstance(x, dict):
+            return model(**x)
+        if isinstance(x, (tuple, list)):
+            return model(*x)
+        return model(x)
+    except Exception as err:
+        module = running[-1] if running else model
+        where = names.get(module, type(module).__name__)
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ForwardError(f"model(x) failed in {where} ({type(module).__name__}) for x of "
+                           f"shape {shape}: {type(err).__name__}: {err}", where) from err
+    finally:
+        for h in handles:
+            h.remove()
+
+
 # -------------------------------------------------------------------------- recorder
 class _Moments:
     """Per-call (count, mean, M2, saturated, zeros) rows, computed in the output's own
@@ -400,12 +454,11 @@ class Recorder:
     model by the caller, inside the block: a Recorder does not see it before it runs.
 
     Raises:
-        TypeError: ``model`` is not an ``nn.Module``; ``activation_stats`` or
-            ``keep_activations`` not a bool.
+        as :func:`record`.
     """
 
     def __init__(self, model: nn.Module, *, activation_stats: bool, keep_activations: bool):
-        self.model = _check_model(model)
+        self.model = _check.module("model", model)
         self._want_stats = _check.flag("activation_stats", activation_stats)
         self._keep = _check.flag("keep_activations", keep_activations)
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
@@ -634,16 +687,20 @@ def backprop_gradients(model: nn.Module, x: Any, y: Any,
         ValueError: ``x`` empty, 0-dimensional or not finite; ``y`` 0-dimensional or with
             another number of rows than ``x``; ``loss_fn`` not returning a scalar; no layer
             output requires grad.
-        companion.diagnose.ForwardError: the model could not take ``x``.
+        ForwardError: the model could not take ``x``.
 
     Example::
+
+        import torch
+        from companion.diagnostics import backprop_gradients
+        from companion.nets import mlp
 
         net = mlp(8, 3, width=16, depth=4, activation="tanh", seed=0)
         g = backprop_gradients(net, torch.randn(32, 8), torch.randint(0, 3, (32,)),
                                torch.nn.functional.cross_entropy)
         {name: v.std() for name, v in g.items()}        # fc1 .. out
     """
-    model = _check_model(model)
+    model = _check.module("model", model)
     x = _check_batch("x", x)
     y = _check.tensor("y", y, floating=False, min_ndim=1)
     if y.is_complex():
@@ -651,7 +708,6 @@ def backprop_gradients(model: nn.Module, x: Any, y: Any,
     if y.shape[0] != x.shape[0]:
         raise ValueError(f"y must have one row per example of x ({x.shape[0]}), got {_check.show(y)}")
     loss_fn = _check.function("loss_fn", loss_fn, "a callable loss_fn(output, y)")
-    from .diagnose import _call          # (diagnose imports this module)
 
     outputs: OrderedDict[str, list[Tensor]] = OrderedDict()
 
@@ -715,7 +771,7 @@ def gradient_histograms(model: nn.Module, x: Any, y: Any,
             pair of real numbers.
         ValueError: as :func:`backprop_gradients`; ``bins`` < 1; ``range`` not finite
             with low < high.
-        companion.diagnose.ForwardError: the model could not take ``x``.
+        ForwardError: the model could not take ``x``.
     """
     bins = _check.integer("bins", bins, minimum=1)
     if range is not None:
@@ -757,16 +813,15 @@ def dead_units(model: nn.Module, x: Any) -> dict[str, float]:
         ValueError: ``x`` empty (every unit would count as dead), 0-dimensional, or
             with NaN or infinite values; ``model`` has no ReLU-family activation; an
             activation called with two numbers of units in one pass.
-        companion.diagnose.ForwardError: the model could not take ``x`` (its own error,
+        ForwardError: the model could not take ``x`` (its own error,
             chained, with the name of the module that raised it).
     """
-    model = _check_model(model)
+    model = _check.module("model", model)
     x = _check_batch("x", x)
     found = [(n, m) for n, m in _leaves(model) if isinstance(m, RELU_FAMILY)]
     if not found:
         names = ", ".join(t.__name__ for t in RELU_FAMILY)
         raise ValueError(f"model has no ReLU-family activation ({names}); nothing to report")
-    from .diagnose import _call          # (diagnose imports this module)
     dead: OrderedDict[str, Tensor] = OrderedDict()
     mismatch: list[str] = []
     producer: list[nn.Module] = []          # the layer that ran last (units: channels?)
@@ -799,15 +854,41 @@ def dead_units(model: nn.Module, x: Any) -> dict[str, float]:
 
 
 # ------------------------------------------------------------------- update ratios
+def _update_ratios(before: Sequence[Tensor], after: Sequence[Tensor]) -> Tensor:
+    r"""The update-to-weight ratio :math:`\lVert W_\text{after} - W_\text{before}\rVert_2 /
+    \lVert W_\text{before}\rVert_2` of each pair, as a (k,) float64 tensor on the CPU.
+
+    The one definition that :func:`update_ratios`, :func:`companion.train.train` and
+    :mod:`companion.diagnose` (``diagnose`` and ``watch``) use: the change over the
+    weight *before* the step; a zero ``W_before`` gives ``inf`` (NaN if it also did not
+    move); a NaN weight, NaN. It is computed in the precision of the tensors given (half
+    precision in float32, where a norm cannot overflow): ``train`` and ``watch`` measure
+    the float32 weights of float32 training in float32, :func:`update_ratios` and
+    ``diagnose`` pass float64 copies. One fused norm per list (on the CPU, the same
+    values as ``torch.linalg.vector_norm`` one tensor at a time) and one synchronisation.
+    """
+    if not before:
+        return torch.zeros(0, dtype=torch.float64)
+    before = [_dense(w) for w in before]
+    after = [_dense(w) for w in after]
+    change = torch._foreach_norm(torch._foreach_sub(after, before))     # |W_after - W_before|
+    size = torch._foreach_norm(before)                                  # |W_before|
+    device = change[0].device
+    return torch.stack([(c / s).double().to(device) for c, s in zip(change, size)]).cpu()
+
+
 def snapshot_weights(model: nn.Module) -> dict[str, Tensor]:
-    """Detached copies of every layer's ``weight`` (registration order), for :func:`update_ratios`.
+    """Detached copies of every layer's weight (registration order), for :func:`update_ratios`.
+
+    A layer's weight is ``weight``, else ``in_proj_weight`` (``nn.MultiheadAttention``),
+    else its first parameter of two or more dimensions (``nn.LSTM``'s ``weight_ih_l0``):
+    the rule of :func:`record` and :mod:`companion.diagnose`.
 
     Raises:
         TypeError: ``model`` is not an ``nn.Module``.
     """
-    model = _check_model(model)
-    return {name: m.weight.detach().clone() for name, m in _layers(model)
-            if isinstance(getattr(m, "weight", None), Tensor)}
+    model = _check.module("model", model)
+    return {name: w.detach().clone() for name, w in _layer_weights(model).items()}
 
 
 def update_ratios(before: dict[str, Tensor], model: nn.Module) -> dict[str, float]:
@@ -817,11 +898,21 @@ def update_ratios(before: dict[str, Tensor], model: nn.Module) -> dict[str, floa
     it). A ratio near ``1e-3`` per step is the usual rule of thumb; much larger means
     the step is wrecking the weights, much smaller that the layer barely learns. A zero
     ``W_before`` gives ``inf`` (or NaN if it also did not move); a NaN weight, NaN.
-    Computed in float64.
+    Computed in float64. :func:`companion.train.train` (``track_update_ratios=True``)
+    and :mod:`companion.diagnose` use the same definition and the same weights.
 
     Example::
 
-        before = snapshot_weights(net); opt.step(); update_ratios(before, net)
+        import torch
+        from companion.diagnostics import snapshot_weights, update_ratios
+        from companion.nets import mlp
+
+        net = mlp(4, 1, width=8, depth=2, seed=0)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1)
+        before = snapshot_weights(net)
+        net(torch.randn(16, 4)).pow(2).mean().backward()
+        opt.step()
+        update_ratios(before, net)          # {'fc1': ..., 'fc2': ..., 'out': ...}
 
     Raises:
         TypeError: ``before`` is not a dict of floating-point tensors, ``model`` not a
@@ -830,18 +921,17 @@ def update_ratios(before: dict[str, Tensor], model: nn.Module) -> dict[str, floa
             or whose shape changed.
     """
     before = _check.mapping("before", before, nonempty=False)
-    model = _check_model(model)
-    current = snapshot_weights(model)
-    ratios = {}
+    model = _check.module("model", model)
+    current = _layer_weights(model)
     for name, w0 in before.items():
         _check.tensor(f"before[{name!r}]", w0, nonempty=False)
         if name not in current:
             raise ValueError(f"before has layer {name!r}, which model does not have; "
                              f"model's layers: {list(current)}")
-        w1 = current[name]
-        if w1.shape != w0.shape:
+        if current[name].shape != w0.shape:
             raise ValueError(f"before[{name!r}] has shape {tuple(w0.shape)}, but the weight "
-                             f"of model's layer {name!r} has shape {tuple(w1.shape)}")
-        w0d, w1d = w0.detach().double(), w1.double().to(w0.device)
-        ratios[name] = ((w1d - w0d).norm() / w0d.norm()).item()
-    return ratios
+                             f"of model's layer {name!r} has shape {tuple(current[name].shape)}")
+    names = list(before)
+    ratios = _update_ratios([before[n].double() for n in names],
+                            [current[n].double().to(before[n].device) for n in names])
+    return dict(zip(names, ratios.tolist()))

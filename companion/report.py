@@ -1,184 +1,29 @@
-"""What a diagnosis says and how it is shown: findings, the symptom table, the report.
+"""How a diagnosis is shown: the report.
 
-* :data:`SYMPTOMS` -- symptom -> :class:`Symptom` (its usual causes, the remedy to try
-  first, the chapter that explains it): the table the book's closing map is drawn
-  from, so that the book and :mod:`companion.diagnose` cannot disagree.
-* :class:`Finding` -- one diagnosis: symptom, severity, layers, evidence, remedy, chapter.
 * :class:`Report` -- what :func:`companion.diagnose.diagnose` and
   :meth:`companion.diagnose.Watcher.report` return: the findings and the per-layer
   table, as text (``str``), HTML (in a notebook), a figure (:meth:`Report.plot`) and
   plain rows (:attr:`Report.rows`).
 
-The thresholds and the rules that raise findings live in :mod:`companion.diagnose`.
+The symptom table :data:`SYMPTOMS`, :class:`Symptom` and :class:`Finding` are defined
+in :mod:`companion.symptoms` (with the thresholds) and importable from here, the same
+objects; the rules that raise findings live in :mod:`companion.diagnose`.
 """
 from __future__ import annotations
 
 import html
 import math
-import numbers
 import textwrap
-from collections import OrderedDict
-from typing import Any, NamedTuple, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from . import _check
+from .symptoms import (DEAD_FRACTION, EXPLODING_RATIO, SATURATION_FRACTION, SYMPTOMS,
+                       UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, VANISHING_RATIO, Finding, Symptom,
+                       _Measurement, _short_list, _signal_ratios)
 
 __all__ = ["Symptom", "SYMPTOMS", "Finding", "Report"]
-
-
-# --------------------------------------------------------------------- symptoms
-class Symptom(NamedTuple):
-    """One row of the book's map: what the symptom is, its usual causes, the remedy
-    to try first and the chapter that explains it; ``remedies`` maps a cause that
-    :mod:`companion.diagnose` can tell apart to (its remedy, its chapter), and
-    ``severity`` is ``"info"`` for the notes (designs that look like a problem and are
-    not), else None (a warning or an error, by the numbers)."""
-
-    name: str
-    title: str
-    cause: str
-    remedy: str
-    chapter: str
-    remedies: dict = {}
-    severity: Optional[str] = None
-
-
-#: symptom -> :class:`Symptom`, in the order of the book's chapters; the notes last.
-SYMPTOMS: "OrderedDict[str, Symptom]" = OrderedDict((s.name, s) for s in (
-    Symptom("vanishing", "vanishing gradients",
-            "a product of layer Jacobians smaller than 1: saturating activations, "
-            "weights too small, too many layers",
-            "He/Xavier initialization, ReLU-family activations, normalization, "
-            "skip connections", "vanishing",
-            {"frozen_zero": ("unfreeze that parameter or start it away from zero (a "
-                             "frozen zero, or one whose gradient is zero too, blocks every "
-                             "gradient behind it for good)", "initialization")}),
-    Symptom("exploding", "exploding gradients",
-            "a product of layer Jacobians larger than 1: weights too large, batch norm "
-            "in a deep plain network, a recurrent matrix with radius > 1",
-            "variance-preserving initialization, skip connections; per-layer adaptive "
-            "clipping (AGC) rather than global clipping, which scales every layer by the "
-            "same factor and leaves the imbalance between layers as it is", "exploding",
-            {"batch_norm": ("skip connections: batch norm in a deep plain network "
-                            "multiplies the gradient at every layer whatever the "
-                            "initialization (no initialization fixes it)",
-                            "skip_connections")}),
-    Symptom("initial_loss", "loss far above the baseline",
-            "an output layer too large at the start, or far from the labels' prior",
-            "scale the output layer down (or zero it) and check the loss at "
-            "initialization against the best constant prediction", "initialization",
-            {"logits": ("scale the output layer down (or zero its weight) so that the "
-                        "first predictions are close to uniform", "initialization"),
-             "prior": ("set the output layer's bias to the log of the class "
-                       "frequencies (the log prior) and scale its weight down", "initialization"),
-             "offset": ("set the output layer's bias to mean(y), or standardize y",
-                        "initialization"),
-             "scale": ("scale the output layer down, or standardize y", "initialization")}),
-    Symptom("saturation", "saturated activations",
-            "pre-activations too large for a sigmoid or tanh: inputs not standardized, "
-            "weights too large",
-            "standardize the inputs, Xavier initialization, normalization before the "
-            "activation, or a non-saturating activation", "activations"),
-    Symptom("dead_units", "dead ReLUs",
-            "units pushed to negative pre-activations for every input, by a large "
-            "step or a negative bias",
-            "a smaller learning rate, zero biases, leaky ReLU or GELU, normalization",
-            "activations"),
-    Symptom("nonfinite", "non-finite values",
-            "an overflow: exploding activations or gradients, a step too large",
-            "find the first layer that overflows; lower the learning rate, clip, "
-            "normalize", "exploding"),
-    Symptom("diverged", "the loss diverged",
-            "steps too large for the curvature: learning rate, exploding gradients",
-            "a smaller learning rate, gradient clipping, warm-up", "clipping"),
-    Symptom("plateau", "the loss does not fall",
-            "no useful gradient reaches the weights, or the steps are too small or "
-            "too large for the optimizer",
-            "the remedies for vanishing gradients, skip connections, warm-up, "
-            "an adaptive optimizer and a tuned learning rate", "skip_connections"),
-    Symptom("update_ratio", "update-to-weight ratio out of range",
-            "a learning rate too small or too large for this layer's scale",
-            "tune the learning rate (about 1e-3 of the weights per step), or an "
-            "adaptive optimizer", "optimizers",
-            {"large": ("a smaller learning rate, or warm-up", "optimizers"),
-             "small": ("a larger learning rate, or an adaptive optimizer; if the gradient "
-                       "there is vanishing, its remedies first", "optimizers"),
-             "rounding": ("keep float32 master weights (train in float32 under autocast) "
-                          "or a larger learning rate for these parameters", "optimizers")}),
-    Symptom("no_gradient", "parameters without a gradient",
-            "the graph between them and the loss is cut (.detach(), torch.no_grad(), "
-            ".item(), an integer cast) or their output is not used",
-            "find where the graph is cut: keep the computation from those parameters to "
-            "the loss in autograd, or freeze them on purpose (requires_grad_(False))",
-            "diagnose"),
-    Symptom("not_in_optimizer", "trainable parameters not in the optimizer",
-            "the optimizer was built from a subset of the parameters (or before a layer "
-            "was added)",
-            "build the optimizer from model.parameters(), or freeze those parameters on "
-            "purpose", "optimizers"),
-    Symptom("gated", "a small signal behind a gate, by design",
-            "a zero-initialized head, LoRA B or batch-norm gamma, a ReZero/SkipInit "
-            "alpha or a small layer scale, or a branch off the gradient's main path",
-            "nothing: it grows in training (check again after a few steps)",
-            "skip_connections", severity="info"),
-    Symptom("frozen", "frozen parameters", "requires_grad=False, on purpose",
-            "nothing, if they are meant to be frozen", "diagnose", severity="info"),
-    Symptom("not_called", "modules not called on this batch",
-            "an expert the router did not pick, a head this pass does not use",
-            "nothing, if that is how the model routes", "diagnose", severity="info"),
-    Symptom("unused_output", "outputs the loss does not use",
-            "an auxiliary head or a second output of the model, left out of the loss "
-            "diagnose computed (it takes the first output, or .logits, as the prediction)",
-            "nothing, if your training loss leaves them out too", "diagnose",
-            severity="info"),
-    Symptom("tied", "tied weights", "one weight shared by two layers (input and output "
-            "embedding)", "nothing", "diagnose", severity="info"),
-    Symptom("small_batch", "a batch too small to judge",
-            "too few examples per unit or per class to call a unit dead or estimate "
-            "the baseline loss", "diagnose a larger batch (at least 16 examples)",
-            "diagnose", severity="info"),
-))
-
-
-class Finding(NamedTuple):
-    """One diagnosis: the symptom, how bad, where, the numbers, what to do, where to read.
-
-    ``severity`` is ``"error"`` (training cannot work as it is: non-finite values, a
-    divergence, or a threshold missed by more than a factor of 1000), ``"warning"``,
-    or ``"info"`` for a note (a design that looks like a problem and is not).
-    ``layers`` are module names (as in ``named_modules()``), parameter names or
-    activation labels. ``cause`` is the key of the cause that was told apart (in
-    ``SYMPTOMS[symptom].remedies``), or ``""``.
-    """
-
-    symptom: str
-    severity: str
-    layers: tuple[str, ...]
-    evidence: str
-    remedy: str
-    chapter: str
-    cause: str = ""
-
-    def __str__(self) -> str:
-        where = f" in {_short_list(self.layers)}" if self.layers else ""
-        if self.severity == "info":
-            return f"[info] {SYMPTOMS[self.symptom].title}{where}: {self.evidence}."
-        return (f"[{self.severity}] {SYMPTOMS[self.symptom].title}{where}: {self.evidence}. "
-                f"Try: {self.remedy} (chapter '{self.chapter}').")
-
-
-def _finding(symptom: str, evidence: str, layers: Sequence[str] = (), *,
-             severe: bool = False, info: bool = False, cause: str = "") -> Finding:
-    s = SYMPTOMS[symptom]
-    remedy, chapter = s.remedies.get(cause, (s.remedy, s.chapter))
-    severity = "info" if info else "error" if severe else "warning"
-    return Finding(symptom, severity, tuple(layers), evidence, remedy, chapter, cause)
-
-
-def _short_list(names: Sequence[str], k: int = 4) -> str:
-    names = list(names)
-    return ", ".join(names) if len(names) <= k else ", ".join(names[:k]) + f" and {len(names) - k} more"
 
 
 # ------------------------------------------------------------------------ report
@@ -214,7 +59,6 @@ class Report:
             ValueError: a finding of unknown severity; ``baseline`` negative or not
                 finite; ``losses`` not 1-dimensional; a negative step.
         """
-        from .diagnose import _Measurement          # (diagnose imports this module)
         _check.instance("measurement", measurement, _Measurement,
                         "the measurement of a companion.diagnose pass")
         findings = _check.sequence("findings", findings, nonempty=False,
@@ -224,7 +68,7 @@ class Report:
             if f.severity not in ("error", "warning", "info"):
                 raise ValueError(f"findings[{i}] must have severity 'error', 'warning' or "
                                  f"'info', got {f.severity!r}")
-        loss = None if loss is None else _number("loss", loss)   # NaN: a diverged run
+        loss = None if loss is None else _check_number("loss", loss)   # NaN: a diverged run
         baseline = _check.optional_real("baseline", baseline, low=0.0)
         if losses is not None:
             _check.instance("losses", losses, np.ndarray, "None or a numpy array")
@@ -252,7 +96,6 @@ class Report:
     @property
     def rows(self) -> list[dict[str, Any]]:
         m, nan = self._m, math.nan
-        from .diagnose import _signal_ratios          # (diagnose imports this module)
         _, ratios = _signal_ratios(m)
         rows = [{"name": n, "kind": "layer", "type": t, "signal": m.signal.get(n, nan),
                  "signal_ratio": ratios.get(n, nan),
@@ -361,8 +204,6 @@ class Report:
             from matplotlib.figure import Figure, SubFigure
             _check.instance("fig", fig, (Figure, SubFigure),
                             "None or a matplotlib Figure or SubFigure")
-        from .diagnose import (DEAD_FRACTION, EXPLODING_RATIO, SATURATION_FRACTION,
-                               UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, VANISHING_RATIO)
         if fig is None:
             import matplotlib.pyplot as plt
             fig = plt.figure(figsize=(9, 4.2))
@@ -413,11 +254,12 @@ class Report:
         return fig
 
 
-def _number(name: str, value: Any) -> float:
-    """``float(value)`` for a real number (not a bool), NaN and infinity included."""
-    if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isnan(value):
-        return float(value)
-    return _check.real(name, value, finite=False)
+def _check_number(name: str, value: Any) -> float:
+    """``float(value)`` for a real number (not a bool), NaN and infinity included (the
+    loss of a diverged run)."""
+    if not _check.is_real(value):
+        raise _check._type_error(name, "a real number", value)
+    return float(value)
 
 
 def _log_points(ax, values: np.ndarray, red: np.ndarray, bounds: tuple[float, float]) -> None:

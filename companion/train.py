@@ -33,7 +33,6 @@ Example::
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
@@ -44,6 +43,7 @@ from torch import Tensor, nn
 
 from . import _check
 from . import clip as _clip
+from . import diagnostics as _dg
 
 __all__ = ["History", "train", "OPTIMIZERS", "LOSSES", "DIVERGENCE_FACTOR"]
 
@@ -74,11 +74,13 @@ class History:
             before step ``t``'s update; NaN from ``diverged_at`` (or an early stop) on.
         diverged_at: first step whose loss was non-finite or above
             ``DIVERGENCE_FACTOR`` x ``losses[0]``; ``None`` if the run never diverged.
-        update_ratios: with ``track_update_ratios=True``, for each weight matrix (key: the
-            layer's name, e.g. ``"fc1"``, or the parameter's name when it is not a
-            ``.weight``) an array of shape (steps,) of
-            :math:`\\lVert W_{t+1} - W_t\\rVert_F / \\lVert W_t\\rVert_F`, NaN for steps
-            not run; else ``None``.
+        update_ratios: with ``track_update_ratios=True``, for each layer with a weight
+            (key: the layer's name, e.g. ``"fc1"``; the weight by the rule of
+            :func:`companion.diagnostics.snapshot_weights`: ``weight``, else
+            ``in_proj_weight``, else the first matrix) an array of shape (steps,) of
+            :math:`\\lVert W_{t+1} - W_t\\rVert_F / \\lVert W_t\\rVert_F` (the definition of
+            :func:`companion.diagnostics.update_ratios`, in the weights' own precision),
+            NaN for steps not run; else ``None``.
         steps_run: number of updates made (``steps`` unless diverged or stopped early).
         grad_norms: float64 array (steps,): the global 2-norm of all gradients after
             ``backward()`` and *before* clipping, :math:`\\lVert(\\lVert g_1\\rVert_2, \\dots,
@@ -109,7 +111,7 @@ class History:
 
 
 # ---------------------------------------------------------------------------- checks
-def _choice(name: str, value: Any, table: dict, what: str, *, classes: bool) -> Callable:
+def _check_choice(name: str, value: Any, table: dict, what: str, *, classes: bool) -> Callable:
     """A name of ``table`` (its function) or a callable; ``classes``: a class counts as a
     callable (``torch.optim.SGD`` for an optimizer), else it is refused (``nn.MSELoss``
     for a loss must be called first)."""
@@ -175,18 +177,9 @@ def _check_clip(clip: Any) -> Union[None, float, Callable]:
         return clip
     if callable(clip):
         return _check.function("clip", clip, what)
-    if isinstance(clip, bool) or not isinstance(clip, numbers.Real):
+    if not _check.is_real(clip):
         raise TypeError(f"clip must be {what}, got {clip!r} ({type(clip).__name__})")
     return _check.positive("clip (the max_norm)", clip)
-
-
-def _tracked_weights(model: nn.Module) -> dict[str, Tensor]:
-    """Every parameter with >= 2 dims, keyed by layer name (``fc1.weight`` -> ``fc1``)."""
-    out = {}
-    for name, p in model.named_parameters():
-        if p.dim() >= 2:
-            out[name[: -len(".weight")] if name.endswith(".weight") else name] = p
-    return out
 
 
 # ----------------------------------------------------------------------------- train
@@ -267,8 +260,8 @@ def train(
     y = _check_data("y", y)
     steps = _check.integer("steps", steps, minimum=1)
     lr = _check.positive("lr", lr)
-    make_opt = _choice("optimizer", optimizer, OPTIMIZERS, "f(params, lr)", classes=True)
-    loss_fn = _choice("loss", loss, LOSSES, "f(prediction, target)", classes=False)
+    make_opt = _check_choice("optimizer", optimizer, OPTIMIZERS, "f(params, lr)", classes=True)
+    loss_fn = _check_choice("loss", loss, LOSSES, "f(prediction, target)", classes=False)
     kind = loss if isinstance(loss, str) else None   # a named loss: its targets are checked
     n = x.shape[0]
     if y.shape[0] != n:
@@ -305,7 +298,7 @@ def train(
     scheduler = None if schedule is None else _make_scheduler(opt, schedule)
     batches = _make_batches(n, batch_size, int(seed))
     losses = np.full(steps, np.nan)
-    tracked = _tracked_weights(model) if track_update_ratios else {}
+    tracked = _dg._layer_weights(model) if track_update_ratios else {}
     ratios = np.full((len(tracked), steps), np.nan)
     weights = list(tracked.values())
     # norms and flags stay on the device until the end: no host sync per step
@@ -340,11 +333,8 @@ def train(
         opt.step()
         if scheduler is not None:
             scheduler.step()
-        if weights:
-            with torch.no_grad():
-                r = torch.stack([torch.linalg.vector_norm(w - w0) / torch.linalg.vector_norm(w0)
-                                 for w, w0 in zip(weights, before)])
-            ratios[:, t] = r.double().cpu().numpy()
+        if weights:          # the one definition, in the weights' own precision
+            ratios[:, t] = _dg._update_ratios(before, weights).numpy()
         t_done = t + 1
         if callback is not None and callback(t, lv) is False:
             break

@@ -344,6 +344,119 @@ def test_update_ratios_errors():
         update_ratios({}, None)
 
 
+class _AttentionLSTM(nn.Module):
+    """A sequence model whose layers' weights are not all called ``weight``:
+    ``nn.MultiheadAttention`` (``in_proj_weight``, its ``out_proj`` a Linear) and
+    ``nn.LSTM`` (``weight_ih_l0`` first)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed = nn.Linear(3, 8)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.lstm = nn.LSTM(8, 6, batch_first=True)
+        self.out = nn.Linear(6, 1)
+
+    def forward(self, x):
+        h = self.embed(x)
+        h, _ = self.attn(h, h, h)
+        h, _ = self.lstm(h)
+        return self.out(h[:, -1])
+
+
+def _step(net: nn.Module, opt: torch.optim.Optimizer, x: torch.Tensor) -> None:
+    opt.zero_grad()
+    net(x).pow(2).mean().backward()
+    opt.step()
+
+
+def test_update_ratios_cover_attention_and_lstm_against_state_dict():
+    """update_ratios reports the attention layer (its in_proj_weight) and the LSTM (its
+    weight_ih_l0) as well as the Linear layers. Reference: the ratio computed with numpy
+    from the model's state_dict before and after one optimizer.step()."""
+    net = _AttentionLSTM()
+    x = torch.randn(4, 5, 3, generator=torch.Generator().manual_seed(1))
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    state_before = {k: v.numpy().copy() for k, v in net.state_dict().items()}
+    before = snapshot_weights(net)
+    _step(net, opt, x)
+    state_after = {k: v.numpy() for k, v in net.state_dict().items()}
+    ratios = update_ratios(before, net)
+    keys = {"embed": "embed.weight", "attn": "attn.in_proj_weight",
+            "attn.out_proj": "attn.out_proj.weight", "lstm": "lstm.weight_ih_l0",
+            "out": "out.weight"}
+    assert list(ratios) == list(keys)
+    for layer, key in keys.items():
+        w0, w1 = state_before[key].astype(np.float64), state_after[key].astype(np.float64)
+        expected = np.linalg.norm(w1 - w0) / np.linalg.norm(w0)
+        assert ratios[layer] == pytest.approx(expected, rel=1e-12), layer
+
+
+def test_update_ratios_zero_and_nan_weights():
+    """The documented edge cases, against IEEE division: a zero weight that moved gives
+    inf, one that did not move NaN (0/0), a NaN weight NaN."""
+    net = mlp(3, 1, 4, 2, seed=0)
+    before = snapshot_weights(net)
+    before["fc1"].zero_()                     # W_before = 0, W_after != 0
+    before["fc2"] = net.fc2.weight.detach().clone()
+    with torch.no_grad():
+        net.fc2.weight.zero_()
+    before["fc2"].zero_()                     # W_before = W_after = 0
+    with torch.no_grad():
+        net.out.weight[0, 0] = math.nan
+    ratios = update_ratios(before, net)
+    assert ratios["fc1"] == math.inf
+    assert math.isnan(ratios["fc2"]) and math.isnan(ratios["out"])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_one_update_ratio_in_train_diagnose_watch_and_update_ratios(dtype):
+    """Property (one definition, one weight rule): the first SGD step's ratio of every
+    layer is the same number in train(track_update_ratios=True), diagnose(optimizer=...),
+    watch() and update_ratios() -- exactly in float64; in float32 train and watch
+    measure the float32 weights in float32 and diagnose and update_ratios in float64, so
+    they agree to float32 rounding. Reference: update_ratios around a hand-written step."""
+    from companion.data import teacher_regression
+    from companion.diagnose import diagnose, watch
+    from companion.train import train
+
+    x, y = teacher_regression(64, 4, seed=0)
+    x, y = x.to(dtype), y.to(dtype)
+
+    def fresh():
+        return mlp(4, 1, width=8, depth=3, seed=0).to(dtype)
+
+    net = fresh()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    before = snapshot_weights(net)
+    opt.zero_grad()
+    nn.functional.mse_loss(net(x), y).backward()
+    opt.step()
+    reference = update_ratios(before, net)
+
+    history = train(fresh(), x, y, steps=1, lr=0.1, track_update_ratios=True)
+    trained = {k: float(v[0]) for k, v in history.update_ratios.items()}
+    net = fresh()
+    report_ratios = {r["name"]: r["update_ratio"] for r in diagnose(
+        net, x, y, optimizer=torch.optim.SGD(net.parameters(), lr=0.1)).rows
+        if r["kind"] == "layer"}
+    net = fresh()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    with watch(net, opt, every=1) as w:
+        opt.zero_grad()
+        nn.functional.mse_loss(net(x), y).backward()
+        opt.step()
+    watched = w.measurements[0].update_ratio
+
+    assert list(reference) == list(trained) == list(watched) == ["fc1", "fc2", "fc3", "out"]
+    rel = 0 if dtype == torch.float64 else 1e-6
+    for name, r in reference.items():
+        assert report_ratios[name] == r                  # both in float64, same step
+        assert trained[name] == pytest.approx(r, rel=rel, abs=0)
+        assert watched[name] == pytest.approx(r, rel=rel, abs=0)
+        assert watched[name] == trained[name]             # both in the weights' precision
+
+
 def test_dead_units_refuses_an_empty_or_nonfinite_batch():
     """An empty batch would report every unit dead (all() of nothing is True)."""
     net = mlp(4, 1, 8, 2, activation="relu", seed=0)

@@ -148,6 +148,47 @@ def test_update_ratios_match_snapshots(optimizer):
     assert train(ref, x, y, steps=2, lr=0.1).update_ratios is None
 
 
+def test_update_ratios_track_every_layer_weight_of_attention_and_lstm():
+    """The same layers and weights as companion.diagnostics.snapshot_weights (attention by
+    its in_proj_weight, the LSTM by weight_ih_l0, a layer norm by its 1-d weight).
+    Reference: the ratio from state_dict tensors around manual Adam steps on a copy."""
+    class Seq(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            torch.manual_seed(0)
+            self.embed = torch.nn.Linear(3, 8)
+            self.norm = torch.nn.LayerNorm(8)
+            self.attn = torch.nn.MultiheadAttention(8, 2, batch_first=True)
+            self.lstm = torch.nn.LSTM(8, 6, batch_first=True)
+            self.out = torch.nn.Linear(6, 1)
+
+        def forward(self, x):
+            h = self.norm(self.embed(x))
+            h = self.attn(h, h, h)[0]
+            return self.out(self.lstm(h)[0][:, -1])
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(16, 5, 3, generator=gen), torch.randn(16, 1, generator=gen)
+    net = Seq()
+    ref = copy.deepcopy(net)
+    h = train(net, x, y, steps=2, lr=1e-2, optimizer="adam", track_update_ratios=True)
+    keys = {"embed": "embed.weight", "norm": "norm.weight", "attn": "attn.in_proj_weight",
+            "attn.out_proj": "attn.out_proj.weight", "lstm": "lstm.weight_ih_l0",
+            "out": "out.weight"}
+    assert list(h.update_ratios) == list(keys)
+    opt = torch.optim.Adam(ref.parameters(), lr=1e-2)
+    for t in range(2):
+        before = {k: v.double().clone() for k, v in ref.state_dict().items()}
+        opt.zero_grad()
+        F.mse_loss(ref(x), y).backward()
+        opt.step()
+        after = ref.state_dict()
+        for layer, key in keys.items():
+            w0, w1 = before[key], after[key].double()
+            expected = ((w1 - w0).norm() / w0.norm()).item()
+            assert h.update_ratios[layer][t] == pytest.approx(expected, rel=1e-5), layer
+
+
 def test_update_ratios_nan_after_divergence():
     net, x, y = _problem(dtype=torch.float32)
     h = train(net, x, y, steps=50, lr=1e3, track_update_ratios=True)

@@ -10,7 +10,7 @@ from torch import nn
 
 from badcalls import Row, bad_array, not_bool, not_callable, not_module, positive_int
 from companion import diagnostics, nets
-from companion.diagnose import ForwardError
+from companion.diagnostics import ForwardError
 
 _X = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
 
