@@ -4,11 +4,15 @@ Every display of an experiment is its own :class:`LiveView` (its widgets, the fr
 it draws ahead, its Run button); the frames themselves are the experiment's
 (:attr:`companion.explore.Experiment.frames`), shared by all its views.
 
-* **Drawing ahead.** After each frame, the settings one control step away are drawn
-  on the kernel's event loop while it is idle, one frame per turn, so that the next
-  slider step only swaps a cached image (a fresh matplotlib frame costs 0.1-0.3 s; a
-  cached one a millisecond). Once the reader has left the controls alone for
-  :attr:`LiveView.FILL_AFTER` seconds, the rest of the grid follows, nearest first.
+* **Drawing ahead.** After each frame, the settings the reader may ask for next are
+  drawn on the kernel's event loop while it is idle, one frame per turn, so that the
+  next slider step only swaps a cached image (a fresh matplotlib frame costs
+  0.1-0.3 s; a cached one a millisecond). A frame drawn ahead holds the loop, and a
+  step that arrives meanwhile waits for it, so they come in order of need: at once
+  the next setting in the direction the reader is moving (before the first move, one
+  step up each control); the other settings one step away once the reader pauses for
+  :attr:`LiveView.PAUSE` seconds; and, for the experiment the reader touched last,
+  the rest of the grid, nearest first, after :attr:`LiveView.FILL_AFTER` seconds.
   This happens on the kernel's main thread, because matplotlib is not thread-safe.
 * **Runs.** An ``expensive=True`` experiment computes on a *Run* button. Runs of every
   experiment of the kernel go, one at a time, to one worker thread
@@ -35,6 +39,8 @@ from ._controls import Slider, marks_html
 
 # every view displayed (weakly; a view lives as long as its widgets): tests look at them
 _VIEWS: "weakref.WeakSet[LiveView]" = weakref.WeakSet()
+# the view whose control the reader changed last (a weak reference), or None
+_TOUCHED: "weakref.ref[LiveView] | None" = None
 
 
 class LiveView:
@@ -43,16 +49,22 @@ class LiveView:
     (one per control), ``image``, ``status``, and for an expensive experiment
     ``button`` and ``progress``."""
 
-    #: Seconds without a control change before the rest of the grid is drawn ahead.
+    #: Seconds without a control change before the other settings one step away are
+    #: drawn ahead (the next one in the direction of travel is drawn at once).
+    PAUSE = 0.25
+    #: Seconds without a control change before the rest of the grid is drawn ahead (only
+    #: for the experiment the reader touched last).
     FILL_AFTER = 1.0
 
     def __init__(self, experiment) -> None:
         import ipywidgets as W  # only here: the static book and the tests need no widgets
 
         self.experiment = experiment
-        self._pending: list[tuple[int, ...]] = []
-        self._scheduled = False
+        self._ahead: list[tuple[int, ...]] = []    # drawn at once
+        self._around: list[tuple[int, ...]] = []   # drawn once the reader pauses
+        self._timer: asyncio.TimerHandle | None = None   # the next turn, when one is due
         self._moved_at = time.monotonic()
+        self._shown: tuple[int, ...] | None = None
         self.running = False                 # a Run of this view is queued or computing
         rows = [self._control(W, i, name) for i, name in enumerate(experiment.names)]
         self.inputs = [w.children[0] if isinstance(w, W.VBox) else w for w in rows]
@@ -103,6 +115,8 @@ class LiveView:
         return tuple(w.value for w in self.inputs)
 
     def _on_change(self, change) -> None:
+        global _TOUCHED
+        _TOUCHED = weakref.ref(self)
         self._show(self.current())
 
     def _show(self, index: tuple[int, ...], first: bool = False) -> None:
@@ -123,52 +137,76 @@ class LiveView:
             except Exception as error:  # shown to the reader, never a crash of the notebook
                 self.status.value = _error_html(error)
         if not exp.expensive:
-            self._draw_ahead(index)
+            self._draw_ahead(index, self._shown)
+        self._shown = index
 
     # -- drawing ahead ---------------------------------------------------------------
-    def _draw_ahead(self, index: tuple[int, ...]) -> None:
-        """Queue the settings one step away from ``index`` and schedule drawing them."""
-        frames = self.experiment.frames
-        self._pending = [i for i in self.experiment.neighbours(index) if i not in frames]
+    def _draw_ahead(self, index: tuple[int, ...], previous: tuple[int, ...] | None) -> None:
+        """Queue the settings one step away from ``index``, the one that continues the
+        move from ``previous`` first, and schedule drawing them."""
+        exp = self.experiment
+        ahead = []
+        for axis, n in enumerate(exp.shape):
+            moved = 1 if previous is None else index[axis] - previous[axis]
+            if moved:                 # one step further the same way
+                j = index[axis] + (1 if moved > 0 else -1)
+                if 0 <= j < n:
+                    ahead.append(index[:axis] + (j,) + index[axis + 1:])
+        self._ahead = [i for i in ahead if i not in exp.frames]
+        around = [i for i in exp.neighbours(index) if i not in exp.frames and i not in ahead]
+        self._around = sorted(around, key=lambda i: i < index)    # steps up first
         self._moved_at = time.monotonic()
         loop = _kernel_loop()
-        if loop is not None and (self._pending or len(frames) < self.experiment.grid_size):
-            self._schedule(loop, 0.05)
+        if loop is not None and len(exp.frames) < exp.grid_size:
+            self._schedule(loop, 0.01)
 
     def _schedule(self, loop, delay: float) -> None:
-        """Draw ahead after ``delay`` seconds, unless a Run is queued or computing (then
-        :meth:`_RunQueue.finished` resumes this view)."""
-        if self._scheduled:
-            return
+        """Draw ahead after ``delay`` seconds (or sooner, if a turn is already due
+        sooner), unless a Run is queued or computing (then :meth:`_RunQueue.finished`
+        resumes this view)."""
         if _RUNS.busy():
             _RUNS.defer(self)
             return
-        self._scheduled = True
-        loop.call_later(delay, self._step, loop)
+        due = loop.time() + delay
+        if self._timer is not None:
+            if self._timer.when() <= due:
+                return
+            self._timer.cancel()     # waiting for the reader's pause: a move comes first
+        self._timer = loop.call_later(delay, self._step, loop)
 
     def _step(self, loop) -> None:
-        """One turn of the event loop: one frame drawn ahead, then the next scheduled."""
-        self._scheduled = False
+        """One turn of the event loop: at most one frame drawn ahead, then the next turn
+        scheduled (at once, or when the reader's pause is long enough)."""
+        self._timer = None
         if _RUNS.busy():          # a Run started since this step was scheduled
             _RUNS.defer(self)
             return
-        if self._draw_one():      # a neighbour; the loop turns before the next
+        if self._draw_one(self._ahead):
             self._schedule(loop, 0.01)
             return
-        wait = self.FILL_AFTER - (time.monotonic() - self._moved_at)
-        if wait > 0:              # the rest of the grid once the reader pauses
-            self._schedule(loop, wait)
+        still = time.monotonic() - self._moved_at
+        if self._around:
+            if still < self.PAUSE:
+                self._schedule(loop, self.PAUSE - still)
+            else:
+                self._draw_one(self._around)
+                self._schedule(loop, 0.01)
+            return
+        if _TOUCHED is None or _TOUCHED() is not self:
+            return                # the rest of the grid only for the one in use
+        if still < self.FILL_AFTER:
+            self._schedule(loop, self.FILL_AFTER - still)
             return
         nearest = self._nearest_missing()
         if nearest is not None:
-            self._pending = [nearest]
-            self._draw_one()
+            self._draw_one([nearest])
             self._schedule(loop, 0.01)
 
-    def _draw_one(self) -> bool:
-        """Draw one pending setting; False when nothing was left to draw."""
-        while self._pending:
-            i = self._pending.pop(0)
+    def _draw_one(self, queue: list[tuple[int, ...]]) -> bool:
+        """Draw the first setting of ``queue`` not drawn yet (taking it off the queue);
+        False when there was none."""
+        while queue:
+            i = queue.pop(0)
             if i not in self.experiment.frames:
                 try:
                     self.experiment.render(i)
@@ -187,9 +225,9 @@ class LiveView:
         return min(todo, key=lambda i: (sum(abs(a - b) for a, b in zip(i, here)), i))
 
     def prefetch_idle(self) -> None:
-        """Draw every queued setting now, as the kernel's idle time does (tests and
-        benchmarks: a cell blocks the event loop)."""
-        while self._draw_one():
+        """Draw every setting queued one step away now, as the kernel's idle time does
+        (tests and benchmarks: a cell blocks the event loop)."""
+        while self._draw_one(self._ahead) or self._draw_one(self._around):
             pass
 
     # -- Runs ----------------------------------------------------------------------

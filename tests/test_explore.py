@@ -564,29 +564,40 @@ def test_a_run_computes_with_fewer_torch_threads_than_cores_and_leaves_the_main_
 
 
 def test_after_a_pause_the_whole_grid_is_prefetched_nearest_first(monkeypatch):
-    # Reference: the draw() calls, counted in order. Right after the first frame only
-    # the neighbours are drawn; once the reader has left the controls alone for
+    # Reference: the draw() calls, counted in order. After the reader's move only the
+    # next setting in the direction of travel is drawn at once; the other settings one
+    # step away follow after PAUSE; once the reader has left the controls alone for
     # FILL_AFTER seconds the rest of the grid follows, each next frame at least as many
     # control steps from the shown setting as the one before, until every setting is
-    # cached (a far jump then only swaps an image).
+    # cached (a far jump then only swaps an image). Another experiment the reader has
+    # not touched draws only its neighbours.
     import asyncio
 
     from companion import _live
 
-    monkeypatch.setattr(_live.LiveView, "FILL_AFTER", 0.3)
-    calls = []
+    monkeypatch.setattr(_live.LiveView, "PAUSE", 0.25)
+    monkeypatch.setattr(_live.LiveView, "FILL_AFTER", 0.5)
+    calls, others = [], []
 
     def cheap(fig, depth, kind):
         calls.append((depth, kind))
         draw_colour(fig, depth, kind)
 
+    def other(fig, depth, kind):
+        others.append((depth, kind))
+        draw_colour(fig, depth, kind)
+
     async def scenario():
         exp = explore(cheap, {"depth": Slider(DEPTHS, value=DEPTHS[0]), "kind": Choice(KINDS)},
                       name="fill", figsize=(1, 1), dpi=20)
+        untouched = explore(other, {"depth": Slider(DEPTHS, value=DEPTHS[1]), "kind": Choice(KINDS)},
+                            name="untouched", figsize=(1, 1), dpi=20).live()
         view = exp.live()
+        view.inputs[0].value = 1                  # the reader moves: depth 1 -> 2
         start = view.current()
-        await asyncio.sleep(0.2)                  # within the pause: neighbours only
-        assert len(calls) <= 1 + len(exp.neighbours(start))
+        del calls[:2]                             # the first frame and the one moved to
+        await asyncio.sleep(0.15)                 # within the pause: the next one only
+        assert calls == [(3, "red")]
         for _ in range(300):
             await asyncio.sleep(0.02)
             if len(exp.frames) == exp.grid_size:
@@ -594,10 +605,25 @@ def test_after_a_pause_the_whole_grid_is_prefetched_nearest_first(monkeypatch):
         assert len(exp.frames) == exp.grid_size == len(DEPTHS) * len(KINDS)
         index = {(d, k): (DEPTHS.index(d), KINDS.index(k)) for d in DEPTHS for k in KINDS}
         steps = [sum(abs(a - b) for a, b in zip(index[c], start)) for c in calls]
-        assert steps[0] == 0 and steps == sorted(steps)
+        assert steps[0] == 1 and steps == sorted(steps)
         assert len(calls) == len(set(calls)), "a setting was drawn twice"
+        drawn = {index[c] for c in others}
+        assert drawn == {untouched.current()} | set(untouched.experiment.neighbours(untouched.current()))
 
     asyncio.run(scenario())
+
+
+def test_drawing_ahead_follows_the_direction_of_travel():
+    # Reference: the settings queued after each move, worked out by hand. Before any
+    # move, one step up each control comes first; after a move, one more step the same
+    # way; the other settings one step away wait for the reader's pause.
+    exp = make()                                   # depth 3 (index 2) of 4, kind red of 3
+    view = exp.live()
+    assert view._ahead == [(3, 0), (2, 1)] and view._around == [(1, 0)]
+    view.inputs[0].value = 1                       # depth 3 -> 2: moving down
+    assert view._ahead == [(0, 0)] and view._around == [(1, 1)]
+    view.inputs[1].value = 2                       # kind red -> blue: a jump of two, rightwards
+    assert view._ahead == [] and set(view._around) == {(2, 2), (0, 2), (1, 1)} - set(exp.frames)
 
 
 # -- what a frame does not do: global state, shared controls --------------------------
