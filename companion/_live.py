@@ -127,7 +127,7 @@ class LiveView:
         elif exp.expensive and not first:
             self.status.value = "press <b>Run</b> to compute this setting"
         elif exp.expensive:
-            self.run()
+            self.run(quiet=_RunQueue.QUIET)   # displayed by a cell: maybe during Run All
         else:
             try:
                 started = time.perf_counter()
@@ -231,9 +231,11 @@ class LiveView:
             pass
 
     # -- Runs ----------------------------------------------------------------------
-    def run(self) -> None:
+    def run(self, quiet: float | None = None) -> None:
         """Compute the current setting of an expensive experiment off the kernel's main
-        thread (what the Run button does); nothing if this view's Run is in flight."""
+        thread (what the Run button does); nothing if this view's Run is in flight.
+        ``quiet``: seconds the kernel's main thread must have been idle before it starts
+        (default :attr:`_RunQueue.CLICKED`: a click reaches the kernel between cells)."""
         if self.running:
             return
         self.running = True
@@ -285,7 +287,7 @@ class LiveView:
                 return
             on_loop(finish, fig)
 
-        _RUNS.submit(work, loop)
+        _RUNS.submit(work, loop, _RunQueue.CLICKED if quiet is None else quiet)
 
 
 def _error_html(error: Exception) -> str:
@@ -307,13 +309,16 @@ class _RunQueue:
     resumed when the count returns to 0).
 
     Before each Run the worker waits until the kernel's main thread has been idle for
-    ``QUIET`` seconds (its event loop answers every ping within ``PING`` seconds), at
-    most ``MAX_WAIT`` seconds: a Run displayed during *Run All* then starts when the
-    notebook's cells are done instead of crawling beside them. The worker computes with
+    a while (its event loop answers every ping within ``PING`` seconds), at most
+    ``MAX_WAIT`` seconds: ``QUIET`` seconds for a Run displayed by a cell, which then
+    starts when the notebook's cells are done (during *Run All*) instead of crawling
+    beside them; ``CLICKED`` for a Run the reader clicked (the click reaches the kernel
+    between cells, so one prompt ping tells whether another cell started). The worker computes with
     fewer torch threads than cores (one on 2 cores; the setting is per thread, and put
     back after each Run), leaving a core to the reader's frames."""
 
     QUIET = 0.3          # seconds the main thread must be idle before a Run starts
+    CLICKED = 0.05       # the same, for a Run the reader clicked
     PING = 0.05          # seconds between pings; a later answer means "busy"
     MAX_WAIT = 600.0     # seconds a Run waits for quiet before it starts anyway
 
@@ -321,7 +326,7 @@ class _RunQueue:
         self._lock = threading.Lock()
         self._in_flight = 0
         self._deferred: "weakref.WeakSet[LiveView]" = weakref.WeakSet()
-        self._jobs: "queue.SimpleQueue[tuple[Callable[[], None], Any]]" = queue.SimpleQueue()
+        self._jobs: "queue.SimpleQueue[tuple[Callable[[], None], Any, float]]" = queue.SimpleQueue()
         self._worker: threading.Thread | None = None
 
     def busy(self) -> bool:
@@ -345,11 +350,12 @@ class _RunQueue:
             if loop is not None:
                 view._schedule(loop, 0.05)
 
-    def submit(self, job: Callable[[], None], loop=None) -> None:
+    def submit(self, job: Callable[[], None], loop=None, quiet: float = QUIET) -> None:
         """Queue ``job`` (a callable with no arguments) for the worker; ``loop``: the
-        kernel's event loop whose quiet the worker waits for (None: start at once)."""
+        kernel's event loop that must have been idle for ``quiet`` seconds before the
+        job starts (None: start at once)."""
         with self._lock:
-            self._jobs.put((job, loop))
+            self._jobs.put((job, loop, quiet))
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._work, name="companion-explore-runs",
                                                 daemon=True)
@@ -357,9 +363,9 @@ class _RunQueue:
 
     def _work(self) -> None:
         while True:
-            job, loop = self._jobs.get()
+            job, loop, quiet = self._jobs.get()
             if loop is not None:
-                self._wait_until_quiet(loop)
+                self._wait_until_quiet(loop, quiet)
             torch = sys.modules.get("torch")   # only if the notebook uses torch at all
             threads = torch.get_num_threads() if torch is not None else None
             try:
@@ -372,12 +378,12 @@ class _RunQueue:
                 if torch is not None:
                     torch.set_num_threads(threads)
 
-    def _wait_until_quiet(self, loop) -> None:
-        """Return once the loop has answered pings promptly for ``QUIET`` seconds in a
+    def _wait_until_quiet(self, loop, quiet: float = QUIET) -> None:
+        """Return once the loop has answered pings promptly for ``quiet`` seconds in a
         row (a running cell blocks the loop, so its pings come back late), once the loop
         is closed, or after ``MAX_WAIT`` seconds."""
         start = quiet_since = time.monotonic()
-        while time.monotonic() - quiet_since < self.QUIET:
+        while time.monotonic() - quiet_since < quiet:
             if time.monotonic() - start > self.MAX_WAIT or loop.is_closed():
                 return
             answered = threading.Event()

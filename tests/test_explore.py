@@ -756,3 +756,37 @@ def test_a_run_waits_for_quiet_with_a_bound():
         assert 0.3 <= time.monotonic() - t0 < 3.0
     finally:
         silent.close()
+
+
+def test_a_clicked_run_starts_without_waiting_for_a_long_quiet():
+    # Reference: clocks. A Run displayed by a cell waits for QUIET seconds of an idle
+    # main thread (Run All may still be running cells); a click reaches the kernel
+    # between cells, so its Run waits only CLICKED seconds, well under QUIET.
+    import asyncio
+
+    from companion import _live
+
+    started = []
+
+    def slow(fig, n, progress):
+        started.append(time.monotonic())
+        draw_colour(fig, n, "red")
+
+    async def scenario():
+        view = explore(slow, {"n": Slider([1, 2])}, name="clicked", expensive=True,
+                       figsize=(1, 1), dpi=20).live()
+        for _ in range(200):
+            await asyncio.sleep(0.02)
+            if not view.running:
+                break
+        view.inputs[0].value = 0
+        clicked = time.monotonic()
+        view.button.click()
+        for _ in range(200):
+            await asyncio.sleep(0.02)
+            if not view.running:
+                break
+        assert len(started) == 2 and "done in" in view.status.value
+        assert started[1] - clicked < _live._RunQueue.QUIET, started[1] - clicked
+
+    asyncio.run(scenario())
