@@ -42,6 +42,24 @@ def centre_pixel(b64png: str) -> np.ndarray:
     return np.asarray(image)[h // 2, w // 2] / 255.0
 
 
+def wait_for_run(view, seconds=10.0):
+    """Block until ``view``'s Run is done (a test without an event loop: the worker
+    thread updates the widgets itself), at most ``seconds``."""
+    deadline = time.time() + seconds
+    while view.running and time.time() < deadline:
+        time.sleep(0.02)
+
+
+async def settle(view, until=lambda: True, seconds=10.0):
+    """Let the event loop turn until ``view``'s Run is done and ``until()`` holds, at
+    most ``seconds``."""
+    import asyncio
+
+    deadline = time.monotonic() + seconds
+    while (view.running or not until()) and time.monotonic() < deadline:
+        await asyncio.sleep(0.02)
+
+
 def make():
     return explore(draw_colour, {"depth": Slider(DEPTHS, value=3), "kind": Choice(KINDS)},
                    name="colours", figsize=(2, 1), dpi=40)
@@ -155,15 +173,12 @@ def test_live_expensive_runs_in_background_with_progress():
 
     exp = explore(slow, {"n": Slider([1, 2])}, expensive=True, figsize=(1, 1), dpi=20)
     view = exp.live()  # the first setting starts computing at once, without blocking
-    deadline = time.time() + 10
-    while view.button.disabled and time.time() < deadline:
-        time.sleep(0.02)
+    wait_for_run(view)
     assert view.progress.value == 1.0 and view.image.value
     view.inputs[0].value = 0  # not computed yet: asks for Run rather than freezing
     assert "Run" in view.status.value
     view.button.click()
-    while view.button.disabled and time.time() < deadline:
-        time.sleep(0.02)
+    wait_for_run(view)
     np.testing.assert_allclose(centre_pixel(base64.b64encode(view.image.value).decode()), colour_of(1, "green"),
                                atol=0.03)
 
@@ -468,10 +483,7 @@ def test_prefetch_waits_while_any_run_computes_and_resumes_after():
         await asyncio.sleep(0.2)
         assert len(calls) == 2
         gate.set()
-        for _ in range(200):
-            await asyncio.sleep(0.05)
-            if not run.button.disabled and len(calls) >= 5:
-                break
+        await settle(run, until=lambda: len(calls) >= 5)
         assert not _live._RUNS.busy()
         assert "done in" in run.status.value
         # the neighbours of (depth 3, green) = index (2, 1); (3, red) was drawn first
@@ -502,9 +514,8 @@ def test_runs_of_two_experiments_compute_one_at_a_time():
     b = explore(slow, {"n": Slider([3, 4])}, name="run-b", expensive=True, figsize=(1, 1), dpi=20)
     a, b = a.live(), b.live()
     assert "queued behind" in b.status.value
-    deadline = time.time() + 10
-    while (a.button.disabled or b.button.disabled) and time.time() < deadline:
-        time.sleep(0.02)
+    wait_for_run(a)
+    wait_for_run(b)
     assert most[0] == 1
     assert not _live._RUNS.busy()
     np.testing.assert_allclose(centre_pixel(base64.b64encode(a.image.value).decode()), colour_of(2, "blue"),
@@ -530,10 +541,7 @@ def test_a_run_starts_only_once_the_kernels_main_thread_is_idle():
         run = run.live()
         time.sleep(0.5)
         unblocked = time.monotonic()
-        for _ in range(200):
-            await asyncio.sleep(0.05)
-            if not run.button.disabled:
-                break
+        await settle(run)
         assert started and started[0] >= unblocked
         assert "done in" in run.status.value
 
@@ -556,9 +564,7 @@ def test_a_run_computes_with_fewer_torch_threads_than_cores_and_leaves_the_main_
     main = torch.get_num_threads()
     run = explore(slow, {"n": Slider([1, 2])}, name="threads", expensive=True, figsize=(1, 1), dpi=20)
     run = run.live()
-    deadline = time.time() + 10
-    while run.button.disabled and time.time() < deadline:
-        time.sleep(0.02)
+    wait_for_run(run)
     assert seen and 1 <= seen[0] <= max(1, (os.cpu_count() or 2) - 1)
     assert torch.get_num_threads() == main
 
@@ -684,9 +690,7 @@ def test_a_run_leaves_the_global_rcparams_alone():
     try:
         matplotlib.rcParams["lines.linewidth"] = width + 1.5       # the reader's own style
         gate.set()
-        deadline = time.time() + 10
-        while view.button.disabled and time.time() < deadline:
-            time.sleep(0.02)
+        wait_for_run(view)
         assert "done in" in view.status.value
         assert titley is None, "a Run changed the global rcParams while it computed"
         assert matplotlib.rcParams["lines.linewidth"] == width + 1.5, "a Run undid the reader's style"
@@ -727,9 +731,8 @@ def test_displaying_again_during_a_run_leaves_no_run_in_flight_after():
     second = exp.live()                 # displayed again while the Run is in flight
     assert _live._RUNS.busy()
     gate.set()
-    deadline = time.time() + 10
-    while (first.running or second.running) and time.time() < deadline:
-        time.sleep(0.02)
+    wait_for_run(first)
+    wait_for_run(second)
     assert not _live._RUNS.busy()
     assert "done in" in first.status.value and "done in" in second.status.value
     assert first.image.value and second.image.value
@@ -775,17 +778,11 @@ def test_a_clicked_run_starts_without_waiting_for_a_long_quiet():
     async def scenario():
         view = explore(slow, {"n": Slider([1, 2])}, name="clicked", expensive=True,
                        figsize=(1, 1), dpi=20).live()
-        for _ in range(200):
-            await asyncio.sleep(0.02)
-            if not view.running:
-                break
+        await settle(view)
         view.inputs[0].value = 0
         clicked = time.monotonic()
         view.button.click()
-        for _ in range(200):
-            await asyncio.sleep(0.02)
-            if not view.running:
-                break
+        await settle(view)
         assert len(started) == 2 and "done in" in view.status.value
         assert started[1] - clicked < _live._RunQueue.QUIET, started[1] - clicked
 
