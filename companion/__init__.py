@@ -19,6 +19,9 @@ Import the part you need; each module is small and documented:
 - :mod:`companion.parallel` -- small ``DistributedDataParallel`` runs (gloo, CPU) for the
   clipping experiments
 - :mod:`companion.optim` -- optimizers as pure update functions and ``torch.optim`` classes
+- :mod:`companion.precision` -- float16/bfloat16 facts computed from the bits, the fraction
+  of values a format loses (underflow, overflow, rounding away), dynamic loss scaling with
+  ``torch.amp.GradScaler``'s interface, float32 master weights and stochastic rounding
 - :mod:`companion.surfaces` -- 2-D test functions and a trajectory runner
 - :mod:`companion.data`, :mod:`companion.train`, :mod:`companion.plots` -- synthetic data,
   a training loop that reports divergence, the book's plots
