@@ -392,11 +392,7 @@ class GradScaler:
                                          "master weights (companion.precision.MasterWeights) "
                                          "and step those, or train a float32 model under "
                                          "torch.autocast")
-                    if p.grad.is_sparse:
-                        g = p.grad.coalesce() if p.grad.dtype == torch.bfloat16 else p.grad
-                        p.grad, values = g, g._values()
-                    else:
-                        values = p.grad
+                    values = p.grad._values() if p.grad.is_sparse else p.grad
                     found = found or not bool(torch.isfinite(values).all())
                     if inv_scale != 1.0:
                         values.mul_(inv_scale)
