@@ -134,7 +134,9 @@ def _values(name: str, x: Any) -> Tensor:
 def spacing(x: Any, dtype: Any) -> Tensor:
     r"""The gap between :math:`|x|`, rounded to ``dtype``, and the next number of the format
     away from zero: :math:`2^{\lfloor\log_2|x|\rfloor - m}` for a normal number,
-    :math:`2^{1-b-m}` in the subnormal range (and at 0). A float64 tensor of ``x``'s shape.
+    :math:`2^{1-b-m}` in the subnormal range (and at 0). A float64 tensor of ``x``'s shape;
+    NaN where ``x`` is infinite or NaN or rounds to infinity (as ``numpy.spacing``). At the
+    largest finite number it is the spacing of the top binade, :math:`2^{b-m}`.
 
     >>> spacing(torch.tensor([1.0, 1000.0]), torch.float16).tolist()
     [0.0009765625, 0.5]
@@ -147,7 +149,8 @@ def spacing(x: Any, dtype: Any) -> Tensor:
     a = _values("x", x).abs().to(_DTYPES[f.name]).to(torch.float64)   # |x| in the format
     exponent = torch.frexp(a).exponent.to(torch.float64) - 1          # floor(log2 |x|)
     exponent = torch.where(a < f.smallest_normal, 1.0 - f.bias, exponent)   # subnormals, 0
-    return torch.exp2(exponent - f.mantissa_bits)
+    gap = torch.exp2(exponent - f.mantissa_bits)
+    return torch.where(torch.isfinite(a), gap, math.nan)          # as numpy.spacing(inf)
 
 
 def _fraction(hits: Tensor, among: Tensor) -> float:
@@ -203,7 +206,7 @@ def subnormal_fraction(x: Any, dtype: Any, *, scale: float = 1.0) -> float:
 
 
 def overflow_fraction(x: Any, dtype: Any, *, scale: float = 1.0) -> float:
-    r"""The fraction of the finite values of ``scale * x`` that round to :math:`\pm\infty`
+    r"""The fraction of the nonzero finite values of ``scale * x`` that round to :math:`\pm\infty`
     in ``dtype`` (overflow): :math:`|s x| \ge 2^{b}(2 - 2^{-m-1})`, half a spacing above
     the largest finite number (the tie rounds to the even neighbour, infinity).
 
@@ -216,7 +219,7 @@ def overflow_fraction(x: Any, dtype: Any, *, scale: float = 1.0) -> float:
     f = format_facts(dtype)
     x = _values("x", x)
     v = _scaled(x, scale).abs()
-    among = torch.isfinite(x)
+    among = torch.isfinite(x) & (x != 0)
     return _fraction(v >= 2.0 ** f.bias * (2 - 2.0 ** -(f.mantissa_bits + 1)), among)
 
 
@@ -245,7 +248,7 @@ def rounded_away_fraction(update: Any, weight: Any, dtype: Any) -> float:
     low = _dtype("dtype", dtype)
     u, w = _values("update", update), _values("weight", weight)
     try:
-        u, w = torch.broadcast_tensors(u, w)
+        w = w.expand(u.shape)
     except RuntimeError:
         raise ValueError(f"weight of shape {tuple(w.shape)} does not broadcast to update's "
                          f"shape {tuple(u.shape)}") from None
@@ -260,8 +263,10 @@ def rounded_away_fraction(update: Any, weight: Any, dtype: Any) -> float:
 
 # ----------------------------------------------------------------------- dynamic scaling
 def _float32(value: float) -> float:
-    """``value`` rounded to float32, as a Python float (torch keeps the scale in float32)."""
-    return float(np.float32(value))
+    """``value`` rounded to float32, as a Python float (torch keeps the scale in float32);
+    ``inf`` past float32's range."""
+    with np.errstate(over="ignore"):
+        return float(np.float32(value))
 
 
 class GradScaler:
@@ -302,10 +307,13 @@ class GradScaler:
             last) iteration held an inf or NaN, so that its step was skipped.
 
     Differences from torch: bad constructor arguments raise ``TypeError``/``ValueError``
-    naming the argument (torch asserts); a misuse of the order (``unscale_`` twice,
-    ``step`` twice, ``update`` with no step) raises ``RuntimeError`` as torch does, with
-    the same messages; an optimizer's own amp-aware ``step`` (fused optimizers) is not
-    special-cased: its gradients are unscaled here like any other.
+    naming the argument (torch asserts); ``unscale_`` twice, ``unscale_`` after ``step``,
+    ``step`` twice and a closure raise ``RuntimeError`` with torch's messages, and
+    ``update`` with no step, or any call before :meth:`scale`, raise ``RuntimeError``
+    where torch raises ``AssertionError``; an optimizer's own amp-aware ``step`` (fused
+    optimizers) is not special-cased: its gradients are unscaled here like any other;
+    :meth:`scale` takes a tensor or (nested) lists and tuples of tensors, not other
+    iterables.
 
     Raises:
         TypeError: ``init_scale``, ``growth_factor``, ``backoff_factor`` not real numbers;
@@ -525,8 +533,10 @@ def _low_precision_params(params: Any) -> list[Tensor]:
     if not params:
         raise ValueError("params must not be empty")
     for i, p in enumerate(params):
-        if not isinstance(p, Tensor) or not p.is_floating_point():
-            raise _check._type_error(f"params[{i}]", "a floating-point tensor", p)
+        if not isinstance(p, Tensor) or p.dtype not in (torch.float32, torch.float16,
+                                                        torch.bfloat16):
+            raise _check._type_error(f"params[{i}]", "a float16, bfloat16 or float32 tensor "
+                                     "(float32 copies of float64 would lose its precision)", p)
     return params
 
 
@@ -546,14 +556,15 @@ class MasterWeights:
     master weights, and autocast casts them to the low format for each operation.
 
     Args:
-        params: the model's parameters (``model.parameters()``), any floating dtype.
+        params: the model's parameters (``model.parameters()``): float16, bfloat16 (or
+            float32, copied as they are).
 
     Attributes:
         params: the float32 master copies, leaf tensors in the order of ``params``:
             build the optimizer on these.
 
     Raises:
-        TypeError: ``params`` not an iterable of floating-point tensors.
+        TypeError: ``params`` not an iterable of float16, bfloat16 or float32 tensors.
         ValueError: ``params`` empty.
     """
 
