@@ -16,7 +16,11 @@ r"""Diagnose a network that does not train: one call, findings with numbers, the
     finite, and the loss against the best constant prediction's (the entropy of the
     label frequencies, :math:`\log C` for :math:`C` balanced classes; Var(y) for MSE);
   - which trainable parameters got no gradient (a cut graph, or a module not called),
-    which are frozen, and which are missing from the optimizer.
+    which are frozen, and which are missing from the optimizer;
+  - in float16 or bfloat16 (the model, the batch, or ``torch.autocast``), on a float32
+    copy of the pass: the fraction of each layer's activation gradients that the
+    format flushes to zero at your loss scale (``scaler=``), the activations near its
+    largest finite value, and the updates below half the weights' spacing.
 
   A *layer* is a module that owns parameters and applies them (see
   :mod:`companion.diagnostics`); parameters a container or the root owns directly (a
@@ -29,7 +33,8 @@ r"""Diagnose a network that does not train: one call, findings with numbers, the
 * :func:`watch` takes the same measurements inside your own training loop every
   ``every`` steps, and its :meth:`Watcher.report` adds what only time shows: a loss
   that diverged (and when), a loss stuck where it started, dead units that grew,
-  update ratios out of range over many steps.
+  update ratios out of range over many steps, and (``scaler=``) a GradScaler whose
+  scale keeps collapsing.
 
 Both return a :class:`Report`: ``report.findings`` is a list of :class:`Finding`
 (symptom, severity, layers, evidence, remedy, chapter, cause) -- what will hurt
@@ -49,14 +54,15 @@ Example::
     print(report)                      # or just `report` in a notebook
     [f.symptom for f in report.findings]          # ['vanishing']
 
-The thresholds are named constants (``VANISHING_RATIO`` ... ``DEAD_GROWTH``), each
+The thresholds are named constants (``VANISHING_RATIO`` ... ``SCALER_MIN_SKIPS``), each
 documented with where it comes from in :mod:`companion.symptoms` and importable from
 here; they are set so that healthy models (He-initialized ReLU MLPs, residual networks with
 normalization, pre-LN transformers, a small CNN, an LSTM) give no finding, which
 ``tests/test_diagnose.py`` checks, and ``tests/test_zoo.py`` on models no one here wrote
 (Hugging Face GPT-2, BERT, Llama, ViT, ConvNeXt, ResNet; LoRA, zero-gamma residual
 blocks, frozen backbones, mixtures of experts, half precision), each judged against
-whether it trains. The table :data:`SYMPTOMS` (symptom -> cause,
+whether it trains; ``tests/test_diagnose_precision.py`` does the same for float16 and
+bfloat16 (broken and healthy mixed precision). The table :data:`SYMPTOMS` (symptom -> cause,
 remedy, chapter) is the one the book's closing map is drawn from; it and :class:`Finding`
 are defined in :mod:`companion.symptoms`, :class:`Report` in :mod:`companion.report`,
 :class:`ForwardError` in :mod:`companion.diagnostics` (beside the hooks that call the
@@ -64,7 +70,9 @@ model); all are importable from here, the same objects.
 
 References: Glorot & Bengio (2010) and Hochreiter (1991) (vanishing signal);
 Karpathy, *A Recipe for Training Neural Networks* (2019) (initial loss, update ratio
-about 1e-3); Lu et al. (2020) (dying ReLU); fastai's ``ActivationStats``.
+about 1e-3); Lu et al. (2020) (dying ReLU); fastai's ``ActivationStats``;
+Micikevicius et al. (2018) (loss scaling, float32 master weights); Zamirai et al. (2020)
+(updates that bfloat16 rounds away).
 """
 from __future__ import annotations
 
@@ -80,11 +88,14 @@ from torch import Tensor, nn
 
 from . import _check
 from . import diagnostics as _dg
+from . import precision as _pr
 from .diagnostics import ForwardError, _call
 from .report import Report
 from .symptoms import (DEAD_FRACTION, DEAD_GROWTH, DIVERGED_FACTOR, EXPLODING_RATIO, GATE_SCALE,
                        INITIAL_LOSS_FACTOR, INITIAL_LOSS_MIN_EXCESS, INITIAL_MSE_FACTOR,
-                       MIN_EXAMPLES, PLATEAU_DROP, PLATEAU_MIN_STEPS, SATURATION_FRACTION,
+                       MIN_EXAMPLES, PLATEAU_DROP, PLATEAU_MIN_STEPS, PRECISION_LOST_FRACTION,
+                       PRECISION_OVERFLOW_FACTOR, PRECISION_ROUNDED_FRACTION,
+                       SATURATION_FRACTION, SCALER_MIN_SKIPS, SCALER_SKIP_FRACTION,
                        SYMPTOMS, UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, VANISHING_RATIO, Finding,
                        Symptom, _finding, _Measurement, _short_list, _signal_ratios)
 from .train import LOSSES as _LOSS_NAMES, History, _check_class_labels
@@ -94,7 +105,8 @@ __all__ = ["diagnose", "watch", "Report", "Finding", "Symptom", "Watcher", "Forw
            "SATURATION_FRACTION", "INITIAL_LOSS_FACTOR", "INITIAL_LOSS_MIN_EXCESS",
            "INITIAL_MSE_FACTOR", "UPDATE_RATIO_LOW", "MIN_EXAMPLES", "GATE_SCALE",
            "UPDATE_RATIO_HIGH", "DIVERGED_FACTOR", "PLATEAU_DROP", "PLATEAU_MIN_STEPS",
-           "DEAD_GROWTH"]
+           "DEAD_GROWTH", "PRECISION_LOST_FRACTION", "PRECISION_OVERFLOW_FACTOR",
+           "PRECISION_ROUNDED_FRACTION", "SCALER_SKIP_FRACTION", "SCALER_MIN_SKIPS"]
 
 # ------------------------------------------------------------------ measurements
 def _measure(rec: _dg.Recorder, step: Optional[int], model: nn.Module,
@@ -271,14 +283,12 @@ def _signal_findings(m: _Measurement, ref: str, ratios: dict[str, float],
 
 
 def _ratio_findings(ratios: dict[str, float], what: str,
-                    trend: Optional[dict[str, str]] = None,
-                    rounding: dict[str, str] = {}) -> list[Finding]:
+                    trend: Optional[dict[str, str]] = None) -> list[Finding]:
     """Update ratios outside the band; ``trend`` (watch) adds how the worst layer's
     ratio moved between the first and the last measured step. Only weights that are
     trained and got a nonzero gradient are given here (frozen ones, those not in the
-    optimizer, without a gradient or behind a zero gate have findings of their own).
-    ``rounding``: weight -> its dtype, for the weights in half precision that one step
-    did not move at all although their gradient was not zero (the update rounded away)."""
+    optimizer, without a gradient or behind a zero gate have findings of their own, and
+    so do half-precision weights whose updates round away: ``precision``)."""
     finite = {n: r for n, r in ratios.items() if math.isfinite(r)}
     low = [n for n, r in finite.items() if r < UPDATE_RATIO_LOW]
     high = [n for n, r in finite.items() if r > UPDATE_RATIO_HIGH]
@@ -288,16 +298,11 @@ def _ratio_findings(ratios: dict[str, float], what: str,
         if names:
             worst = pick(names, key=finite.get)
             moved = f", {trend[worst]}" if trend and worst in trend else ""
-            cause = word
-            if word == "small" and worst in rounding:
-                cause = "rounding"
-                moved += (f": its weight is {rounding[worst]}, and an update smaller than half "
-                          f"the spacing of its values rounds away")
             out.append(_finding(
                 "update_ratio", f"{what} at {worst} is {finite[worst]:.1e}, too {word}"
                 f"{moved} (band [{UPDATE_RATIO_LOW:g}, {UPDATE_RATIO_HIGH:g}], rule of "
                 f"thumb 1e-3)", names,
-                severe=not bound / 1000 <= finite[worst] <= bound * 1000, cause=cause))
+                severe=not bound / 1000 <= finite[worst] <= bound * 1000, cause=word))
     return out
 
 
@@ -345,8 +350,7 @@ def _parameter_findings(model: nn.Module, ran: set[int],
             owners.setdefault(id(p), (m, f"{name}.{pname}" if name else pname))
     named = list(model.named_parameters())
     frozen = [n for n, p in named if not p.requires_grad]
-    in_opt = set() if optimizer is None else {
-        id(p) for g in optimizer.param_groups for p in g["params"]}
+    in_opt = set() if optimizer is None else _optimized_ids(optimizer)
     if frozen:
         values = sum(p.numel() for _, p in named if not p.requires_grad)
         kept = sum(id(p) in in_opt for _, p in named if not p.requires_grad)
@@ -533,7 +537,8 @@ def _output(out: Any) -> tuple[Tensor, Optional[Tensor]]:
 
 # ---------------------------------------------------------------------- diagnose
 def diagnose(model: nn.Module, x: Any, y: Any = None, *, loss: Any = None,
-             optimizer: Optional[torch.optim.Optimizer] = None, seed: int = 0) -> Report:
+             optimizer: Optional[torch.optim.Optimizer] = None, seed: int = 0,
+             scaler: Any = None) -> Report:
     r"""Diagnose ``model`` on the batch ``(x, y)``: one forward and backward pass.
 
     The model runs in the mode it is in (``train()`` for a fresh module: what training
@@ -561,6 +566,36 @@ def diagnose(model: nn.Module, x: Any, y: Any = None, *, loss: Any = None,
             copy of it on copies of the parameters, to measure the update-to-weight
             ratio; your optimizer and model do not move.
         seed: seeds the random direction used without ``y``.
+        scaler: the ``GradScaler`` you train with (``torch.amp.GradScaler`` or
+            :class:`companion.precision.GradScaler`), or ``None``: its current scale
+            (``get_scale()``; 1 when disabled) is the loss scale the underflow is judged
+            at. The pass itself is not scaled. A static loss scale is part of the
+            loss: pass ``loss=lambda p, t: F.mse_loss(p, t) * 1024``.
+
+    In float16 or bfloat16 -- the model's parameters or the batch, or a call inside
+    ``torch.autocast`` -- the pass is repeated on a float32 copy of the model (autocast
+    off, the same batch, loss and dropout), and ``precision`` findings say which
+    layers' activation gradients the format flushes to zero (at the scaler's scale),
+    which activations come near its largest finite value (or overflowed, with the
+    float32 copy's value), and, given an optimizer, which weights' updates are below
+    half their spacing and round away. A float32 pass is not repeated.
+
+    Example (pure bfloat16 weights under Adam at a small learning rate)::
+
+        import torch
+        from companion import data, nets
+        from companion.diagnose import diagnose
+
+        x, y = data.teacher_regression(256, 16, seed=0)
+        model = nets.mlp(16, 1, width=64, depth=4, seed=0).to(torch.bfloat16)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-5)
+        report = diagnose(model, x.bfloat16(), y.bfloat16(), optimizer=opt)
+        assert [(f.symptom, f.cause) for f in report.findings] == [("precision", "rounding")]
+        # the same model in float32 under bfloat16 autocast (float32 master weights): none
+        model = nets.mlp(16, 1, width=64, depth=4, seed=0)
+        opt = torch.optim.Adam(model.parameters(), lr=1e-5)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert diagnose(model, x, y, optimizer=opt).findings == []
 
     Returns:
         A :class:`Report`: ``findings`` (warnings and errors: what will hurt training)
@@ -573,6 +608,7 @@ def diagnose(model: nn.Module, x: Any, y: Any = None, *, loss: Any = None,
             or a complex tensor; ``y`` not a tensor or numpy array, or complex;
             ``loss`` neither None, a name nor a callable (a class refused);
             ``optimizer`` not an optimizer (a class refused); ``seed`` not an int;
+            ``scaler`` not a GradScaler (a class refused);
             ``y`` not floating for ``"mse"`` or not integer labels for
             ``"cross_entropy"``; an output with no tensor in it; a loss that returns
             no tensor.
@@ -594,6 +630,8 @@ def diagnose(model: nn.Module, x: Any, y: Any = None, *, loss: Any = None,
     loss = _check_loss(loss)
     optimizer = _check_optimizer(optimizer)
     seed = _check.seed(seed)
+    scale = _scale_of(_check_scaler(scaler))
+    dtype = _pass_dtype(params, x, device)
     saved_grads = [p.grad for p in params]
     saved_buffers = [(b, b.detach().clone()) for b in model.buffers()]
     devices = [device.index or 0] if device.type == "cuda" else []
@@ -601,7 +639,7 @@ def diagnose(model: nn.Module, x: Any, y: Any = None, *, loss: Any = None,
         with torch.random.fork_rng(devices=devices):
             for p in params:
                 p.grad = None
-            return _diagnose_pass(model, x, y, loss, optimizer, seed)
+            return _diagnose_pass(model, x, y, loss, optimizer, seed, dtype, scale)
     finally:
         with torch.no_grad():
             for b, value in saved_buffers:
@@ -610,9 +648,12 @@ def diagnose(model: nn.Module, x: Any, y: Any = None, *, loss: Any = None,
             p.grad = g
 
 
-def _diagnose_pass(model, x, y, loss, optimizer, seed) -> Report:
+def _diagnose_pass(model, x, y, loss, optimizer, seed, dtype=None, scale=1.0) -> Report:
     first_bad: list[str] = []
     ran: set[int] = set()                  # modules owning parameters that were called
+    peaks: dict[tuple[str, str], float] = {}   # low precision: (module, "input"/"output") -> max
+    low_layers: set[str] = set()               # layers whose output was in low precision
+    rng = torch.random.get_rng_state() if dtype is not None else None   # same dropout masks
 
     def check_output(name):
         def hook(module, _inputs, output):
@@ -629,6 +670,8 @@ def _diagnose_pass(model, x, y, loss, optimizer, seed) -> Report:
     handles = [m.register_forward_hook(check_output(n)) for n, m in _dg._layers(model)]
     handles += [m.register_forward_hook(called) for m in model.modules()
                 if _dg._owns_parameters(m)]
+    if dtype is not None:
+        handles += _peak_hooks(model, peaks, low_layers)
     try:
         with _dg.record(model) as rec:
             raw = _call(model, x)
@@ -654,13 +697,18 @@ def _diagnose_pass(model, x, y, loss, optimizer, seed) -> Report:
     findings = _static_findings(m, moved, adam) + _parameter_findings(model, ran, optimizer,
                                                                       side)
     findings += _initial_loss_findings(model, kind, base, lv / per, per, out, y, class_dim)
+    if dtype is not None:
+        m.low_dtype = _name(dtype)
+        m.lost, peaks32 = _float32_pass(model, x, y, loss, seed, rng, dtype, scale, low_layers)
+        if optimizer is not None and not m.nonfinite:
+            m.rounded = _rounded_fractions(model, optimizer, judged)
+        gated = {n for f in findings if f.symptom == "gated" for n in f.layers}
+        findings += _precision_findings(m, dtype, scale, peaks, first_bad[:1], peaks32, gated)
     if optimizer is not None and not m.nonfinite:
-        modules = dict(model.named_modules())
-        weights = {n: _dg._weight(modules[n if n != "model" else ""])
-                   for n, r in judged.items() if r == 0}
-        rounding = {n: str(w.dtype).replace("torch.", "") for n, w in weights.items()
-                    if w.dtype in (torch.float16, torch.bfloat16)}
-        findings += _ratio_findings(judged, "one step's update ratio", rounding=rounding)
+        # a weight whose updates round away has its finding (precision): not twice
+        rounded = {n for f in findings if f.cause == "rounding" for n in f.layers}
+        findings += _ratio_findings({n: r for n, r in judged.items() if n not in rounded},
+                                    "one step's update ratio")
     return Report(m, findings, loss=lv if y is not None or loss is not None
                   or own_loss is not None else None,
                   baseline=base.value if base is not None else None)
@@ -784,6 +832,20 @@ def _check_targets(kind: str, out: Tensor, y: Tensor) -> Tensor:
     return _check_class_labels("y", y, tuple(out.shape)).long()    # (int32 is refused)
 
 
+def _model_param(p: Tensor) -> Optional[Tensor]:
+    """The model parameter a float32 master weight (:class:`companion.precision.MasterWeights`)
+    is rounded into, or None for any other tensor."""
+    ref = getattr(p, "_model_param", None)
+    return ref() if ref is not None else None
+
+
+def _optimized_ids(optimizer: torch.optim.Optimizer) -> set[int]:
+    """The ids of the tensors ``optimizer`` moves: its parameters, and the model
+    parameters of its float32 master weights."""
+    ps = [p for g in optimizer.param_groups for p in g["params"]]
+    return {id(p) for p in ps} | {id(m) for m in map(_model_param, ps) if m is not None}
+
+
 def _copy_step_ratios(model: nn.Module, optimizer: torch.optim.Optimizer, m: _Measurement
                       ) -> tuple[dict[str, float], dict[str, bool], dict[str, float]]:
     """One step of a deep copy of ``optimizer`` on copies of its parameters (with the
@@ -795,10 +857,12 @@ def _copy_step_ratios(model: nn.Module, optimizer: torch.optim.Optimizer, m: _Me
     for hooks in ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks"):
         getattr(twin, hooks, {}).clear()       # a watch() on the original must not see it
     copies = [p for g in twin.param_groups for p in g["params"]]
-    for p, q in zip(originals, copies):
-        q.grad = None if p.grad is None else p.grad.detach().clone()
+    stands_for = [p if _model_param(p) is None else _model_param(p)   # a master: the
+                  for p in originals]                                # model's weight
+    for w, q in zip(stands_for, copies):
+        q.grad = None if w.grad is None else w.grad.detach().to(q.dtype).clone()
     twin.step()
-    after = {id(p): q.detach() for p, q in zip(originals, copies)}
+    after = {id(w): q.detach().to(w.dtype) for w, q in zip(stands_for, copies)}
     modules = dict(model.named_modules())
     named = dict(model.named_parameters())
     gate_ids = {id(named[g]) for g in m.gates if g in named}   # near zero by design:
@@ -818,6 +882,237 @@ def _copy_step_ratios(model: nn.Module, optimizer: torch.optim.Optimizer, m: _Me
     moved = {g: id(named[g]) in after and not torch.equal(after[id(named[g])], named[g].detach())
              for g in m.gates if g in named}
     return ratios, moved, judged
+
+
+# -------------------------------------------------------------- reduced precision
+_LOW = (torch.float16, torch.bfloat16)
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
+
+
+def _check_scaler(scaler: object) -> Any:
+    """None or a GradScaler instance: torch's (``torch.amp``, ``torch.cuda.amp``) or the
+    companion's (a class, a common slip, refused by name)."""
+    kinds = (torch.amp.GradScaler, _pr.GradScaler)
+    what = "None or a GradScaler (torch.amp.GradScaler or companion.precision.GradScaler)"
+    if isinstance(scaler, type):
+        raise TypeError(f"scaler must be {what}, got the class {scaler.__name__} (build "
+                        f"one, e.g. {scaler.__name__}(\"cpu\"))")
+    if scaler is not None:
+        _check.instance("scaler", scaler, kinds, what)
+    return scaler
+
+
+def _scale_of(scaler: Any) -> float:
+    """The loss scale a GradScaler applies now (1 without one, or when disabled)."""
+    return float(scaler.get_scale()) if scaler is not None and scaler.is_enabled() else 1.0
+
+
+def _floating(x: Any) -> list[Tensor]:
+    """The floating tensors of a batch: a tensor, a tuple or list, or a dict's values."""
+    items = [x] if isinstance(x, Tensor) else list(x.values()) if isinstance(x, dict) else \
+        list(x) if isinstance(x, (tuple, list)) else []
+    return [t for t in items if isinstance(t, Tensor) and t.is_floating_point()]
+
+
+def _pass_dtype(params: list[Tensor], x: Any, device: torch.device) -> Optional[torch.dtype]:
+    """float16 or bfloat16 when the pass runs in it (the parameters, the batch, or an
+    enclosing ``torch.autocast``; float16 first if both), else None."""
+    found = {p.dtype for p in params} | {t.dtype for t in _floating(x)}
+    if torch.is_autocast_enabled(device.type):
+        found.add(torch.get_autocast_dtype(device.type))
+    return next((d for d in _LOW if d in found), None)
+
+
+def _to_float32(x: Any) -> Any:
+    """The batch with its float16 and bfloat16 tensors in float32."""
+    def f(t):
+        return t.float() if isinstance(t, Tensor) and t.dtype in _LOW else t
+    if isinstance(x, dict):
+        return {k: f(v) for k, v in x.items()}
+    if isinstance(x, (tuple, list)):
+        return type(x)(f(t) for t in x)
+    return f(x)
+
+
+def _peak_hooks(model: nn.Module, peaks: dict, low_layers: set[str],
+                dtypes: tuple = _LOW) -> list:
+    """Forward hooks on every module recording the largest |value| of its inputs and
+    outputs in ``dtypes`` (``peaks[(name, "input" or "output")]``; a softmax's input is
+    the attention logits), and which layers return half precision (``low_layers``)."""
+    layers = {n for n, _ in _dg._layers(model)}
+
+    def hook(name):
+        def record(module, inputs, output):
+            for where, value in (("input", inputs), ("output", output)):
+                for t in _dg._tensors(module, value):
+                    if t.dtype in dtypes and t.numel():
+                        peak = float(t.detach().abs().max())
+                        key = (name or "the model", where)
+                        peaks[key] = max(peaks.get(key, 0.0), peak)
+                        if where == "output" and name in layers and t.dtype in _LOW:
+                            low_layers.add(name)
+        return record
+
+    named = [(n if n else "model", m) for n, m in model.named_modules()]
+    return [m.register_forward_hook(hook(n)) for n, m in named]
+
+
+def _float32_pass(model: nn.Module, x: Any, y: Optional[Tensor], loss: Any, seed: int,
+                  rng: Tensor, dtype: torch.dtype, scale: float, layers: set[str]
+                  ) -> tuple[dict[str, float], dict[tuple[str, str], float]]:
+    """The pass again on a float32 copy of the model, autocast off (the same batch, loss
+    and dropout masks). Returns (layer -> the fraction of the nonzero gradients at its
+    output, times ``scale``, that ``dtype`` flushes to zero, for the ``layers`` whose
+    output was in half precision; (module, "input" or "output") -> the largest |value|,
+    as :func:`_peak_hooks`). Empty when the copy cannot run the batch."""
+    counts: dict[str, list[float]] = {}
+    peaks: dict[tuple[str, str], float] = {}
+    try:
+        ref = copy.deepcopy(model).float()
+    except (RuntimeError, TypeError):
+        return {}, {}                  # (a model that cannot be copied)
+    for p in ref.parameters():
+        p.grad = None
+
+    def count(name):
+        def on_grad(grad):
+            n = int(torch.count_nonzero(grad))
+            c = counts.setdefault(name, [0.0, 0])
+            c[0] += _pr.lost_fraction(grad, dtype, scale=scale) * n if n else 0.0
+            c[1] += n
+        return on_grad
+
+    def hook(name):
+        def f(module, _inputs, output):
+            for t in _dg._tensors(module, output):
+                if t.is_floating_point() and t.requires_grad:
+                    t.register_hook(count(name))
+        return f
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in _dg._layers(ref) if n in layers]
+    handles += _peak_hooks(ref, peaks, set(), (torch.float32,))
+    y32 = y.float() if y is not None and y.dtype in _LOW else y
+    try:
+        torch.random.set_rng_state(rng)
+        with torch.autocast(next(iter(model.parameters())).device.type, enabled=False):
+            out, own_loss = _output(_call(ref, _to_float32(x)))
+            value = _loss_value(out, own_loss, x, y32, loss, seed)[0]
+            if value.requires_grad and math.isfinite(value.item()):
+                value.backward()
+    except (ForwardError, RuntimeError, TypeError, ValueError):
+        return {}, {}                  # (a model that runs in half precision only)
+    finally:
+        for h in handles:
+            h.remove()
+    return {n: c[0] / c[1] for n, c in counts.items() if c[1]}, peaks
+
+
+def _rounded_fractions(model: nn.Module, optimizer: torch.optim.Optimizer,
+                       judged: dict[str, float]) -> dict[str, float]:
+    """For each judged layer with a float16 or bfloat16 weight: the fraction of its
+    nonzero updates that round away (:func:`companion.precision.rounded_away_fraction`),
+    the updates taken by one step of a float32 copy of ``optimizer`` (its parameters
+    and state in float32, the gradients of this pass): the step the format loses.
+    Only the elements with a nonzero gradient are judged: weight decay alone (AdamW's
+    lr x decay x w on the rows of an embedding the batch does not use) also rounds
+    away in bfloat16, and that does not stop the weight from learning."""
+    modules = dict(model.named_modules())
+    weights = {n: _dg._weight(modules[n if n != "model" else ""]) for n in judged}
+    weights = {n: w for n, w in weights.items() if w is not None and w.dtype in _LOW}
+    if not weights:
+        return {}
+    originals = [p for g in optimizer.param_groups for p in g["params"]]
+    twin = copy.deepcopy(optimizer)
+    for hooks in ("_optimizer_step_pre_hooks", "_optimizer_step_post_hooks"):
+        getattr(twin, hooks, {}).clear()
+    copies = [p for g in twin.param_groups for p in g["params"]]
+    with torch.no_grad():
+        for p, q in zip(originals, copies):
+            q.data = q.data.float()
+            q.grad = None if p.grad is None else p.grad.detach().float()
+        for state in twin.state.values():
+            for k, v in state.items():
+                if isinstance(v, Tensor) and v.dtype in _LOW:
+                    state[k] = v.float()
+    before = [q.detach().clone() for q in copies]
+    twin.step()
+    update = {id(p): q.detach() - b for p, q, b in zip(originals, copies, before)}
+    out = {}
+    for n, w in weights.items():
+        if id(w) in update and w.grad is not None:
+            g = w.grad.to_dense() if w.grad.is_sparse else w.grad
+            got = g != 0                              # the elements this batch trains
+            out[n] = _pr.rounded_away_fraction(update[id(w)][got], w.detach()[got], w.dtype)
+    return out
+
+
+def _precision_findings(m: _Measurement, dtype: torch.dtype, scale: float,
+                        peaks: dict[tuple[str, str], float], first_bad: list[str],
+                        peaks32: dict[tuple[str, str], float],
+                        gated: set[str] = frozenset()) -> list[Finding]:
+    """``precision`` findings of a half-precision pass: underflow (the measured lost
+    fractions), overflow (the forward pass overflowed where float32 did not, or an
+    activation near the largest finite value) and rounding (updates that round away).
+    Underflow in the ``gated`` layers (behind a gate that starts near zero by design:
+    a layer scale of 1e-6 scales their gradients by 1e-6) is a note: it ends as the
+    gate grows."""
+    fmt, name, out = _pr.format_facts(dtype), _name(dtype), []
+    lost = {n: m.lost[n] for n in m.layer_types
+            if m.lost.get(n, 0.0) > PRECISION_LOST_FRACTION}          # forward order
+    under = {n: v for n, v in lost.items() if n not in gated}
+    behind = {n: v for n, v in lost.items() if n in gated}
+    if behind:
+        worst = max(behind, key=behind.get)
+        out.append(_finding(
+            "gated", f"{name} flushes to zero {behind[worst]:.0%} of the nonzero gradients "
+            f"at the output of {worst}, which sits behind a gate that starts near zero by "
+            f"design; as the gate grows, so do these gradients", list(behind), info=True))
+    if under:
+        worst = max(under, key=under.get)
+        at = f"times the loss scale {scale:g}" if scale != 1 else "without loss scaling"
+        out.append(_finding(
+            "precision", f"{name} flushes to zero {under[worst]:.0%} of the nonzero "
+            f"gradients at the output of {worst} (those of a float32 copy of this pass, "
+            f"{at}, below half its smallest subnormal {fmt.smallest_subnormal:.2g}); "
+            f"{len(under)} of {len(m.lost)} layers lose more than "
+            f"{PRECISION_LOST_FRACTION:.0%}", list(under), severe=under[worst] >= 0.99,
+            cause="underflow"))
+    limit = fmt.largest / PRECISION_OVERFLOW_FACTOR
+    inf = [k for k, v in peaks.items() if not math.isfinite(v)]     # the first to finish
+    if inf or first_bad:
+        (layer, where) = key = inf[0] if inf else (first_bad[0], "output")
+        v32 = peaks32.get(key, math.nan)
+        if math.isfinite(v32):
+            inside = ("" if v32 > fmt.largest else ": a value inside it overflowed, such "
+                      "as attention logits or a sum of squares")
+            out.append(_finding(
+                "precision", f"{name} overflowed: the {where} of {layer} is not finite in "
+                f"{name} but finite in float32, where its largest |value| is {v32:.3g} "
+                f"(the largest finite {name} is {fmt.largest:.6g}){inside}", [layer],
+                severe=True, cause="overflow"))
+    else:
+        near = {k: v for k, v in peaks.items() if v > limit}
+        if near:
+            (layer, where) = worst = max(near, key=near.get)
+            out.append(_finding(
+                "precision", f"the largest |value| of the {where} of {layer} is "
+                f"{near[worst]:.3g} in {name}, within a factor {PRECISION_OVERFLOW_FACTOR:g} "
+                f"of the largest finite {name} {fmt.largest:.6g} (threshold {limit:.4g}); "
+                f"above it: " + _short_list([f"the {w} of {n}" for n, w in near], 3),
+                list(dict.fromkeys(k[0] for k in near)), cause="overflow"))
+    stuck = {n: v for n, v in m.rounded.items() if v > PRECISION_ROUNDED_FRACTION}
+    if stuck:
+        worst = max(stuck, key=stuck.get)
+        out.append(_finding(
+            "precision", f"{stuck[worst]:.0%} of the updates of {worst}'s {name} weight "
+            f"are below half its spacing and round away (one step of your optimizer, "
+            f"computed in float32; threshold {PRECISION_ROUNDED_FRACTION:.0%}); "
+            f"{len(stuck)} of {len(m.rounded)} {name} weights are above it", list(stuck),
+            severe=stuck[worst] >= 0.99, cause="rounding"))
+    return out
 
 
 # ------------------------------------------------------------------------- watch
@@ -843,16 +1138,27 @@ class Watcher:
     optimizer, those without a gradient (an expert the router did not pick) and those
     whose gradient is exactly zero are left out of the update ratios.
 
+    With a ``scaler`` (see :func:`watch`) steps end at :meth:`log` instead, and
+    ``scales`` and ``skipped`` record the scaler's scale and skipped steps.
+
     Build it with :func:`watch` (same arguments, ``every`` required here).
 
     Raises:
         as :func:`watch`.
     """
 
-    def __init__(self, model: nn.Module, optimizer: Optional[torch.optim.Optimizer], every: int):
+    def __init__(self, model: nn.Module, optimizer: Optional[torch.optim.Optimizer], every: int,
+                 *, scaler: Any = None):
         self.model = _check_model(model)
         self.optimizer = _check_optimizer(optimizer)
         self.every = _check.integer("every", every, minimum=1)
+        self.scaler = _check_scaler(scaler)
+        if self.scaler is not None and self.optimizer is None:
+            raise ValueError("scaler needs the optimizer it steps: watch(model, optimizer, "
+                             "scaler=scaler)")
+        self.scales: list[float] = []       # with a scaler: its scale after each step
+        self.skipped: list[bool] = []       # ... and whether the step was skipped
+        self._stepped = False
         self.step = 0
         self.losses: list[float] = []
         self.measurements: list[_Measurement] = []
@@ -865,8 +1171,12 @@ class Watcher:
         gate_ids = {id(p) for n, p in self.model.named_parameters() if n in gates}
         self._weights = {n: w for n, w in _dg._layer_weights(self.model).items()
                          if w.requires_grad and id(w) not in gate_ids}
-        self._in_optimizer = None if self.optimizer is None else {
-            id(p) for g in self.optimizer.param_groups for p in g["params"]}
+        self._in_optimizer = None if self.optimizer is None else _optimized_ids(self.optimizer)
+        # float32 master weights: the model's weights move at master_to_model(), after
+        # optimizer.step(), so the step ends at log() as with a scaler
+        self._end_at_log = self.scaler is not None or self.optimizer is not None and any(
+            _model_param(p) is not None for g in self.optimizer.param_groups
+            for p in g["params"])
         self.lrs: list[float] = []
         self._open = False
         self._before: dict[str, Tensor] = {}
@@ -877,7 +1187,10 @@ class Watcher:
         if self._open:
             raise RuntimeError("this watch is already open; make a new one with watch()")
         self._open = True
-        if self.optimizer is not None:
+        if self._end_at_log:                 # a skipped step never calls optimizer.step()
+            self._hook = self.optimizer.register_step_post_hook(lambda *_: self._took_step())
+            self._scale = _scale_of(self.scaler)
+        elif self.optimizer is not None:
             self._hook = self.optimizer.register_step_post_hook(lambda *_: self._end_step())
         self._arm()
         return self
@@ -896,6 +1209,7 @@ class Watcher:
     def log(self, loss: Any) -> None:
         """Log this step's loss: a real number or a one-element tensor (or array). NaN
         and infinity are logged as they are: a diverging run is what watch reports.
+        With a ``scaler``, this ends the step: call it after ``scaler.update()``.
 
         Raises:
             TypeError: ``loss`` is not a real number or a one-element real tensor.
@@ -914,6 +1228,11 @@ class Watcher:
             if not (isinstance(loss, np.ndarray) and loss.size == 1 and loss.dtype.kind in "fiu"):
                 raise _log_error(loss)
             self.losses.append(float(loss.reshape(())))
+        if self._end_at_log:
+            self._end_step()
+
+    def _took_step(self) -> None:
+        self._stepped = True
 
     def __call__(self, step: int, loss: Any) -> None:
         """``callback=`` for :func:`companion.train.train`: log the loss and, without an
@@ -942,10 +1261,21 @@ class Watcher:
                                "optimizer) as w:` around the training loop")
         if self.optimizer is not None:
             self.lrs.append(float(self.optimizer.param_groups[0].get("lr", math.nan)))
+        scale = self._scale if self.scaler is not None else 1.0    # the backward's scale
+        stepped, self._stepped = self._stepped, False
+        if self.scaler is not None:
+            self.skipped.append(not stepped)
+            self._scale = _scale_of(self.scaler)
+            self.scales.append(self._scale)
+            if self.skipped[-1]:       # nothing moved: measure the next step instead
+                self.step += 1
+                self._arm()
+                return
         if self._armed:
             self._disarm()
             before_norms = _norms(self._before)      # the weights the pass saw
             m = _measure(self._rec, self.step, self.model, before_norms, self._gate_names)
+            m.signal = {n: v / scale for n, v in m.signal.items()}   # of the scaled loss
             # only weights this step trained: with a gradient (an expert the router did
             # not pick has none), in the optimizer; a zero gradient (behind a zero gate)
             # leaves a weight where it was for a reason of its own
@@ -976,12 +1306,19 @@ class Watcher:
         if history is not None:
             _check.instance("history", history, History,
                             "None or the companion.train.History of the run")
-        if not self.measurements:
+        if not self.measurements and not self.skipped:
             raise ValueError("nothing measured yet: run at least one training step "
                              "inside the watch")
+        if not self.measurements:              # every step skipped by the scaler
+            losses = np.array(self.losses, float)
+            return Report(_Measurement(None, {}, {}, {}, {}, {}, {}, {}),
+                          _scaler_findings(self.scales, self.skipped)
+                          + (_loss_curve_findings(losses, self.lrs) if losses.size else []),
+                          loss=float(losses[-1]) if losses.size else None, losses=losses)
         last, first = self.measurements[-1], self.measurements[0]
         adam = self.optimizer is not None and "betas" in self.optimizer.defaults
-        findings = _static_findings(last, adam=adam)
+        findings = _static_findings(last, adam=adam) + _scaler_findings(self.scales,
+                                                                        self.skipped)
         symptoms = {f.symptom for f in findings}
         losses = np.array(self.losses, float)
         stopped = getattr(history, "diverged_at", None)
@@ -1023,6 +1360,30 @@ class Watcher:
                     f"never move", missing))
         return Report(last, findings, loss=float(losses[-1]) if losses.size else None,
                       losses=losses, steps=[m.step for m in self.measurements])
+
+
+def _scaler_findings(scales: list[float], skipped: list[bool]) -> list[Finding]:
+    """``precision`` (cause ``scaler``): after the start-up (the steps skipped before
+    the first one taken), more than SCALER_SKIP_FRACTION of the steps skipped (at least
+    SCALER_MIN_SKIPS), or a scale that fell below 1."""
+    if not skipped:
+        return []
+    start = next((t for t, s in enumerate(skipped) if not s), len(skipped))
+    later = skipped[start:]
+    n = sum(later)
+    low = min(scales)
+    if n >= SCALER_MIN_SKIPS and n > SCALER_SKIP_FRACTION * len(later):
+        what = (f"{n} of the {len(later)} steps after the first step taken (step {start}) "
+                f"were skipped (threshold {SCALER_SKIP_FRACTION:.0%})")
+    elif low < 1:
+        what = (f"the scale fell to {low:.3g}, below 1: the gradients overflow even "
+                f"unscaled ({sum(skipped)} of {len(skipped)} steps skipped)")
+    else:
+        return []
+    return [_finding("precision", f"the GradScaler keeps collapsing: {what}; its scale went "
+                     f"from {scales[0]:.3g} after step 0 to {scales[-1]:.3g} after step "
+                     f"{len(scales) - 1} (lowest {low:.3g})", severe=low < 1,
+                     cause="scaler")]
 
 
 def _loss_curve_findings(losses: np.ndarray, lrs: list[float]) -> list[Finding]:
@@ -1084,7 +1445,7 @@ def _log_error(loss: Any) -> Exception:
 
 
 def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, *,
-          every: int = 10) -> Watcher:
+          every: int = 10, scaler: Any = None) -> Watcher:
     """Measure ``model`` every ``every`` steps of your training loop.
 
     Use as a context manager around your loop, logging the loss::
@@ -1109,13 +1470,33 @@ def watch(model: nn.Module, optimizer: Optional[torch.optim.Optimizer] = None, *
         optimizer: its optimizer (its step hooks mark the end of each step), or
             ``None`` when the watcher is called as ``watcher(step, loss)`` after each step.
         every: measure steps 0, every, 2 x every, ...
+        scaler: the ``GradScaler`` of a mixed-precision loop (``torch.amp.GradScaler``
+            or :class:`companion.precision.GradScaler`), or ``None``. With one, each
+            step ends at :meth:`Watcher.log` (a step the scaler skips never calls
+            ``optimizer.step()``): call it after ``scaler.update()``. The watcher keeps
+            the scale after each step (``.scales``) and whether the step was skipped
+            (``.skipped``), reports a scale that keeps collapsing (``precision``,
+            cause ``scaler``), measures the next step taken when a measured one is
+            skipped, and divides the backward signal by the scale. With an optimizer
+            built on float32 master weights (:class:`companion.precision.MasterWeights`)
+            steps end at :meth:`Watcher.log` too: call it after ``master_to_model()``::
+
+                scaler = torch.amp.GradScaler("cpu")
+                with watch(model, opt, every=10, scaler=scaler) as w:
+                    for xb, yb in batches:
+                        with torch.autocast("cpu", dtype=torch.float16):
+                            loss = loss_fn(model(xb), yb)
+                        opt.zero_grad(); scaler.scale(loss).backward()
+                        scaler.step(opt); scaler.update()
+                        w.log(loss)
 
     Returns:
         A :class:`Watcher`; ``.report()`` gives a :class:`Report`.
 
     Raises:
         TypeError: ``model`` not an ``nn.Module``; ``optimizer`` neither None nor an
-            optimizer; ``every`` not an int.
-        ValueError: a model without parameters; ``every < 1``.
+            optimizer; ``every`` not an int; ``scaler`` not a GradScaler.
+        ValueError: a model without parameters; ``every < 1``; a ``scaler`` without
+            an ``optimizer``.
     """
-    return Watcher(model, optimizer, every)
+    return Watcher(model, optimizer, every, scaler=scaler)

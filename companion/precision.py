@@ -47,6 +47,7 @@ Example::
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any, Iterable, NamedTuple, Optional, Union
 
 import numpy as np
@@ -561,7 +562,10 @@ class MasterWeights:
 
     Attributes:
         params: the float32 master copies, leaf tensors in the order of ``params``:
-            build the optimizer on these.
+            build the optimizer on these. Each remembers (weakly, as ``_model_param``)
+            the parameter it is rounded into, so that :func:`companion.diagnose.diagnose`
+            and :func:`~companion.diagnose.watch`, given this optimizer, count the
+            model's parameters as optimized.
 
     Raises:
         TypeError: ``params`` not an iterable of float16, bfloat16 or float32 tensors.
@@ -572,6 +576,8 @@ class MasterWeights:
         self.model_params = _low_precision_params(params)
         self.params = [p.detach().to(torch.float32).clone().requires_grad_(p.requires_grad)
                        for p in self.model_params]
+        for p, master in zip(self.model_params, self.params):
+            master._model_param = weakref.ref(p)
 
     def grads_to_master(self) -> None:
         """Copy each model gradient, converted to float32 (exactly: float32 holds every

@@ -19,7 +19,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from . import _check
-from .symptoms import (DEAD_FRACTION, EXPLODING_RATIO, SATURATION_FRACTION, SYMPTOMS,
+from .symptoms import (DEAD_FRACTION, EXPLODING_RATIO, PRECISION_LOST_FRACTION,
+                       PRECISION_ROUNDED_FRACTION, SATURATION_FRACTION, SYMPTOMS,
                        UPDATE_RATIO_HIGH, UPDATE_RATIO_LOW, VANISHING_RATIO, Finding, Symptom,
                        _Measurement, _short_list, _signal_ratios)
 
@@ -42,6 +43,9 @@ class Report:
             ``name, kind, type, signal, signal_ratio, grad_norm, weight_norm,
             update_ratio`` for layers and ``name, kind, type, mean, std, saturated,
             dead`` for activations; NaN where a value does not apply), in forward order.
+            A float16 or bfloat16 pass adds ``lost`` (the fraction of the layer's
+            activation gradients the format flushes to zero) and ``rounded`` (the
+            fraction of its weight's updates that round away) to the layer rows.
         losses: (watch) the logged losses; ``None`` for :func:`diagnose`.
         steps: (watch) the steps that were measured.
     """
@@ -102,6 +106,9 @@ class Report:
                  "grad_norm": m.grad_norm.get(n, nan), "weight_norm": m.weight_norm.get(n, nan),
                  "update_ratio": m.update_ratio.get(n, nan)}
                 for n, t in m.layer_types.items()]
+        if m.low_dtype is not None:
+            for r in rows:
+                r.update(lost=m.lost.get(r["name"], nan), rounded=m.rounded.get(r["name"], nan))
         rows += [{"name": n, "kind": "parameter", "type": "parameter", "signal": nan,
                   "signal_ratio": nan, "grad_norm": g, "weight_norm": w,
                   "update_ratio": m.update_ratio.get(n, nan)}
@@ -119,17 +126,28 @@ class Report:
             parts.append(f"loss {self.loss:.4g}{base}")
         if self.steps:
             parts.append(f"{len(self.steps)} measured steps, last {self.steps[-1]}")
+        if self._m.low_dtype is not None:
+            parts.append(f"a {self._m.low_dtype} pass, measured again in float32")
         return "; ".join(parts)
+
+    def _precision_keys(self) -> list[tuple[str, str]]:
+        """(column header, row key) of the precision columns this report has data for."""
+        m = self._m
+        return [(h, k) for h, k, d in (("lost", "lost", m.lost), ("rounded", "rounded", m.rounded))
+                if d]
 
     def __str__(self) -> str:
         lines = ["Diagnosis: " + (self._summary() or "one pass")]
-        fmt = "{:<28} {:<18} {:>10} {:>10} {:>10} {:>10} {:>10}"
-        lines.append(fmt.format("layer", "type", "signal", "vs out", "|grad W|", "|W|", "update"))
+        extra = self._precision_keys()
+        fmt = "{:<28} {:<18}" + " {:>10}" * (5 + len(extra))
+        lines.append(fmt.format("layer", "type", "signal", "vs out", "|grad W|", "|W|", "update",
+                                *(h for h, _ in extra)))
         for r in self.rows:
             if r["kind"] != "activation":
                 lines.append(fmt.format(r["name"][:28], r["type"][:18], *(
-                    _num(r[k]) for k in ("signal", "signal_ratio", "grad_norm",
-                                         "weight_norm", "update_ratio"))))
+                    _num(r.get(k, math.nan)) for k in ("signal", "signal_ratio", "grad_norm",
+                                                       "weight_norm", "update_ratio",
+                                                       *(k for _, k in extra)))))
         acts = [r for r in self.rows if r["kind"] == "activation"]
         if acts:
             fmt2 = "{:<47} {:>10} {:>10} {:>10} {:>10}"
@@ -160,7 +178,7 @@ class Report:
             for r in rows:
                 red = " style='color:#b00'" if r["name"] in flagged else ""
                 cells = [html.escape(r["name"]), html.escape(r["type"])] + [
-                    _num(r[k]) for k in keys]
+                    _num(r.get(k, math.nan)) for k in keys]
                 body.append(f"<tr{red}>" + "".join(
                     f"<td style='{num if i > 1 else txt}'>{c}</td>"
                     for i, c in enumerate(cells)) + "</tr>")
@@ -180,9 +198,10 @@ class Report:
             verdict += f"<ul style='color:#555'>{notes}</ul>"
         out = [f"<div><p><b>Diagnosis</b>: {html.escape(self._summary() or 'one pass')}</p>",
                verdict, table(("layer", "type", "signal", "vs out", "|grad W|", "|W|",
-                               "update ratio"),
+                               "update ratio", *(h for h, _ in self._precision_keys())),
                               ("signal", "signal_ratio", "grad_norm", "weight_norm",
-                               "update_ratio"), layers)]
+                               "update_ratio", *(k for _, k in self._precision_keys())),
+                              layers)]
         if acts:
             out.append(table(("activation", "type", "mean", "std", "saturated", "dead"),
                              ("mean", "std", "saturated", "dead"), acts))
@@ -213,7 +232,7 @@ class Report:
         sig = np.array([r["signal_ratio"] for r in layers], float)
         upd = np.array([r["update_ratio"] for r in layers], float)
         panels = ["signal"] + (["update"] if np.isfinite(upd).any() else []) + (
-            ["acts"] if acts else [])
+            ["acts"] if acts else []) + (["precision"] if self._precision_keys() else [])
         grid = fig.add_gridspec(2, len(panels), height_ratios=(3, 1.3), hspace=0.5,
                                 wspace=0.42, left=0.1, right=0.97, top=0.87, bottom=0.03)
         red = np.array([r["name"] in flagged for r in layers], dtype=bool)
@@ -223,6 +242,8 @@ class Report:
                 _log_points(ax, sig, red, (VANISHING_RATIO, EXPLODING_RATIO))
                 ax.set(xlabel="layer (input side first)", ylabel="signal / output layer's")
                 ax.set_title("backward signal", fontsize=9)
+            elif panel == "precision":
+                _precision_bars(ax, layers, self._m.low_dtype)
             elif panel == "update":
                 _log_points(ax, upd, red & np.isfinite(upd), (UPDATE_RATIO_LOW, UPDATE_RATIO_HIGH))
                 ax.set(xlabel="layer", ylabel="|ΔW| / |W|, one step")
@@ -247,7 +268,7 @@ class Report:
                  f"{f.evidence[1:]}." for f in self.findings[:3]]
         if len(self.findings) > 3:
             lines.append(f"... and {len(self.findings) - 3} more findings")
-        width = 44 * len(panels)
+        width = min(44 * len(panels), 132)          # the figure's width: 3 panels
         text.text(0, 1, "\n".join(textwrap.fill(s, width, subsequent_indent="   ")
                                   for s in lines) or "No findings.", va="top", fontsize=8,
                   color="#b00" if self.findings else "0.2", transform=text.transAxes)
@@ -260,6 +281,21 @@ def _check_number(name: str, value: Any) -> float:
     if not _check.is_real(value):
         raise _check._type_error(name, "a real number", value)
     return float(value)
+
+
+def _precision_bars(ax, layers: list[dict], dtype: str) -> None:
+    """Per layer: the fraction of activation gradients lost to underflow and of updates
+    rounded away, with their thresholds dotted."""
+    k = np.arange(len(layers))
+    for key, dx, color, bound, label in (
+            ("lost", -0.2, "C3", PRECISION_LOST_FRACTION, "gradients lost"),
+            ("rounded", 0.2, "C5", PRECISION_ROUNDED_FRACTION, "updates rounded away")):
+        values = np.nan_to_num(np.array([r.get(key, math.nan) for r in layers], float))
+        ax.bar(k + dx, values, 0.4, color=color, label=label)
+        ax.axhline(bound, color=color, ls=":", lw=0.8)
+    ax.set(xlabel="layer", ylabel="fraction", ylim=(0, 1.05))
+    ax.legend(fontsize=6.5, loc="upper left")
+    ax.set_title(f"{dtype}: values lost", fontsize=9)
 
 
 def _log_points(ax, values: np.ndarray, red: np.ndarray, bounds: tuple[float, float]) -> None:

@@ -31,7 +31,8 @@ What is tested against what:
    prior, a mixture of experts with an expert no example is routed to, a sparse
    embedding (SparseAdam + Adam; given only the Adam, "not_in_optimizer" and nothing
    else), a bfloat16 GPT-2 (its LayerNorm gains cannot move at lr 1e-3: measured by one
-   AdamW step on a copy, and found as "update_ratio" on exactly those layers) and a
+   AdamW step on a copy, and found as "precision", cause "rounding", on exactly those
+   layers) and a
    float16 MLP under a loss scale of 2**16 (GradScaler's initial scale).
 3. Broken models: the measured harm first, then the symptom (and cause) of the
    contract: no norms and weights x3 (HF ResNet, 10-layer MLP) -> "exploding" (or
@@ -888,7 +889,8 @@ def test_bf16_layer_norm_gains_that_cannot_move_are_found():
     assert stuck == {"transformer.h.0.ln_1", "transformer.h.0.ln_2", "transformer.h.1.ln_1",
                      "transformer.h.1.ln_2", "transformer.ln_f"}
     report = _diagnose("gpt2_bf16", adamw(1e-3)(c.model))
-    assert report.symptoms == ["update_ratio"], _show(report)
+    assert report.symptoms == ["precision"], _show(report)
+    assert report.findings[0].cause == "rounding", str(report.findings[0])
     assert set(report.findings[0].layers) == stuck, str(report.findings[0])
 
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from badcalls import (Row, bad_choice, bad_seed, not_module, positive_int)
 from companion import diagnose as dg
-from companion import nets, train
+from companion import nets, precision, train
 
 _X = torch.randn(8, 4, generator=torch.Generator().manual_seed(0))
 _Y = torch.zeros(8, 2)
@@ -42,6 +42,12 @@ def _stepped() -> dg.Watcher:
 
 _MODEL = not_module() + [nn.ReLU()]                      # nn.ReLU(): no parameters
 _OPTIMIZER = ["sgd", 3, torch.optim.SGD, _net()]
+# not a GradScaler: a name, a number, the classes themselves (a common slip), an optimizer
+_SCALER = ["cpu", 2.0 ** 16, torch.amp.GradScaler, precision.GradScaler,
+           torch.optim.SGD(_net().parameters(), lr=0.1)]
+_SCALERS = ([torch.amp.GradScaler("cpu"), precision.GradScaler(),
+             torch.amp.GradScaler("cpu", enabled=False)],
+            "torch's GradScaler, the companion's, and a disabled one (scale 1)")
 
 ROWS = [
     Row(dg.ForwardError, reason="the exception diagnose raises when model(x) fails; the "
@@ -60,19 +66,25 @@ ROWS = [
                  loss=[v for v in bad_choice("MSE") if v is not None]
                  + [nn.MSELoss, lambda p, t: (p - t) ** 2, lambda p, t: 1.0],
                  optimizer=_OPTIMIZER,
-                 seed=bad_seed()),
+                 seed=bad_seed(),
+                 scaler=_SCALER),
         accepted=dict(y=([None, np.zeros((8, 2)), torch.zeros(8, dtype=torch.long)],
                          "None probes the Jacobians alone; numpy targets are converted; "
                          "integer labels mean cross-entropy"),
                       loss=([None, "mse", F.mse_loss, nn.MSELoss()], "the default, a name, "
                             "torch's own MSE"),
                       x=([(_X,), [_X], {"input": _X}], "model(*x) and model(**x)"),
-                      seed=([2 ** 64 - 1], "the largest seed torch's generator takes")),
+                      seed=([2 ** 64 - 1], "the largest seed torch's generator takes"),
+                      scaler=_SCALERS),
         errors=(TypeError, ValueError, dg.ForwardError)),
+    # the scaler needs the optimizer it steps: given without one (optimizer=None), a real
+    # GradScaler is refused too, by a ValueError naming scaler
     Row(dg.watch, good=dict(model=_net(), optimizer=None, every=10),
-        bad=dict(model=_MODEL, optimizer=_OPTIMIZER, every=positive_int())),
+        bad=dict(model=_MODEL, optimizer=_OPTIMIZER, every=positive_int(),
+                 scaler=_SCALER + [torch.amp.GradScaler("cpu")])),
     Row(dg.Watcher, good=dict(model=_net(), optimizer=None, every=10),
-        bad=dict(model=_MODEL, optimizer=_OPTIMIZER, every=positive_int())),
+        bad=dict(model=_MODEL, optimizer=_OPTIMIZER, every=positive_int(),
+                 scaler=_SCALER + [precision.GradScaler()])),
     Row(dg.Watcher.log, call=lambda **kw: dg.watch(_net()).log(**kw), good=dict(loss=0.5),
         bad=dict(loss=[None, "0.5", True, [0.5], torch.ones(3), torch.ones(1, dtype=torch.cfloat),
                        torch.tensor(True), np.ones(3), np.array(["a"])]),
