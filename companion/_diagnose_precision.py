@@ -22,6 +22,7 @@ import copy
 import math
 from typing import Any, Callable, Optional
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -284,3 +285,35 @@ def _scaler_findings(scales: list[float], skipped: list[bool]) -> list[Finding]:
                      f"from {scales[0]:.3g} after step 0 to {scales[-1]:.3g} after step "
                      f"{len(scales) - 1} (lowest {low:.3g})", severe=low < 1,
                      cause="scaler")]
+
+
+def _unmoved_fraction(before: Tensor, after: Tensor) -> float:
+    """The fraction of a half-precision weight's elements with a nonzero gradient that
+    one step left exactly where they were (their update rounded away), NaN if none."""
+    got = _dg._dense(after.grad) != 0
+    n = int(got.sum())
+    return int(((after.detach() == before) & got).sum()) / n if n else math.nan
+
+
+def _unmoved_findings(measurements: list[_Measurement]) -> list[Finding]:
+    """``precision`` (cause ``rounding``) from :class:`~companion.diagnose.Watcher`'s
+    measured steps: half-precision weights stepped by the optimizer itself (no float32
+    master weights) of which, in the median measured step, more than
+    PRECISION_ROUNDED_FRACTION of the elements with a gradient did not move."""
+    names = dict.fromkeys(n for m in measurements for n in m.rounded)
+    median = {}
+    for n in names:
+        values = [m.rounded[n] for m in measurements if math.isfinite(m.rounded.get(n, math.nan))]
+        if values:
+            median[n] = float(np.median(values))
+    stuck = {n: v for n, v in median.items() if v > PRECISION_ROUNDED_FRACTION}
+    if not stuck:
+        return []
+    worst = max(stuck, key=stuck.get)
+    return [_finding(
+        "precision", f"in the median of {len(measurements)} measured steps, {stuck[worst]:.0%} "
+        f"of the elements of {worst}'s weight that had a gradient did not move: their "
+        f"updates are below half the spacing of its format and round away (threshold "
+        f"{PRECISION_ROUNDED_FRACTION:.0%}); {len(stuck)} of {len(median)} half-precision "
+        f"weights are above it", list(stuck), severe=stuck[worst] >= 0.99, cause="rounding")]
+

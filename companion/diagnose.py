@@ -33,8 +33,8 @@ r"""Diagnose a network that does not train: one call, findings with numbers, the
 * :func:`watch` takes the same measurements inside your own training loop every
   ``every`` steps, and its :meth:`Watcher.report` adds what only time shows: a loss
   that diverged (and when), a loss stuck where it started, dead units that grew,
-  update ratios out of range over many steps, and (``scaler=``) a GradScaler whose
-  scale keeps collapsing.
+  update ratios out of range over many steps, float16 or bfloat16 weights whose updates
+  mostly round away, and (``scaler=``) a GradScaler whose scale keeps collapsing.
 
 Both return a :class:`Report`: ``report.findings`` is a list of :class:`Finding`
 (symptom, severity, layers, evidence, remedy, chapter, cause) -- what will hurt
@@ -91,7 +91,8 @@ from . import _check
 from . import diagnostics as _dg
 from ._diagnose_precision import (_LOW, _check_scaler, _float32_pass, _name, _pass_dtype,
                                   _peak_hooks, _precision_findings, _rounded_fractions,
-                                  _scale_of, _scaler_findings, _to_float32)
+                                  _scale_of, _scaler_findings, _to_float32, _unmoved_findings,
+                                  _unmoved_fraction)
 from .diagnostics import ForwardError, _call
 from .report import Report
 from .symptoms import (DEAD_FRACTION, DEAD_GROWTH, DIVERGED_FACTOR, EXPLODING_RATIO, GATE_SCALE,
@@ -950,6 +951,8 @@ class Watcher:
         self._weights = {n: w for n, w in _dg._layer_weights(self.model).items()
                          if w.requires_grad and id(w) not in gate_ids}
         self._in_optimizer = None if self.optimizer is None else _optimized_ids(self.optimizer)
+        self._direct = None if self.optimizer is None else {
+            id(p) for g in self.optimizer.param_groups for p in g["params"]}
         # float32 master weights: the model's weights move at master_to_model(), after
         # optimizer.step(), so the step ends at log() as with a scaler
         self._end_at_log = self.scaler is not None or self.optimizer is not None and any(
@@ -1064,6 +1067,11 @@ class Watcher:
                                         [trained[n] for n in names]).tolist()
             m.update_ratio = {n: r for n, r in zip(names, ratios)
                               if r != 0 or bool(_dg._dense(trained[n].grad).abs().max() > 0)}
+            # half-precision weights the optimizer steps itself (not through float32
+            # master weights): the share of their trained elements that did not move
+            m.rounded = {n: _unmoved_fraction(self._before[n], trained[n]) for n in names
+                         if trained[n].dtype in _LOW and (self._direct is None
+                                                          or id(trained[n]) in self._direct)}
             m.nonfinite = _nonfinite_params(self.model)
             self.measurements.append(m)
         self.step += 1
@@ -1126,7 +1134,11 @@ class Watcher:
                 (t0, r0), (t1, r1) = series[0], series[-1]
                 trend[name] = f"from {r0:.1e} at step {t0} to {r1:.1e} at step {t1}"
         if not last.nonfinite:
-            findings += _ratio_findings(median, f"the median update ratio over "
+            stuck = _unmoved_findings(self.measurements)
+            findings += stuck
+            rounded = {n for f in stuck for n in f.layers}     # reported once, as precision
+            findings += _ratio_findings({n: r for n, r in median.items() if n not in rounded},
+                                        f"the median update ratio over "
                                         f"{len(self.measurements)} measured steps", trend)
         if self.optimizer is not None:
             missing = [n for n, p in self.model.named_parameters()

@@ -479,3 +479,60 @@ def test_watch_reports_a_scaler_that_never_takes_a_step():
     assert [(f.symptom, f.cause, f.severity) for f in report.findings] == [
         ("precision", "scaler", "error"), ("diverged", "", "error")], str(report)
     assert w.scales[-1] == 2.0 ** -4 and "below 1" in report.findings[0].evidence
+
+
+def _watched_bfloat16_run(kind: str, lr: float = 1e-3, steps: int = 120):
+    """Adam on a task like the precision chapter's (a tanh MLP 16-32-32-32-1, nets.mlp's
+    default, teacher_regression 256), bfloat16 weights stepped directly ("pure"), through float32
+    MasterWeights ("master"), or a float32 model under bfloat16 autocast ("autocast")."""
+    from companion import data, nets
+    x, y = data.teacher_regression(256, 16, seed=0)
+    net = nets.mlp(16, 1, width=32, depth=3, seed=0)
+    if kind != "autocast":
+        net = net.to(torch.bfloat16)
+    mw = pr.MasterWeights(net.parameters()) if kind == "master" else None
+    opt = torch.optim.Adam(mw.params if mw else net.parameters(), lr=lr)
+    xin = x if kind == "autocast" else x.bfloat16()
+    unmoved = []                   # reference: per step, trained elements left unchanged
+    with watch(net, opt, every=10) as w:
+        for _ in range(steps):
+            net.zero_grad(set_to_none=True)
+            opt.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=kind == "autocast"):
+                loss = F.mse_loss(net(xin).float(), y)
+            loss.backward()
+            before = [p.detach().clone() for p in net.parameters()]
+            if mw:
+                mw.grads_to_master()
+            opt.step()
+            if mw:
+                mw.master_to_model()
+            w.log(loss)
+            p, b = net[0].weight, before[0]
+            got = p.grad != 0
+            unmoved.append(float(((p.detach() == b) & got).sum() / got.sum()))
+    with torch.no_grad():
+        final = F.mse_loss(net(xin).float(), y).item()
+    return w, final, unmoved
+
+
+def test_watch_finds_bfloat16_weights_whose_adam_updates_round_away():
+    """Pure bfloat16 weights under Adam at lr 1e-3: diagnose at the initial weights sees
+    nothing (Adam's first step is lr per coordinate, above the band), but over the run
+    Adam's steps shrink and most trained elements stop moving. Reference: the share of
+    the first layer's trained elements that torch's own step left unchanged, recorded
+    in the loop (median over the measured steps), and the ground truth that float32
+    master weights on the same seed end lower. MasterWeights and bfloat16 autocast
+    give no finding."""
+    w, final, unmoved = _watched_bfloat16_run("pure")
+    report = w.report()
+    assert [(f.symptom, f.cause) for f in report.findings] == [("precision", "rounding")], \
+        str(report)
+    assert "fc1" in report.findings[0].layers
+    measured = [unmoved[m.step] for m in w.measurements]
+    assert [m.rounded["fc1"] for m in w.measurements] == pytest.approx(measured)
+    w_master, final_master, _ = _watched_bfloat16_run("master")
+    w_auto, final_auto, _ = _watched_bfloat16_run("autocast")
+    assert w_master.report().findings == [] and w_auto.report().findings == []
+    assert final > 1.1 * final_master and final > 1.1 * final_auto, (final, final_master,
+                                                                      final_auto)
