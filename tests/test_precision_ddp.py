@@ -13,19 +13,16 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
-import time
 from datetime import timedelta
 
 import pytest
 import torch
 import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from torch import nn
 
 from companion import precision as pr
-from companion.parallel import _free_port
+from _ddp import run_ranks
 
 WORLD = 2
 STEPS = 12
@@ -88,25 +85,7 @@ def _worker(rank: int, world: int, port: int, path: str) -> None:
 
 @pytest.fixture(scope="module")
 def ddp_results():
-    with tempfile.TemporaryDirectory(prefix="companion_precision_ddp_") as tmp:
-        path = os.path.join(tmp, "result")
-        ctx = mp.start_processes(_worker, args=(WORLD, _free_port(), path), nprocs=WORLD,
-                                 join=False, daemon=True, start_method="spawn")
-        deadline = time.monotonic() + 120
-        try:
-            while not ctx.join(timeout=max(0.0, deadline - time.monotonic())):
-                if time.monotonic() >= deadline:
-                    raise TimeoutError("the DDP GradScaler run did not finish in 120 s")
-        finally:
-            for p in ctx.processes:
-                if p.is_alive():
-                    p.kill()
-                    p.join()
-        out = []
-        for rank in range(WORLD):
-            with open(f"{path}.{rank}", "rb") as f:
-                out.append(pickle.load(f))
-        return out
+    return run_ranks(_worker, WORLD, "the DDP GradScaler run")
 
 
 def test_torch_run_overflows_at_the_start_and_at_the_spike(ddp_results):
