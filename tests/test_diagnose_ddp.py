@@ -11,10 +11,6 @@ of 2 spawned processes, joined (or killed) within the timeout.
 """
 from __future__ import annotations
 
-import os
-import pickle
-from datetime import timedelta
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -31,43 +27,36 @@ def _model():
     return nets.mlp(2, 3, 32, 4, "relu", init="kaiming_normal", seed=0)
 
 
-def _worker(rank: int, world: int, port: int, path: str) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
-    try:
-        model = torch.nn.parallel.DistributedDataParallel(_model())
-        x, y = data.spirals(300, 3, seed=0)
-        x, y = x[rank * 150:(rank + 1) * 150], y[rank * 150:(rank + 1) * 150]
-        opt = torch.optim.SGD(model.parameters(), lr=0.05)
-        before = [p.detach().clone() for p in model.parameters()]
-        report = diagnose(model, x, y, optimizer=opt)
-        untouched = (all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
-                     and all(p.grad is None for p in model.parameters()))
-        with watch(model, opt, every=2) as w:
-            for _ in range(6):
-                loss = F.cross_entropy(model(x), y)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                w.log(loss)
-        flat = torch.cat([p.detach().flatten() for p in model.parameters()])
-        gathered = [torch.zeros_like(flat) for _ in range(world)]
-        dist.all_gather(gathered, flat)
-        result = {"findings": [str(f) for f in report.findings],
-                  "rows": {r["name"]: r for r in report.rows if r["kind"] == "layer"},
-                  "untouched": untouched, "synced": torch.equal(gathered[0], gathered[1]),
-                  "watch": [str(f) for f in w.report().findings]}
-        with open(f"{path}.{rank}", "wb") as f:
-            pickle.dump(result, f)
-    finally:
-        dist.destroy_process_group()
+def _work(rank: int, world: int) -> dict:
+    """One rank's run (in a gloo process group set up by tests/_ddp.py)."""
+    model = torch.nn.parallel.DistributedDataParallel(_model())
+    x, y = data.spirals(300, 3, seed=0)
+    x, y = x[rank * 150:(rank + 1) * 150], y[rank * 150:(rank + 1) * 150]
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    before = [p.detach().clone() for p in model.parameters()]
+    report = diagnose(model, x, y, optimizer=opt)
+    untouched = (all(torch.equal(a, p) for a, p in zip(before, model.parameters()))
+                 and all(p.grad is None for p in model.parameters()))
+    with watch(model, opt, every=2) as w:
+        for _ in range(6):
+            loss = F.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            w.log(loss)
+    flat = torch.cat([p.detach().flatten() for p in model.parameters()])
+    gathered = [torch.zeros_like(flat) for _ in range(world)]
+    dist.all_gather(gathered, flat)
+    result = {"findings": [str(f) for f in report.findings],
+              "rows": {r["name"]: r for r in report.rows if r["kind"] == "layer"},
+              "untouched": untouched, "synced": torch.equal(gathered[0], gathered[1]),
+              "watch": [str(f) for f in w.report().findings]}
+    return result
 
 
 @pytest.fixture(scope="module")
 def ddp_results():
-    return run_ranks(_worker, WORLD, "the DDP diagnose run")
+    return run_ranks(_work, WORLD, "the DDP diagnose run")
 
 
 def test_diagnose_under_ddp_matches_the_full_batch(ddp_results):

@@ -11,13 +11,8 @@ at step 9. One launch of 2 spawned processes, joined (or killed) within the time
 """
 from __future__ import annotations
 
-import os
-import pickle
-from datetime import timedelta
-
 import pytest
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -69,23 +64,15 @@ def _train(rank: int, make_scaler) -> dict:
             "state": scaler.state_dict()}
 
 
-def _worker(rank: int, world: int, port: int, path: str) -> None:
-    os.environ["MASTER_ADDR"] = "127.0.0.1"
-    os.environ["MASTER_PORT"] = str(port)
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", rank=rank, world_size=world, timeout=timedelta(seconds=60))
-    try:
-        result = {"ours": _train(rank, lambda: pr.GradScaler("cpu")),
-                  "torch": _train(rank, lambda: torch.amp.GradScaler("cpu"))}
-        with open(f"{path}.{rank}", "wb") as f:
-            pickle.dump(result, f)
-    finally:
-        dist.destroy_process_group()
+def _work(rank: int, world: int) -> dict:
+    """One rank's run (in a gloo process group set up by tests/_ddp.py)."""
+    return {"ours": _train(rank, lambda: pr.GradScaler("cpu")),
+            "torch": _train(rank, lambda: torch.amp.GradScaler("cpu"))}
 
 
 @pytest.fixture(scope="module")
 def ddp_results():
-    return run_ranks(_worker, WORLD, "the DDP GradScaler run")
+    return run_ranks(_work, WORLD, "the DDP GradScaler run")
 
 
 def test_torch_run_overflows_at_the_start_and_at_the_spike(ddp_results):
