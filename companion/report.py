@@ -130,24 +130,22 @@ class Report:
             parts.append(f"a {self._m.low_dtype} pass, measured again in float32")
         return "; ".join(parts)
 
-    def _precision_keys(self) -> list[tuple[str, str]]:
-        """(column header, row key) of the precision columns this report has data for."""
-        m = self._m
-        return [(h, k) for h, k, d in (("lost", "lost", m.lost), ("rounded", "rounded", m.rounded))
-                if d]
+    def _precision_keys(self) -> list[str]:
+        """The precision columns (row key = header) this report has data for."""
+        return [k for k in ("lost", "rounded") if getattr(self._m, k)]
 
     def __str__(self) -> str:
         lines = ["Diagnosis: " + (self._summary() or "one pass")]
         extra = self._precision_keys()
         fmt = "{:<28} {:<18}" + " {:>10}" * (5 + len(extra))
         lines.append(fmt.format("layer", "type", "signal", "vs out", "|grad W|", "|W|", "update",
-                                *(h for h, _ in extra)))
+                                *extra))
         for r in self.rows:
             if r["kind"] != "activation":
                 lines.append(fmt.format(r["name"][:28], r["type"][:18], *(
                     _num(r.get(k, math.nan)) for k in ("signal", "signal_ratio", "grad_norm",
                                                        "weight_norm", "update_ratio",
-                                                       *(k for _, k in extra)))))
+                                                       *extra))))
         acts = [r for r in self.rows if r["kind"] == "activation"]
         if acts:
             fmt2 = "{:<47} {:>10} {:>10} {:>10} {:>10}"
@@ -198,9 +196,9 @@ class Report:
             verdict += f"<ul style='color:#555'>{notes}</ul>"
         out = [f"<div><p><b>Diagnosis</b>: {html.escape(self._summary() or 'one pass')}</p>",
                verdict, table(("layer", "type", "signal", "vs out", "|grad W|", "|W|",
-                               "update ratio", *(h for h, _ in self._precision_keys())),
+                               "update ratio", *self._precision_keys()),
                               ("signal", "signal_ratio", "grad_norm", "weight_norm",
-                               "update_ratio", *(k for _, k in self._precision_keys())),
+                               "update_ratio", *self._precision_keys()),
                               layers)]
         if acts:
             out.append(table(("activation", "type", "mean", "std", "saturated", "dead"),
