@@ -35,3 +35,9 @@ Import the part you need; each module is small and documented:
   rasterizing live in ``_controls``, ``_static``, ``_live`` and ``_raster``)
 """
 __version__ = "0.1.0"
+
+# Too old a torch, numpy or matplotlib: one line saying what to upgrade (an ImportError),
+# not an AttributeError in the middle of a chapter.
+from . import _requirements
+
+_requirements.check()

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from torch import Tensor
 
-from . import _check
+from . import _check, _requirements
 
 __all__ = ["glue", "setup_cell_source", "sync_setup_cells", "read_repository"]
 
@@ -86,6 +86,11 @@ def glue(name: str, value: Any, *, display: bool = False) -> None:
 def setup_cell_source(repository_url: str, branch: str = "main") -> str:
     """The source of every chapter's first code cell.
 
+    It makes the companion importable, then imports it: ``import companion`` checks the
+    installed torch, numpy and matplotlib against :data:`companion._requirements.MINIMUMS`
+    (named in the cell's comment) and stops the chapter, before it runs, with one line
+    saying what to upgrade.
+
     Raises:
         TypeError: ``repository_url`` or ``branch`` not a str.
         ValueError: a ``repository_url`` that is not a URL pip can install from
@@ -110,9 +115,21 @@ def setup_cell_source(repository_url: str, branch: str = "main") -> str:
         "if importlib.util.find_spec(\"companion\") is None:\n"
         "    if \"google.colab\" in sys.modules:\n"
         f"        %pip install -q --no-deps \"{spec}\"\n"
+        "        importlib.invalidate_caches()\n"
         "    elif os.path.isdir(os.path.join(\"..\", \"companion\")):\n"
-        "        sys.path.insert(0, os.path.abspath(\"..\"))  # a checkout of the repository"
+        "        sys.path.insert(0, os.path.abspath(\"..\"))  # a checkout of the repository\n"
+        f"{_version_comment()}\n"
+        "import companion"
     )
+
+
+def _version_comment() -> str:
+    """The setup cell's comment naming the minimums that ``import companion`` checks
+    (from :data:`companion._requirements.MINIMUMS`, the one place they live)."""
+    needs = [f"{p} >= {_requirements.MINIMUMS[p]}" for p in _requirements.CHECKED]
+    listed = ", ".join(needs[:-1]) + " and " + needs[-1] if len(needs) > 1 else needs[0]
+    return (f"# The chapters need {listed}: importing the\n"
+            "# companion checks them and, if one is too old, says in one line what to upgrade.")
 
 
 def read_repository(config_path: str | Path = "_config.yml") -> tuple[str, str]:

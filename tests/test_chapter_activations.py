@@ -372,7 +372,8 @@ def _imported_packages(code: str) -> set[str]:
 
 def test_the_chapter_imports_only_dependencies():
     """Every import in the chapter's code cells and in the code shown in its prose is
-    the standard library or a package of requirements.txt (scipy is not one)."""
+    the standard library or a package of requirements.txt, and not scipy (only the
+    vanishing chapter needs it)."""
     sources = [_source(c) for c in _cells() if c["cell_type"] == "code"]
     sources += [b for c in _cells() if c["cell_type"] == "markdown"
                 for b in python_blocks(_source(c))]
