@@ -35,17 +35,26 @@ _LOCK = threading.Lock()      # one shared renderer per size: one frame at a tim
 _GC_PAUSED = threading.local()
 
 
+#: The static book's image format (its frames have more pixels than they are shown
+#: at): see :func:`encode_static`.
+STATIC_MIME = "image/webp"
+#: Colours of the static book's frames (an adaptive palette per frame).
+STATIC_COLORS = 96
+
+
 def rasterize(fig: Figure, *, compact: bool = False) -> bytes:
-    """PNG bytes of ``fig``: fast, light compression (live), or with ``compact`` an
-    adaptive palette of 96 colours (about 3x smaller for line plots; the static book)."""
+    """Image bytes of ``fig``: a PNG with fast, light compression (live), or with
+    ``compact`` the static book's encoding (:func:`encode_static`)."""
     with _LOCK, young_garbage():
         canvas = _SharedRendererCanvas(fig)
         canvas.draw()
-        return encode(np.asarray(canvas.buffer_rgba()), compact=compact)
+        rgba = np.asarray(canvas.buffer_rgba())
+        return encode_static(rgba) if compact else encode(rgba, compact=False)
 
 
 def encode(rgba: np.ndarray, *, compact: bool, colors: int = 96) -> bytes:
-    """PNG bytes of an RGBA array (see :func:`rasterize` for ``compact``)."""
+    """PNG bytes of an RGBA array: fast, light compression, or with ``compact`` an
+    adaptive palette of ``colors`` colours (about 3x smaller for line plots)."""
     from PIL import Image
 
     image = Image.fromarray(rgba[..., :3])
@@ -56,6 +65,28 @@ def encode(rgba: np.ndarray, *, compact: bool, colors: int = 96) -> bytes:
             buffer, format="PNG")
     else:
         image.save(buffer, format="PNG", compress_level=1)
+    return buffer.getvalue()
+
+
+def encode_static(rgba: np.ndarray) -> bytes:
+    """The static book's bytes for an RGBA array: lossless WebP of the frame reduced
+    to an adaptive palette of :data:`STATIC_COLORS` colours (:data:`STATIC_MIME`).
+
+    Measured on 55 frames of the optimizers chapter at 2x (mean bytes; encode time):
+    PNG with 96 colours 31 kB, 11 ms; PNG with 32 colours 27 kB; lossless WebP in full
+    colour 47 kB, 68 ms; lossless WebP with 96 / 48 / 32 colours 22 / 21 / 19 kB,
+    25 ms; lossy WebP (quality 90) 48 kB, 82 ms, with smeared text. Frames are lines,
+    text and flat fills: lossless coding of few colours suits them. Fewer than 96
+    colours lose the pale bands of ``fill_between`` (48: wrong tints; 32: gone, and a
+    pink background). WebP's ``method=2`` is as small as its default (4), and faster.
+    """
+    from PIL import Image
+
+    image = Image.fromarray(rgba[..., :3])
+    palette = image.quantize(colors=STATIC_COLORS, method=Image.Quantize.FASTOCTREE,
+                             dither=Image.Dither.NONE)
+    buffer = io.BytesIO()
+    palette.convert("RGB").save(buffer, format="WEBP", lossless=True, quality=25, method=2)
     return buffer.getvalue()
 
 

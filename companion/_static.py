@@ -1,9 +1,11 @@
 """An experiment's static form: the built book's HTML, with every frame precomputed.
 
-Every point of the control grid is drawn once at build time and shipped as a PNG
+Every point of the control grid is drawn once at build time and shipped as an image
 (identical frames once) inside the page, with native ``<input type=range>`` /
 ``<select>`` controls and a few lines of inline script: moving a control swaps the
-image with no kernel and no network.
+image with no kernel and no network. The images have 1.4 times the pixels of the size
+they are shown at (``width``/``height`` of the ``<img>``: ``figsize`` x ``dpi``), so
+they stay sharp on screens with two device pixels per CSS pixel and in print.
 """
 from __future__ import annotations
 
@@ -16,12 +18,14 @@ import json
 import numpy as np
 
 from ._controls import Slider, marks_html
+from ._raster import STATIC_MIME
 
 def static_html(exp) -> str:
     """The whole experiment as self-contained HTML: one image per grid point (each
     drawn once, by ``exp.render(index, compact=True)``; identical frames stored
-    once), native ``<input type=range>`` / ``<select>`` controls, and a few lines of
-    inline script that swap the image when a control moves."""
+    once) shown at ``exp.figsize`` x ``exp.dpi`` CSS pixels, native
+    ``<input type=range>`` / ``<select>`` controls, and a few lines of inline script
+    that swap the image when a control moves."""
     images: list[str] = []
     seen: dict[str, int] = {}
     frames: list[int] = []
@@ -52,15 +56,16 @@ def static_html(exp) -> str:
             widget = f'<select data-cx-control="{i}" aria-label="{label}">{opts}</select>'
         rows.append(f'<label class="cx-row"><span class="cx-label">{label}</span>{widget}</label>')
     first = images[frames[int(np.ravel_multi_index(exp.default, exp.shape))]]
+    width, height = (round(inches * exp.dpi) for inches in exp.figsize)
     title = f'<div class="cx-title">{html.escape(exp.title)}</div>' if exp.title else ""
     note = (f'<div class="cx-note">{html.escape(exp.caption) + " " if exp.caption else ""}'
             f'Precomputed for {exp.grid_size} settings; run the notebook to change it live.</div>')
     return (f'<div class="cx-explore" id="{uid}" data-cx-name="{html.escape(exp.name)}">{_STYLE}{title}'
             f'<div class="cx-controls">{"".join(rows)}</div>'
             f'<img class="cx-frame" alt="{html.escape(exp.title or exp.name)}" '
-            f'src="data:image/png;base64,{first}">{note}'
+            f'width="{width}" height="{height}" src="data:{STATIC_MIME};base64,{first}">{note}'
             f'<script type="application/json" class="cx-data">{payload}</script>'
-            f'<script>{_SCRIPT.replace("__UID__", uid)}</script></div>')
+            f'<script>{_SCRIPT.replace("__UID__", uid).replace("__MIME__", STATIC_MIME)}</script></div>')
 
 
 _STYLE = ("<style>.cx-explore{border:1px solid #ddd;border-radius:6px;padding:.6em;margin:.8em 0}"
@@ -78,5 +83,5 @@ var d=JSON.parse(r.querySelector("script.cx-data").textContent);
 var c=r.querySelectorAll("[data-cx-control]"),img=r.querySelector("img.cx-frame");
 function show(){var k=0,alt=[];for(var i=0;i<c.length;i++){var j=parseInt(c[i].value,10);k+=j*d.strides[i];
 var o=r.querySelector('[data-cx-output="'+i+'"]');if(o)o.textContent=d.labels[i][j];alt.push(d.names[i]+"="+d.labels[i][j]);}
-img.src="data:image/png;base64,"+d.images[d.frames[k]];img.alt=alt.join(", ");r.setAttribute("data-cx-frame",k);}
+img.src="data:__MIME__;base64,"+d.images[d.frames[k]];img.alt=alt.join(", ");r.setAttribute("data-cx-frame",k);}
 for(var i=0;i<c.length;i++){c[i].addEventListener("input",show);c[i].addEventListener("change",show);}})();"""

@@ -9,8 +9,9 @@ controls. :func:`explore` turns the pair into
   runs on a button in a background thread with a progress bar, so the notebook
   never freezes;
 * a **static** experiment in the built HTML (:mod:`companion._static`): every point
-  of the control grid is drawn once at build time and shipped as images with native
-  controls; moving a control swaps the image with no kernel and no network.
+  of the control grid is drawn once at build time and shipped as images (WebP, 1.4x
+  the pixels they are shown at) with native controls; moving a control swaps the
+  image with no kernel and no network.
 
 The book's build sets ``COMPANION_EXPLORE_MODE=static`` (``book/_ext/offline_book.py``),
 so a plain ``jupyter-book build .`` produces the static form and nobody sets a flag.
@@ -51,12 +52,15 @@ reader and the static reader see exactly the same frames.
   figure it fills is turned into pixels on the kernel's main thread: it must not
   change global state (``matplotlib.rcParams``, ``torch.set_num_threads``, the global
   random generators) — nothing in this module does either.
-* After ``draw`` returns, two things are fixed on the figure, for speed: each axes'
+* After ``draw`` returns, three things are fixed on the figure. For speed, each axes'
   title stays at its default height (matplotlib would otherwise measure every tick
   label to lift it above tick labels on top, as if ``rcParams["axes.titley"] = 1.0``;
   pass ``pad=`` or ``y=`` to ``set_title`` where that matters), and log axes with
   matplotlib's default formatter are labelled ``10⁻⁵`` in plain text (over more than
-  six decades without minor ticks).
+  six decades without minor ticks). For the reader, text smaller than 11 CSS px where
+  the page shows the frame (9.9 pt in an 8-inch frame at 80 dpi, more in a frame
+  wider than the column) is raised to that size; a title only as far as it still
+  fits the width of its axes.
 * A cheap ``draw`` runs with Python's cyclic garbage collector paused
   (:func:`companion._raster.young_garbage`).
 """
@@ -67,8 +71,16 @@ import weakref
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
+from matplotlib.artist import Artist
+from matplotlib.axis import Axis
+from matplotlib.backends.backend_agg import RendererAgg
+from matplotlib.cbook import is_math_text
 from matplotlib.figure import Figure, SubplotParams
+from matplotlib.legend import Legend
+from matplotlib.text import Annotation, Text
+from matplotlib.textpath import TextToPath
 from matplotlib.ticker import FuncFormatter, LogFormatterSciNotation, NullFormatter, NullLocator
+from matplotlib.transforms import Bbox
 
 from . import _check, _live, _static
 from ._controls import Choice, Slider, check_controls, check_draw, optional_text
@@ -81,6 +93,16 @@ __all__ = ["Slider", "Choice", "Experiment", "explore", "MAX_FRAMES", "MODE_VARI
 MAX_FRAMES = 200
 #: Environment variable that selects the mode: "static" or "live".
 MODE_VARIABLE = "COMPANION_EXPLORE_MODE"
+#: Static frames are drawn at this many times the pixels of ``figsize`` x ``dpi`` and
+#: shown at ``figsize`` x ``dpi`` CSS pixels: nearly sharp where a CSS pixel is 2 device
+#: pixels (laptops, phones) and in print. 2 would be sharp, but the optimizers chapter's
+#: 167 frames would make its page ~6 MB (budget: 5 MB; 5.1 MB at 1.5).
+_STATIC_SCALE = 1.4
+#: The smallest figure text, in CSS pixels, where the book shows a frame (body text: 20 px).
+_MIN_TEXT_PX = 11.0
+#: The widest a frame is shown in the book (CSS px): the article column of a 1280 px
+#: window (752 px) less the experiment box's border and padding. Wider frames are shrunk.
+_COLUMN_PX = 666.0
 # every experiment made (weakly): tests/benchmarks/bench_book.py times each of a chapter
 _CREATED: "weakref.WeakSet[Experiment]" = weakref.WeakSet()
 
@@ -165,32 +187,39 @@ class Experiment:
 
         ``index``: option indices, one per control (default: the initial setting);
         ``progress``: None or a callable taking a fraction, handed to a ``draw`` that takes
-        ``progress``.
+        ``progress``. Text smaller than ``_min_text_points(figsize, dpi)`` is raised to it.
 
         Raises:
             TypeError: ``index`` not a tuple/list of ints, ``progress`` not callable.
             ValueError: a bad ``index`` (see :meth:`params`).
             RuntimeError: ``draw`` left the figure empty.
         """
+        return self._figure(index, progress, scale=1)
+
+    def _figure(self, index, progress, *, scale: float) -> Figure:
+        """:meth:`figure` at ``scale`` times the dpi (the static book's frames are drawn
+        at ``_STATIC_SCALE`` times, for screens with two device pixels per CSS pixel)."""
         index = self.default if index is None else self._index(index)
         if progress is not None:
             _check.function("progress", progress, "a callable progress(fraction) or None")
         kwargs = self.params(index)
         if self._accepts_progress:
             kwargs["progress"] = progress or (lambda fraction: None)
-        fig = Figure(figsize=self.figsize, dpi=self.dpi,
+        fig = Figure(figsize=self.figsize, dpi=self.dpi * scale,
                      layout="constrained" if self.constrained else None,
                      subplotpars=None if self.constrained else _MARGINS)
         self.draw(fig, **kwargs)
         _fixed_title_height(fig)
         _plain_log_ticks(fig)
+        _raise_small_text(fig, _min_text_points(self.figsize, self.dpi))
         if not fig.axes and not fig.texts and not fig.images:
             raise RuntimeError(f"experiment {self.name!r}: draw() left the figure empty for {kwargs}")
         return fig
 
     def render(self, index: Sequence[int] | None = None, *, progress=None, compact: bool = False) -> bytes:
-        """PNG bytes for one grid point (kept in :attr:`frames`); ``compact`` quantizes
-        colours (for the static book; not kept).
+        """PNG bytes for one grid point (kept in :attr:`frames`); with ``compact``, the
+        static book's frame instead (not kept): drawn at ``_STATIC_SCALE`` times the
+        pixels and encoded by :func:`companion._raster.encode_static` (WebP).
 
         Raises:
             TypeError: as :meth:`figure`, or ``compact`` not True/False.
@@ -202,15 +231,17 @@ class Experiment:
         compact = _check.flag("compact", compact)
         if index in self.frames and not compact:
             return self.frames[index]
+        scale = _STATIC_SCALE if compact else 1
         if self.expensive:   # it trains for seconds; pausing the collector buys nothing
-            return self.keep(index, self.figure(index, progress), compact=compact)
+            return self.keep(index, self._figure(index, progress, scale=scale), compact=compact)
         with young_garbage():
-            return self.keep(index, self.figure(index, progress), compact=compact)
+            return self.keep(index, self._figure(index, progress, scale=scale), compact=compact)
 
     def keep(self, index: Sequence[int], fig: Figure, *, compact: bool = False) -> bytes:
         """PNG bytes of ``fig``, a frame :meth:`figure` drew for ``index``, kept in
-        :attr:`frames` unless ``compact`` (the live view's Run draws in a background
-        thread and rasterizes here, on the kernel's main thread).
+        :attr:`frames` unless ``compact`` (then the static book's encoding, at the
+        figure's own dpi); the live view's Run draws in a background thread and
+        rasterizes here, on the kernel's main thread.
 
         Raises:
             TypeError: a bad ``index`` (see :meth:`params`), ``fig`` not a Figure,
@@ -337,6 +368,7 @@ def explore(draw: Callable[..., Any], controls: Mapping[str, Slider | Choice], *
                       constrained=constrained)
 
 
+_TEXT_TO_PATH = TextToPath()
 _MARGINS = SubplotParams(left=0.08, right=0.985, bottom=0.15, top=0.9, wspace=0.28, hspace=0.45)
 _SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
@@ -361,6 +393,125 @@ def _plain_log_ticks(fig: Figure) -> None:
                 if lo > 0 and np.log10(hi) - np.log10(lo) > 6:
                     # over many decades, 8 unlabelled minor ticks per decade are only clutter
                     axis.set_minor_locator(NullLocator())
+
+
+def _min_text_points(figsize: tuple[float, float], dpi: int) -> float:
+    """The smallest font size (points) that shows at ``_MIN_TEXT_PX`` CSS pixels in a
+    frame of ``figsize`` inches at ``dpi``: shown ``figsize[0] * dpi`` CSS px wide, or
+    shrunk to the column (``_COLUMN_PX``) when wider. 8 inches at 80 dpi: 9.9 pt."""
+    css_px_per_inch = min(dpi, _COLUMN_PX / figsize[0])
+    return _MIN_TEXT_PX * 72 / css_px_per_inch
+
+
+def _raise_small_text(fig: Figure, points: float) -> None:
+    """Raise every text of ``fig`` smaller than ``points`` to ``points`` (larger text is
+    left alone), so that a reader can read tick labels, legends and annotations without
+    the chapters choosing sizes for one page width. An axes title is raised only as far
+    as it still fits the width of its axes (a long title at the full size would run into
+    the next panel's), an axes' legend only as far as it fits its axes' width and half
+    its height (:func:`_raise_legend`).
+
+    Tick labels are raised through ``tick_params``, not label by label: the ticks a
+    draw creates copy it, and matplotlib's default locators then place fewer ticks,
+    as many as the larger labels leave room for."""
+    for ax in fig.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            for which, ticks in (("major", axis.majorTicks), ("minor", axis.minorTicks)):
+                if ticks[0].label1.get_fontsize() < points:
+                    axis.set_tick_params(which=which, labelsize=points)
+    done = set()
+    for ax in fig.axes:
+        if ax.get_legend() is not None:
+            done |= _raise_legend(ax.get_legend(), ax.bbox, points)
+    titles = {id(t) for ax in fig.axes for t in (ax.title, ax._left_title, ax._right_title)}
+    for text in _texts_but_tick_labels(fig):
+        size = text.get_fontsize()
+        if size >= points or id(text) in done:
+            continue
+        if id(text) in titles:    # a title wider than its axes would run into its neighbour's
+            text.set_fontsize(max(size, min(points, size * _fitting_scale(text))))
+        else:                     # other text only as far as it stays inside the figure
+            text.set_fontsize(max(size, _figure_fitting_size(text, points)))
+
+
+def _raise_legend(legend: Legend, room: Bbox, points: float) -> set[int]:
+    """Raise the small text of an axes' ``legend`` towards ``points``, only as far as the
+    legend stays within the width and half the height of its axes (``room``): larger,
+    it would be cut off at the figure's edge or hide the curves it names. Returns the
+    ids of the texts it handled."""
+    texts = [t for t in [*legend.texts, legend.get_title()] if t.get_text()]
+    small = [t for t in texts if t.get_fontsize() < points]
+    if not small:
+        return set()
+    # measured in points (a renderer at 72 dpi, text metrics only), so that a frame's
+    # legend is the same at any dpi: live, and the book's larger frames
+    box = legend.get_window_extent(RendererAgg(1, 1, 72))
+    to_points = 72 / legend.figure.dpi
+    # the whole box is taken to grow with the text (its padding does not): a safe bound
+    fits = min(0.95 * room.width * to_points / box.width, 0.5 * room.height * to_points / box.height)
+    scale = max(1.0, min(fits, max(points / t.get_fontsize() for t in small)))
+    for text in small:
+        text.set_fontsize(min(points, text.get_fontsize() * scale))
+    return {id(t) for t in texts}
+
+
+def _fitting_scale(title: Text) -> float:
+    """How many times larger ``title`` could be and still be no wider than its axes
+    (text width grows in proportion to the font size)."""
+    string = title.get_text()
+    if not string.strip():
+        return np.inf
+    width, _, _ = _TEXT_TO_PATH.get_text_width_height_descent(
+        string, title.get_fontproperties(), ismath=is_math_text(string))    # points
+    axes_width = title.axes.bbox.width * 72 / title.axes.figure.dpi    # points; subfigures too
+    # 5% to spare: drawn with hinting at a few pixels per point, text is a little wider
+    return 0.95 * axes_width / width if width > 0 else np.inf
+
+
+def _figure_fitting_size(text: Text, points: float) -> float:
+    """The largest font size up to ``points`` (and no smaller than the text's own) at
+    which horizontal ``text`` still ends inside its (sub)figure, given where it starts
+    and how it is aligned: a paragraph the chapter wrapped for its size would otherwise
+    run off the frame's edge. Rotated text (a y label) and annotations (placed relative
+    to a point, often in offset points) are not limited here."""
+    string, size = text.get_text(), text.get_fontsize()
+    if not string.strip() or text.get_rotation() % 180 != 0 or isinstance(text, Annotation):
+        return points
+    x = text.get_transform().transform(text.get_unitless_position())[0]      # pixels
+    box = text.figure.bbox
+    left, right = x - box.x0, box.x1 - x
+    room = {"left": right, "right": left, "center": 2 * min(left, right)}.get(
+        text.get_horizontalalignment(), right)
+    # measured as Agg draws it at the figure's dpi, in pixels: hinting makes small text
+    # wider than its outline, and not in proportion to the size, so measure each try
+    renderer = RendererAgg(1, 1, text.figure.dpi)
+    props = text.get_fontproperties().copy()
+
+    def width(at):
+        props.set_size(at)
+        return max(renderer.get_text_width_height_descent(line, props, ismath=is_math_text(line))[0]
+                   for line in string.split("\n"))
+
+    candidate = points
+    for _ in range(20):                 # each try at least 2% smaller
+        measured = width(candidate)
+        if measured <= room or candidate <= size:
+            return candidate
+        candidate = max(size, 0.98 * candidate * min(1.0, room / measured))
+    return size
+
+
+def _texts_but_tick_labels(artist: Artist):
+    """Every Text under ``artist`` except tick labels (a walk like ``findobj(Text)``
+    that does not visit each tick's five artists: a few times faster)."""
+    for child in artist.get_children():
+        if isinstance(child, Axis):
+            yield child.label
+            yield child.offsetText
+            continue
+        if isinstance(child, Text):
+            yield child
+        yield from _texts_but_tick_labels(child)
 
 
 def _fixed_title_height(fig: Figure) -> None:

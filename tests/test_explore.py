@@ -95,7 +95,7 @@ def test_identical_frames_are_stored_once():
 def test_static_html_starts_at_the_default_and_sets_controls_to_it():
     html = make().static_html()
     data = static_data(html)
-    first = re.search(r'<img class="cx-frame"[^>]*src="data:image/png;base64,([^"]+)"', html).group(1)
+    first = re.search(r'<img class="cx-frame"[^>]*src="data:image/[a-z]+;base64,([^"]+)"', html).group(1)
     np.testing.assert_allclose(centre_pixel(first), colour_of(3, "red"), atol=0.03)
     assert 'value="2" data-cx-control="0"' in html  # index of depth=3
     assert len(data["images"]) == len(DEPTHS) * len(KINDS)
@@ -287,14 +287,21 @@ def draw_text_heavy(fig, depth, kind):
 
 
 def fresh_png(exp, index, compact=False):
-    """The reference: the frame rasterized on a brand-new Agg canvas (a new renderer)."""
+    """The reference: the frame rasterized on a brand-new Agg canvas (a new renderer);
+    with ``compact`` at the static book's larger dpi and in its encoding."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
-    from companion._raster import encode
+    from companion._raster import encode, encode_static
 
-    canvas = FigureCanvasAgg(exp.figure(index))
+    from companion.explore import _STATIC_SCALE
+
+    fig = exp.figure(index)
+    if compact:
+        fig.set_dpi(_STATIC_SCALE * exp.dpi)
+    canvas = FigureCanvasAgg(fig)
     canvas.draw()
-    return encode(np.asarray(canvas.buffer_rgba()), compact=compact)
+    rgba = np.asarray(canvas.buffer_rgba())
+    return encode_static(rgba) if compact else encode(rgba, compact=False)
 
 
 def test_the_shared_renderer_gives_the_same_png_bytes_as_a_fresh_canvas():
@@ -336,7 +343,7 @@ def test_cold_renders_leak_no_figures_and_keep_one_renderer_per_size():
     assert len(figures) == 2 * len(KINDS)
     assert all(ref() is None for ref in figures), "a drawn figure is still alive"
     assert plt.get_fignums() == pyplot_before
-    w, h = int(2.5 * 30), int(1.5 * 30)
+    w, h = int(2.5 * 42), int(1.5 * 42)    # the book's frames: 1.4 x the pixels
     assert sum(1 for key in _raster._RENDERERS if key[:2] == (w, h)) == 1
     assert len(_raster._RENDERERS) <= 8
 
@@ -383,7 +390,7 @@ def test_cached_glyphs_give_the_pixels_of_text_rendered_afresh():
     from companion import _glyphs, _raster
 
     exp = explore(draw_text_everywhere, {"depth": Slider(DEPTHS, value=1), "kind": Choice(KINDS)},
-                  name="glyphs", figsize=(4, 2), dpi=60)
+                  name="glyphs", figsize=(4, 2), dpi=150)   # its two sizes stay above the floor
     for hinting in ("default", "none"):
         with matplotlib.rc_context({"text.hinting": hinting}):
             for index in [(0, 0), (1, 1), (3, 2), (0, 0), (2, 1)]:
@@ -661,6 +668,7 @@ def test_titles_stay_where_rcparams_titley_would_put_them(drawing):
             fig = Figure(figsize=exp.figsize, dpi=exp.dpi, subplotpars=ex._MARGINS)
             drawing(fig, **exp.params(index))
         ex._plain_log_ticks(fig)
+        ex._raise_small_text(fig, ex._min_text_points(exp.figsize, exp.dpi))
         canvas = FigureCanvasAgg(fig)
         canvas.draw()
         assert exp.render(index) == encode(np.asarray(canvas.buffer_rgba()), compact=False), index
@@ -787,3 +795,190 @@ def test_a_clicked_run_starts_without_waiting_for_a_long_quiet():
         assert started[1] - clicked < _live._RunQueue.QUIET, started[1] - clicked
 
     asyncio.run(scenario())
+
+
+def test_static_frames_have_more_pixels_than_the_size_they_are_shown_at():
+    # Reference: figsize x dpi (closed form) against the <img>'s width/height, the same
+    # times 1.4 against the decoded image's size, and the data URL's type against the
+    # format Pillow finds in the bytes.
+    from companion._raster import STATIC_MIME
+    from companion.explore import _STATIC_SCALE
+
+    assert _STATIC_SCALE == 1.4
+    exp = explore(draw_colour, {"depth": Slider(DEPTHS, value=3), "kind": Choice(KINDS)},
+                  name="sizes", figsize=(2.5, 1.5), dpi=40)
+    html = exp.static_html()
+    img = re.search(r'<img class="cx-frame"[^>]*>', html).group(0)
+    assert 'width="100" height="60"' in img
+    for encoded in static_data(html)["images"]:
+        image = Image.open(io.BytesIO(base64.b64decode(encoded)))
+        assert image.size == (140, 84)
+        assert Image.MIME[image.format] == STATIC_MIME
+    assert f'src="data:{STATIC_MIME};base64,' in img
+    assert f"data:{STATIC_MIME};base64," in html.split("<script>", 1)[1]    # the script's swaps
+
+
+def draw_small_text(fig, depth, kind):
+    """Text of every kind at 4-5 points (below any floor), one title at 30 points."""
+    ax, ax2 = fig.subplots(1, 2)
+    ax.plot(np.arange(1, 40), 1e-5 * np.arange(1, 40) * depth, label=kind)
+    ax.set_xscale("log")
+    ax.tick_params(labelsize=4)
+    ax.set_xlabel("layer", fontsize=5)
+    ax.legend(fontsize=4, title="kind", title_fontsize=5)
+    ax.annotate("here", (3, 3e-5), fontsize=4, arrowprops={"arrowstyle": "->"})
+    ax.set_title("big", fontsize=30)
+    image = ax2.imshow(np.arange(12.0).reshape(3, 4))
+    colorbar = fig.colorbar(image, ax=ax2)
+    colorbar.ax.tick_params(labelsize=4)
+    colorbar.set_label("value", fontsize=5)
+    for label in ax2.get_yticklabels():
+        label.set_fontsize(4)
+    fig.suptitle(f"depth {depth}", fontsize=5)
+    fig.text(0.01, 0.01, "note", fontsize=4)
+
+
+def drawn_text_sizes(fig):
+    """(string, size in pixels) of every text a fresh Agg canvas draws for ``fig``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
+
+    drawn = []
+
+    class Recording(RendererAgg):
+        def draw_text(self, gc, x, y, s, prop, angle, ismath=False, mtext=None):
+            drawn.append((s, prop.get_size_in_points() * self.dpi / 72))
+            return super().draw_text(gc, x, y, s, prop, angle, ismath, mtext)
+
+    canvas = FigureCanvasAgg(fig)
+    width, height = canvas.get_width_height(physical=True)
+    canvas.renderer = Recording(width, height, fig.dpi)
+    canvas.get_renderer = lambda: canvas.renderer
+    fig.draw(canvas.renderer)
+    return drawn
+
+
+@pytest.mark.parametrize("figsize, dpi, shown_width", [((4, 2), 60, 240), ((12, 3), 80, 666)])
+def test_no_text_is_drawn_smaller_than_11_css_pixels(figsize, dpi, shown_width):
+    # Reference: the size of every string matplotlib's own RendererAgg is asked to draw
+    # (a fresh canvas), times the width the page shows the frame at over its pixel
+    # width: a frame is shown figsize x dpi CSS px wide, or shrunk to the 666 px column
+    # of a 1280 px window (measured in Chromium). Live and static frames alike.
+    exp = explore(draw_small_text, {"depth": Slider(DEPTHS, value=3), "kind": Choice(KINDS)},
+                  name="small-text", figsize=figsize, dpi=dpi)
+    drawn = drawn_text_sizes(exp.figure())
+    css_per_pixel = shown_width / (figsize[0] * dpi)
+    strings = {s for s, _ in drawn}
+    assert {"layer", "kind", "here", "note", "value", "depth 3", "big"} <= strings
+    assert sum(s.isdigit() for s in strings) >= 3, "the tick labels were not drawn"
+    small = [(s, round(px * css_per_pixel, 2)) for s, px in drawn if px * css_per_pixel < 11 - 1e-6]
+    assert small == [], f"text under 11 CSS px: {small}"
+    assert max(px for s, px in drawn if s == "big") == pytest.approx(30 * dpi / 72), "larger text changed"
+
+
+def test_the_text_walk_finds_every_text_but_the_tick_labels():
+    # Reference: matplotlib's own Figure.findobj(Text), less the ticks' labels.
+    from matplotlib.figure import Figure
+    from matplotlib.text import Text
+
+    from companion import explore as ex
+
+    fig = Figure(figsize=(5, 2), dpi=50)
+    draw_small_text(fig, 2, "red")
+    fig.canvas.draw()
+    every = {id(t) for t in fig.findobj(Text)}     # first: it makes ticks as it goes
+    ticks = [tick for ax in fig.axes for axis in (ax.xaxis, ax.yaxis)
+             for tick in axis.majorTicks + axis.minorTicks]
+    expected = every - {id(t) for tick in ticks for t in (tick.label1, tick.label2)}
+    assert {id(t) for t in ex._texts_but_tick_labels(fig)} == expected
+
+
+def test_a_long_title_grows_only_as_far_as_its_axes_width():
+    # Reference: the title's and its axes' extents on a fresh Agg canvas; a short title
+    # reaches the floor, a long one stops where it is as wide as its axes.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    def draw(fig, n):
+        left, right = fig.subplots(1, 2)
+        left.set_title("a title far too long for half of a small figure " * n, fontsize=4)
+        right.set_title("short", fontsize=4)
+
+    exp = explore(draw, {"n": Slider([1, 2], value=1)}, name="titles", figsize=(6, 2), dpi=80)
+    fig = exp.figure()
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    left, right = fig.axes
+    assert right.title.get_fontsize() == pytest.approx(11 * 72 / 80)
+    assert 4 < left.title.get_fontsize() < 11 * 72 / 80
+    assert left.title.get_window_extent(renderer).width <= left.bbox.width + 1
+
+
+def test_a_paragraph_grows_only_as_far_as_the_figure_edge():
+    # Reference: the text's extent on a fresh Agg canvas against the figure's. A wrapped
+    # paragraph starting mid-figure stops where its longest line reaches the edge; the
+    # same words near the left edge have room and reach the floor.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    words = "a paragraph wrapped for a small font, one line of it quite long indeed\nand more"
+
+    def draw(fig, n):
+        ax = fig.subplots()
+        ax.axis("off")
+        fig.text(0.55, 0.8, words, fontsize=4, ha="left")
+        fig.text(0.02, 0.3, "short", fontsize=4, ha="left")
+
+    exp = explore(draw, {"n": Slider([1, 2], value=1)}, name="paragraph", figsize=(6, 2), dpi=80)
+    fig = exp.figure()
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    paragraph, short = fig.texts
+    assert short.get_fontsize() == pytest.approx(11 * 72 / 80)
+    assert 4 < paragraph.get_fontsize() < 11 * 72 / 80
+    assert paragraph.get_window_extent(renderer).x1 <= fig.bbox.x1 + 1
+
+
+def test_text_in_subfigures_is_raised_too():
+    # Reference: the sizes matplotlib's own RendererAgg draws (a fresh canvas), as in
+    # test_no_text_is_drawn_smaller_than_11_css_pixels, for axes inside subfigures.
+    def draw(fig, n):
+        top, bottom = fig.subfigures(2, 1)
+        for sub in (top, bottom):
+            left, right = sub.subplots(1, 2)
+            left.set_title("a long title that must fit in half of the frame " * n, fontsize=4)
+            right.plot([1, 2], [n, 1])
+            right.tick_params(labelsize=4)
+            sub.suptitle("part", fontsize=4)
+
+    exp = explore(draw, {"n": Slider([1, 2], value=1)}, name="subfigures", figsize=(6, 4), dpi=80)
+    fig = exp.figure()
+    drawn = drawn_text_sizes(fig)
+    titles = {ax.title.get_text() for ax in fig.axes}
+    assert min(px for s, px in drawn if s not in titles) == pytest.approx(11)
+    assert all(ax.title.get_fontsize() > 4 for ax in fig.axes if ax.title.get_text())
+
+
+def test_a_legend_grows_only_as_far_as_its_axes_leave_room():
+    # Reference: the legends' and axes' extents on a fresh Agg canvas: a long legend
+    # stays within its axes' width and half its height (it is not cut off by the
+    # figure's edge, nor hides the curves); a short one reaches the 11 CSS px floor.
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    def draw(fig, n):
+        crowded, roomy = fig.subplots(1, 2)
+        for k in range(6):
+            crowded.plot(np.arange(10) * k * n, label=f"optimizer {k}: f = 1.7e-4{k}")
+        crowded.legend(fontsize=5, ncols=2, loc="lower right")
+        roomy.plot([1, 2], label="short")
+        roomy.legend(fontsize=5)
+
+    exp = explore(draw, {"n": Slider([10, 20])}, name="legends", figsize=(9.5, 3.4), dpi=80)
+    fig = exp.figure()
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    renderer = canvas.get_renderer()
+    crowded, roomy = fig.axes
+    box = crowded.get_legend().get_window_extent(renderer)
+    assert box.width <= crowded.bbox.width and box.height <= 0.5 * crowded.bbox.height + 1
+    assert min(t.get_fontsize() for t in crowded.get_legend().texts) > 5
+    assert roomy.get_legend().texts[0].get_fontsize() == pytest.approx(11 * 72 / (666 / 9.5))  # column-wide

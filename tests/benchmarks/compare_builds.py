@@ -5,7 +5,7 @@
 For a change meant to preserve what readers see (a refactoring of the companion), build
 the book before and after (``bash .ci/build`` in two checkouts) and compare. Reads each
 chapter's executed notebook (``_build/jupyter_execute/book/*.ipynb``: the static HTML
-of every experiment, its precomputed PNG frames byte for byte and the frame each
+of every experiment, its precomputed frames byte for byte and the frame each
 setting shows) and the values it glued (``*.glue.json`` beside it: their full text,
 every digit). Prints what differs and
 exits 1 if anything does. Timings are reported but not counted: the glue names a
