@@ -892,21 +892,26 @@ def test_the_text_walk_finds_every_text_but_the_tick_labels():
     assert {id(t) for t in ex._texts_but_tick_labels(fig)} == expected
 
 
+def _drawn_on_a_fresh_canvas(draw, name):
+    """The default frame of a one-control experiment (6 x 2 in at 80 dpi), drawn on a
+    fresh Agg canvas, and that canvas's renderer (to measure what was drawn)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    fig = explore(draw, {"n": Slider([1, 2], value=1)}, name=name, figsize=(6, 2), dpi=80).figure()
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return fig, canvas.get_renderer()
+
+
 def test_a_long_title_grows_only_as_far_as_its_axes_width():
     # Reference: the title's and its axes' extents on a fresh Agg canvas; a short title
     # reaches the floor, a long one stops where it is as wide as its axes.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
     def draw(fig, n):
         left, right = fig.subplots(1, 2)
         left.set_title("a title far too long for half of a small figure " * n, fontsize=4)
         right.set_title("short", fontsize=4)
 
-    exp = explore(draw, {"n": Slider([1, 2], value=1)}, name="titles", figsize=(6, 2), dpi=80)
-    fig = exp.figure()
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    renderer = canvas.get_renderer()
+    fig, renderer = _drawn_on_a_fresh_canvas(draw, "titles")
     left, right = fig.axes
     assert right.title.get_fontsize() == pytest.approx(11 * 72 / 80)
     assert 4 < left.title.get_fontsize() < 11 * 72 / 80
@@ -915,10 +920,8 @@ def test_a_long_title_grows_only_as_far_as_its_axes_width():
 
 def test_a_paragraph_grows_only_as_far_as_the_figure_edge():
     # Reference: the text's extent on a fresh Agg canvas against the figure's. A wrapped
-    # paragraph starting mid-figure stops where its longest line reaches the edge; the
-    # same words near the left edge have room and reach the floor.
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
+    # paragraph starting mid-figure stops where its longest line reaches the edge; a
+    # short text with room reaches the floor.
     words = "a paragraph wrapped for a small font, one line of it quite long indeed\nand more"
 
     def draw(fig, n):
@@ -927,11 +930,7 @@ def test_a_paragraph_grows_only_as_far_as_the_figure_edge():
         fig.text(0.55, 0.8, words, fontsize=4, ha="left")
         fig.text(0.02, 0.3, "short", fontsize=4, ha="left")
 
-    exp = explore(draw, {"n": Slider([1, 2], value=1)}, name="paragraph", figsize=(6, 2), dpi=80)
-    fig = exp.figure()
-    canvas = FigureCanvasAgg(fig)
-    canvas.draw()
-    renderer = canvas.get_renderer()
+    fig, renderer = _drawn_on_a_fresh_canvas(draw, "paragraph")
     paragraph, short = fig.texts
     assert short.get_fontsize() == pytest.approx(11 * 72 / 80)
     assert 4 < paragraph.get_fontsize() < 11 * 72 / 80
