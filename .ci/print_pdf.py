@@ -98,8 +98,16 @@ h2, h3, h4 { break-after: avoid; }
 div.highlight pre, pre { white-space: pre-wrap !important; word-break: break-word;
   font-size: .74rem !important; }
 .cell_output pre, .output pre { font-size: .66rem !important; }
-.cell, .cell_input, .cell_output, div.highlight, pre { break-inside: auto !important; }
-table { break-inside: auto; font-size: .85rem; }
+/* Chromium never splits a box that scrolls (overflow: auto) across pages: a long code
+   cell or table would jump to the next page and leave an empty frame behind */
+.cell, .cell_input, .cell_output, .output, div.highlight, pre, .pst-scrollable-table-container,
+.table-wrapper { overflow: visible !important; }
+.cell, .cell_input, .cell_output, div.highlight, div[class*="highlight-"], pre {
+  break-inside: auto !important; }
+.cell_input, div.highlight, div[class*="highlight-"] { display: block !important; }
+table { break-inside: auto; font-size: .85rem; max-width: 100% !important; }
+td, th { overflow-wrap: anywhere; }
+td code, td .pre, th code, th .pre { white-space: normal !important; overflow-wrap: anywhere; }
 img { break-inside: avoid; }
 .toggle-hidden, .solution .toggle-hidden, .toggle-details__container { display: block !important; }
 .print-title-page { break-after: page; text-align: left; padding-top: 25mm; }
@@ -108,6 +116,23 @@ img { break-inside: avoid; }
 .print-title-page ol, .print-title-page ul { font-size: 1rem; }
 .print-title-page .facts { font-size: .85rem; color: #444; margin-top: 2rem; }
 mjx-container { break-inside: avoid; }
+"""
+
+# A4 (210 mm) less the 16 mm margins, in CSS pixels (96 per inch)
+PRINTABLE_PX = round((210 - 2 * 16) / 25.4 * 96)
+
+# The elements that reach past the printable width (innermost first), as short strings.
+WIDE_JS = r"""
+(limit) => {
+  const out = [];
+  document.querySelectorAll('body *').forEach(e => {
+    const r = e.getBoundingClientRect();
+    if (r.width > 0 && r.right > limit && ![...e.children].some(c => c.getBoundingClientRect().right > limit))
+      out.push(e.tagName.toLowerCase() + '.' + String(e.className).split(' ')[0] + ' "' +
+               (e.textContent || '').trim().slice(0, 40) + '" ends at ' + Math.round(r.right) + ' px');
+  });
+  return out.slice(0, 10);
+}
 """
 
 # Runs in the page: builds the title page, numbers the chapters, captions the experiments.
@@ -260,7 +285,15 @@ def print_pdf(build: Path) -> Path:
                 sys.exit(info["error"])
             page.evaluate("() => MathJax.startup.promise")
             page.emulate_media(media="print")
+            # Chromium shrinks every page to fit the widest element: refuse one wider
+            # than the paper instead of printing the whole book small
+            page.set_viewport_size({"width": PRINTABLE_PX, "height": 1400})
             page.wait_for_timeout(300)
+            width = page.evaluate("() => document.documentElement.scrollWidth")
+            if width > PRINTABLE_PX + 8:
+                wide = page.evaluate(WIDE_JS, PRINTABLE_PX + 8)
+                sys.exit(f"the book is {width} px wide, the printed page {PRINTABLE_PX} px (fix the "
+                         f"print style in .ci/print_pdf.py): " + "; ".join(wide))
             # outline: the PDF's bookmarks, from the headings; tagged: the structure a
             # screen reader needs to read the PDF (about 10 MB of the file; worth it)
             page.pdf(path=str(pdf), format="A4", print_background=True, outline=True, tagged=True,
