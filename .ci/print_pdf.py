@@ -28,7 +28,6 @@ import functools
 import http.server
 import json
 import shutil
-import subprocess
 import sys
 import threading
 import time
@@ -38,6 +37,9 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
+
+sys.path.insert(0, str(ROOT / "book" / "_ext"))
+from editions import source_commit  # noqa: E402  (the build page's commit, the same way)
 
 
 def toc_chapters(root: Path) -> tuple[str, list[str], list[str]]:
@@ -53,15 +55,6 @@ def toc_chapters(root: Path) -> tuple[str, list[str], list[str]]:
 
 def book_config(root: Path) -> dict:
     return yaml.safe_load((root / "_config.yml").read_text())
-
-
-def commit_of(root: Path) -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root,
-                             capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() if out.returncode == 0 else None
 
 
 class _Quiet(http.server.SimpleHTTPRequestHandler):
@@ -279,7 +272,7 @@ def print_pdf(build: Path) -> Path:
             page.add_style_tag(content=PRINT_CSS)
             info = page.evaluate(PREPARE_JS, {
                 "numbered": numbered, "back": back, "root": root_doc, "webBase": web_base,
-                "title": config.get("title", ""), "commit": commit_of(ROOT),
+                "title": config.get("title", ""), "commit": source_commit(ROOT),
                 "date": time.strftime("%Y-%m-%d", time.gmtime())})
             if "error" in info:
                 sys.exit(info["error"])

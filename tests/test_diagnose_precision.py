@@ -190,6 +190,18 @@ def test_overflowed_forward_pass_gives_the_float32_value():
 
 
 # ------------------------------------------------------------------- 3. rounding
+def _scaled_autocast_step(model, opt, scaler, x, y):
+    """One step of the float16 recipe: the forward pass under autocast, the loss
+    scaled for backward, the scaler's step and update. Returns the loss."""
+    with torch.autocast(**F16):
+        loss = F.mse_loss(model(x).float(), y)
+    opt.zero_grad()
+    scaler.scale(loss).backward()
+    scaler.step(opt)
+    scaler.update()
+    return loss
+
+
 def _regression(seed=0, n=256, d=16):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(n, d, generator=g)
@@ -257,13 +269,7 @@ def test_scaler_whose_steps_keep_being_skipped_is_found():
     with watch(model, opt, every=10, scaler=scaler) as w:
         for _ in range(40):
             before = [p.detach().clone() for p in model.parameters()]
-            with torch.autocast(**F16):
-                loss = F.mse_loss(model(x * 3e3).float(), y)
-            opt.zero_grad()
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            w.log(loss)
+            w.log(_scaled_autocast_step(model, opt, scaler, x * 3e3, y))
             unchanged.append(all(torch.equal(a, p) for a, p in zip(before, model.parameters())))
     assert w.skipped == unchanged and sum(unchanged) > 30
     losses = [v for v in w.losses if v == v]
@@ -278,13 +284,7 @@ def _autocast_run(model, x, y, scaler, steps=60):
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     with watch(model, opt, every=10, scaler=scaler) as w:
         for _ in range(steps):
-            with torch.autocast(**F16):
-                loss = F.mse_loss(model(x).float(), y)
-            opt.zero_grad()
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            w.log(loss)
+            w.log(_scaled_autocast_step(model, opt, scaler, x, y))
     return w
 
 
@@ -466,13 +466,7 @@ def test_watch_reports_a_scaler_that_never_takes_a_step():
     scaler = pr.GradScaler()
     with watch(model, opt, every=5, scaler=scaler) as w:
         for _ in range(20):
-            with torch.autocast(**F16):
-                loss = F.mse_loss(model(x * 1e5).float(), y)
-            opt.zero_grad()
-            scaler.scale(loss).backward()
-            scaler.step(opt)
-            scaler.update()
-            w.log(loss)
+            w.log(_scaled_autocast_step(model, opt, scaler, x * 1e5, y))
     assert all(torch.equal(a, p) for a, p in zip(start, model.parameters()))
     assert w.skipped == [True] * 20 and w.measurements == []
     report = w.report()

@@ -20,7 +20,6 @@ Loaded by ``_config.yml`` (``sphinx: local_extensions``). It does three things:
 from __future__ import annotations
 
 import datetime
-import importlib.metadata
 import json
 import platform
 import subprocess
@@ -28,6 +27,8 @@ from pathlib import Path
 
 from docutils import nodes
 from sphinx.util.docutils import SphinxDirective
+
+from companion._requirements import installed_version
 
 PDF_NAME = "book.pdf"      # beside index.html in the web build; .ci/pdf copies it there
 PDF_BUTTON_LABEL = "Download the book (PDF)"
@@ -64,14 +65,6 @@ def _add_pdf_button(app, pagename, templatename, context, doctree):
         "icon": "fas fa-book",
         "label": "download-book-pdf-button",
     })
-
-
-def installed_version(distribution: str) -> str:
-    """The installed version of ``distribution``, or "not installed"."""
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def source_commit(srcdir: str | Path) -> str | None:
@@ -163,7 +156,7 @@ class BuildInfo(SphinxDirective):
     def run(self):
         self.env.note_reread()          # computed at every build, never from a cache
         versions = [("Python", platform.python_version())]
-        versions += [(shown, installed_version(dist)) for shown, dist in VERSIONS]
+        versions += [(shown, installed_version(dist) or "not installed") for shown, dist in VERSIONS]
         commit = source_commit(self.env.srcdir)
         built = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         facts = nodes.bullet_list()
